@@ -1,0 +1,110 @@
+//! Crash-safe file output: every file crambench writes goes to a temporary file in the target's
+//! directory, is fsynced, then renamed over the target, and the directory is fsynced. A reader
+//! sees the old file or the new one, never half of one; a failed write leaves the old file intact.
+use crate::error::Error;
+use anyhow::Result;
+use std::io::Write;
+use std::path::Path;
+
+/// Write `bytes` to `path` atomically. `mode` sets Unix permissions on the new file (applied
+/// before any byte is written, so a secret never exists with looser permissions).
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".crambench-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(dir, e))?;
+    if let Some(mode) = mode {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io(tmp.path(), e))?;
+    }
+    tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
+    tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Like [`write_atomic`], but fails if `path` already exists (checked before writing and made
+/// race-free by a hard link instead of a rename).
+pub fn write_new_atomic(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<()> {
+    if path.exists() {
+        return Err(Error::Refused(format!(
+            "{} already exists; refusing to overwrite it",
+            path.display()
+        ))
+        .into());
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".crambench-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(dir, e))?;
+    if let Some(mode) = mode {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io(tmp.path(), e))?;
+    }
+    tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
+    tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
+    tmp.persist_noclobber(path).map_err(|e| {
+        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+            anyhow::Error::new(Error::Refused(format!(
+                "{} already exists; refusing to overwrite it",
+                path.display()
+            )))
+        } else {
+            Error::io(path, e.error).into()
+        }
+    })?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Read a whole file, refusing files larger than `limit` bytes with a clear error.
+pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.is_dir() {
+        return Err(Error::input(path.display(), "is a directory, expected a file").into());
+    }
+    if meta.len() > limit {
+        return Err(Error::input(
+            path.display(),
+            format!("file is {} bytes; the limit is {limit} bytes", meta.len()),
+        )
+        .into());
+    }
+    std::fs::read(path).map_err(|e| Error::io(path, e).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_new_refuses() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f.txt");
+        write_atomic(&p, b"one", None).unwrap();
+        write_atomic(&p, b"two", Some(0o600)).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        let e = write_new_atomic(&p, b"three", None).unwrap_err();
+        assert_eq!(crate::error::exit_code_of(&e), crate::ExitCode::Refused);
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        // no temporary files left behind
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+}

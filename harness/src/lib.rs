@@ -1,0 +1,21 @@
+//! crambench: reproduce *Cramming* (Geiping & Goldstein, arXiv 2212.14034) and its BERT
+//! baselines, and prove what ran.
+//!
+//! Modules follow the data's path, and a lower layer never imports a higher one:
+//!
+//! * [`error`], [`io`], [`torchrt`] — infrastructure: error classes and exit codes, crash-safe
+//!   file writes, loading libtorch's CUDA backend before the first tch call.
+//! * [`provenance`] — what a run is pinned to: machine fingerprint, git state, content hashes,
+//!   seeds.
+//! * [`manifest`] — the signed record: in-toto Statement, RFC 8785 canonical JSON, DSSE
+//!   envelopes with Ed25519, the published JSON Schema.
+pub mod error;
+pub mod io;
+pub mod manifest;
+pub mod provenance;
+pub mod torchrt;
+
+pub use error::{Error, ExitCode};
+
+/// This crate's version, as recorded in fingerprints and manifests.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
