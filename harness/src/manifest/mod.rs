@@ -1,0 +1,12 @@
+//! Manifests: what a run proves, and how it is signed.
+//!
+//! * [`jcs`] — RFC 8785 canonical JSON (refuses NaN, infinities and unsafe integers).
+//! * [`statement`] — the in-toto Statement v1 with crambench's predicate.
+//! * [`schema`] — the published JSON Schema and validation against it.
+//! * [`keys`] — Ed25519 keys: generation, PEM files, securesystemslib key ids.
+//! * [`dsse`] — DSSE v1 envelopes: PAE, signing, threshold verification over exact bytes.
+pub mod dsse;
+pub mod jcs;
+pub mod keys;
+pub mod schema;
+pub mod statement;

@@ -1,0 +1,229 @@
+//! Interoperability with independent implementations, run from `.venv-interop`
+//! (scripts/pyenv.sh): securesystemslib verifies crambench's envelopes and crambench verifies
+//! securesystemslib's; Python `rfc8785` produces the same canonical bytes as crambench.
+mod common;
+use common::{interop_python, repo_root, run_in};
+use std::process::Command;
+
+fn script(name: &str) -> String {
+    repo_root()
+        .join("reference/interop")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn securesystemslib_verifies_crambench_envelopes() {
+    let Some(py) = interop_python() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    std::fs::write(dir.join("x.bin"), b"artifact").unwrap();
+    assert_eq!(run_in(dir, &["keygen", "--out", "keys"]).0, 0);
+    let (c, _, e) = run_in(
+        dir,
+        &[
+            "manifest",
+            "new",
+            "--subject",
+            "x.bin",
+            "--seed",
+            "1",
+            "--out",
+            "m.json",
+        ],
+    );
+    assert_eq!(c, 0, "{e}");
+    assert_eq!(
+        run_in(dir, &["sign", "--key", "keys/crambench.key", "m.json"]).0,
+        0
+    );
+    let out = Command::new(&py)
+        .args([
+            script("dsse_verify.py"),
+            dir.join("m.dsse.json").display().to_string(),
+            dir.join("keys/crambench.pub").display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "securesystemslib rejected: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    // securesystemslib computes the same default keyid crambench wrote
+    let (_, o, _) = run_in(
+        dir,
+        &[
+            "verify",
+            "m.dsse.json",
+            "--key",
+            "keys/crambench.pub",
+            "--json",
+        ],
+    );
+    let ours: serde_json::Value = serde_json::from_str(&o).unwrap();
+    assert_eq!(v["keyid"], ours["valid_keys"][0]);
+    assert_eq!(v["payload_sha256"], ours["payload_sha256"]);
+
+    // and rejects a tampered copy
+    let mut env: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("m.dsse.json")).unwrap()).unwrap();
+    let payload = crambench::manifest::dsse::b64_decode(env["payload"].as_str().unwrap()).unwrap();
+    let mut payload = payload.clone();
+    let last = payload.len() - 2;
+    payload[last] ^= 1;
+    env["payload"] = crambench::manifest::dsse::b64_encode(&payload).into();
+    std::fs::write(dir.join("t.json"), serde_json::to_vec(&env).unwrap()).unwrap();
+    let out = Command::new(&py)
+        .args([
+            script("dsse_verify.py"),
+            dir.join("t.json").display().to_string(),
+            dir.join("keys/crambench.pub").display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
+fn crambench_verifies_securesystemslib_envelopes() {
+    let Some(py) = interop_python() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    std::fs::write(dir.join("x.bin"), b"artifact").unwrap();
+    let (c, _, e) = run_in(
+        dir,
+        &[
+            "manifest",
+            "new",
+            "--subject",
+            "x.bin",
+            "--seed",
+            "5",
+            "--out",
+            "m.json",
+        ],
+    );
+    assert_eq!(c, 0, "{e}");
+    let out = Command::new(&py)
+        .args([
+            script("dsse_sign.py"),
+            dir.join("m.json").display().to_string(),
+            "application/vnd.in-toto+json".into(),
+            dir.display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let their_keyid = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let (c, o, e) = run_in(
+        dir,
+        &["verify", "envelope.json", "--key", "key.pub", "--json"],
+    );
+    assert_eq!(c, 0, "{o} {e}");
+    let v: serde_json::Value = serde_json::from_str(&o).unwrap();
+    assert_eq!(v["valid_keys"][0], their_keyid.as_str());
+    // a crambench key is not their key
+    assert_eq!(run_in(dir, &["keygen", "--out", "k"]).0, 0);
+    assert_eq!(
+        run_in(
+            dir,
+            &["verify", "envelope.json", "--key", "k/crambench.pub"]
+        )
+        .0,
+        1
+    );
+    // crambench can co-sign their envelope, and securesystemslib still verifies it with its key
+    assert_eq!(
+        run_in(dir, &["sign", "--key", "k/crambench.key", "envelope.json"]).0,
+        0
+    );
+    let out = Command::new(&py)
+        .args([
+            script("dsse_verify.py"),
+            dir.join("envelope.json").display().to_string(),
+            dir.join("key.pub").display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        run_in(
+            dir,
+            &[
+                "verify",
+                "envelope.json",
+                "--key",
+                "key.pub",
+                "--key",
+                "k/crambench.pub",
+                "--threshold",
+                "2"
+            ]
+        )
+        .0,
+        0
+    );
+}
+
+#[test]
+fn canonical_json_matches_python_rfc8785() {
+    let Some(py) = interop_python() else { return };
+    let cases = [
+        r#"{"b":[1,2.5,-0.0,1e21,1e-7,123456789012345,0.1,1E+2],"a":{"z":null,"y":true,"é":"\u00e9\u0000\n\"\\"}}"#,
+        r#"{"€":1,"\r":2,"דּ":3,"1":4,"😀":5,"\u0080":6,"ö":7}"#,
+        r#"[9007199254740991,-9007199254740991,3.141592653589793,5e-324,1.7976931348623157e308]"#,
+        r#"{"numbers":[333333333.33333329,1E30,4.50,2e-3,0.000001,0.0000001]}"#,
+    ];
+    for case in cases {
+        let ours = crambench::manifest::jcs::canonicalize_str(case).unwrap();
+        let mut child = Command::new(&py)
+            .arg(script("jcs.py"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(case.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&ours),
+            String::from_utf8_lossy(&out.stdout),
+            "case {case}"
+        );
+    }
+    // both refuse integers beyond 2^53-1
+    assert!(crambench::manifest::jcs::canonicalize_str("[9007199254740992]").is_err());
+    let mut child = Command::new(&py)
+        .arg(script("jcs.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"[9007199254740992]")
+        .unwrap();
+    assert!(!child.wait().unwrap().success());
+}
