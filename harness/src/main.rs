@@ -1,0 +1,577 @@
+//! `crambench`: the command-line interface. A thin layer over the library: it parses
+//! arguments, calls one library function per command, and prints a table for people or JSON
+//! for machines (`--json`). Progress goes to stderr; errors go to stderr with an exit code from
+//! [`crambench::ExitCode`].
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use crambench::error::{exit_code_of, Error, ExitCode};
+use crambench::manifest::{dsse, keys, schema, statement};
+use crambench::provenance::{fingerprint, hash, seeds};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+mod bench;
+
+#[derive(Parser)]
+#[command(name = "crambench", version, about = "Reproduce Cramming (arXiv 2212.14034) and its BERT baselines, and prove what ran", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Describe this machine's hardware, software and environment (no host identifiers unless
+    /// --include-host), or compare two fingerprints with `fingerprint diff A B`.
+    Fingerprint(FingerprintArgs),
+    /// SHA-256 and size of files; in-toto dirHash of directories.
+    Hash(HashArgs),
+    /// Show the seeds derived from a master seed for the given labels.
+    Seeds(SeedsArgs),
+    /// Create an Ed25519 key pair for signing manifests.
+    Keygen(KeygenArgs),
+    /// Create or validate manifests (in-toto Statements with the crambench predicate).
+    #[command(subcommand)]
+    Manifest(ManifestCmd),
+    /// Sign a manifest: wrap a statement in a DSSE envelope, or add a signature to an envelope.
+    Sign(SignArgs),
+    /// Verify a DSSE envelope's signatures against trusted public keys.
+    Verify(VerifyArgs),
+    /// Benchmarks measured side by side with a reference tool.
+    #[command(subcommand)]
+    Bench(bench::BenchCmd),
+}
+
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct FingerprintArgs {
+    #[command(subcommand)]
+    diff: Option<FingerprintCmd>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Include hostname, user name, IP and MAC addresses (off by default: entries are public).
+    #[arg(long)]
+    include_host: bool,
+    /// Also write the JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum FingerprintCmd {
+    /// What changed between two fingerprints (files from `fingerprint --json`, manifests or
+    /// envelopes), grouped into hardware / software / environment. Exit 1 when the hardware
+    /// class differs.
+    Diff {
+        a: PathBuf,
+        b: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct HashArgs {
+    /// Files or directories.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// List every file of a directory with its digest.
+    #[arg(long)]
+    list: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct SeedsArgs {
+    /// Master seed (0 ..= 2^53-1); drawn from the OS when absent.
+    #[arg(long)]
+    master: Option<u64>,
+    /// Labels, e.g. init data-order masking finetune/mnli/0.
+    labels: Vec<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct KeygenArgs {
+    /// Directory for the key files (created with mode 0700 if missing).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Base name: writes NAME.key (private, 0600) and NAME.pub.
+    #[arg(long, default_value = "crambench")]
+    name: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum ManifestCmd {
+    /// Make an attestation manifest on this machine: fingerprint, seeds and the digests of the
+    /// given subjects and materials.
+    New(ManifestNewArgs),
+    /// Check a manifest (statement or DSSE envelope) against the published JSON Schema.
+    Validate {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct ManifestNewArgs {
+    /// Artifacts the manifest is about (files or directories).
+    #[arg(long = "subject", value_name = "PATH", required = true)]
+    subjects: Vec<PathBuf>,
+    /// Inputs the artifacts depend on (files or directories).
+    #[arg(long = "material", value_name = "PATH")]
+    materials: Vec<PathBuf>,
+    /// Master seed; drawn from the OS when absent.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Seed labels to derive and record.
+    #[arg(long = "label", value_name = "LABEL")]
+    labels: Vec<String>,
+    /// Record hostname, user and addresses in the fingerprint.
+    #[arg(long)]
+    include_host: bool,
+    /// Output file (canonical JSON); stdout when absent.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct SignArgs {
+    /// Private key (PKCS#8 PEM, mode 0600).
+    #[arg(long, value_name = "KEY")]
+    key: PathBuf,
+    /// A statement (JSON) to wrap and sign, or a DSSE envelope to add a signature to.
+    input: PathBuf,
+    /// Output envelope. Default: the envelope itself (updated atomically), or
+    /// `<statement>.dsse.json` next to a statement.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct VerifyArgs {
+    envelope: PathBuf,
+    /// Trusted public keys (PEM files or directories of .pub/.pem files).
+    #[arg(long = "key", value_name = "PUB", required = true)]
+    keys: Vec<PathBuf>,
+    /// Number of distinct trusted keys that must have signed.
+    #[arg(long, default_value_t = 1)]
+    threshold: usize,
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() {
+    // Before any tch call: register libtorch's CUDA backend where it exists.
+    crambench::torchrt::load_cuda_backend();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            let code = if e.use_stderr() {
+                ExitCode::BadInput
+            } else {
+                ExitCode::Ok
+            };
+            std::process::exit(code as i32);
+        }
+    };
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            exit_code_of(&err)
+        }
+    };
+    std::process::exit(code as i32);
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Fingerprint(args) => cmd_fingerprint(args),
+        Command::Hash(args) => cmd_hash(args),
+        Command::Seeds(args) => cmd_seeds(args),
+        Command::Keygen(args) => cmd_keygen(args),
+        Command::Manifest(ManifestCmd::New(args)) => cmd_manifest_new(args),
+        Command::Manifest(ManifestCmd::Validate { file, json }) => {
+            cmd_manifest_validate(&file, json)
+        }
+        Command::Sign(args) => cmd_sign(args),
+        Command::Verify(args) => cmd_verify(args),
+        Command::Bench(cmd) => bench::run(cmd),
+    }
+}
+
+/// Write to stdout, treating a closed pipe (`crambench … | head`) as success.
+fn out(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|_| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        r => r.context("writing to stdout"),
+    }
+}
+
+fn json_text<T: serde::Serialize>(v: &T) -> Result<String> {
+    let mut s = serde_json::to_string_pretty(v)?;
+    s.push('\n');
+    Ok(s)
+}
+
+fn cmd_fingerprint(args: FingerprintArgs) -> Result<ExitCode> {
+    if let Some(FingerprintCmd::Diff { a, b, json }) = args.diff {
+        let va = fingerprint::load(&a)?;
+        let vb = fingerprint::load(&b)?;
+        let d = fingerprint::diff(&va, &vb);
+        out(&if json { json_text(&d)? } else { d.to_table() })?;
+        return Ok(if d.hardware_class_changed {
+            ExitCode::CheckFailed
+        } else {
+            ExitCode::Ok
+        });
+    }
+    let fp = fingerprint::collect(&fingerprint::Options {
+        include_host: args.include_host,
+        ..Default::default()
+    });
+    if let Some(path) = &args.out {
+        crambench::io::write_atomic(path, json_text(&fp)?.as_bytes(), None)?;
+    }
+    out(&if args.json {
+        json_text(&fp)?
+    } else {
+        fp.to_table()
+    })?;
+    Ok(ExitCode::Ok)
+}
+
+/// A progress bar on stderr for `total` bytes (hidden when stderr is not a terminal).
+fn byte_progress(total: u64, what: &str) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::with_draw_target(
+        Some(total),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("static template"),
+    );
+    pb.set_message(what.to_string());
+    pb
+}
+
+fn cmd_hash(args: HashArgs) -> Result<ExitCode> {
+    let mut results = Vec::new();
+    for path in &args.paths {
+        let total = std::fs::metadata(path)
+            .map(|m| if m.is_file() { m.len() } else { 0 })
+            .unwrap_or(0);
+        let pb = byte_progress(total, &path.display().to_string());
+        let d = hash::hash_path(path, &|n| pb.inc(n))?;
+        pb.finish_and_clear();
+        results.push(d);
+    }
+    if args.json {
+        let mut v = serde_json::to_value(&results)?;
+        if !args.list {
+            for item in v.as_array_mut().into_iter().flatten() {
+                if let Some(o) = item.as_object_mut() {
+                    o.remove("entries");
+                }
+            }
+        }
+        return out(&json_text(&v)?).map(|_| ExitCode::Ok);
+    }
+    let mut text = String::new();
+    for d in &results {
+        match d {
+            hash::PathDigest::File(f) => {
+                text += &format!("sha256:{}  {:>14}  {}\n", f.sha256, f.size, f.path)
+            }
+            hash::PathDigest::Dir(dir) => {
+                text += &format!(
+                    "dirHash:{}  {:>14}  {}/  ({} files)\n",
+                    dir.dir_hash, dir.size, dir.path, dir.files
+                );
+                if args.list {
+                    for e in &dir.entries {
+                        text += &format!("  sha256:{}  {:>14}  {}\n", e.sha256, e.size, e.path);
+                    }
+                }
+                for l in &dir.skipped_symlinks {
+                    text += &format!("  (symbolic link not hashed: {l})\n");
+                }
+            }
+        }
+    }
+    out(&text)?;
+    Ok(ExitCode::Ok)
+}
+
+fn cmd_seeds(args: SeedsArgs) -> Result<ExitCode> {
+    let mut s = seeds::Seeds::from_option(args.master)?;
+    for l in &args.labels {
+        s.get(l)?;
+    }
+    if args.json {
+        return out(&json_text(&s)?).map(|_| ExitCode::Ok);
+    }
+    let origin = if s.master_from_os {
+        " (drawn from the OS)"
+    } else {
+        ""
+    };
+    let mut text = format!("master  {}{origin}\n", s.master);
+    for (label, seed) in &s.derived {
+        text += &format!("{label}  {seed}\n");
+    }
+    out(&text)?;
+    Ok(ExitCode::Ok)
+}
+
+fn cmd_keygen(args: KeygenArgs) -> Result<ExitCode> {
+    let files = keys::generate(&args.out, &args.name)?;
+    if args.json {
+        return out(&json_text(&files)?).map(|_| ExitCode::Ok);
+    }
+    out(&format!(
+        "private key  {}  (mode 0600; keep it secret)\npublic key   {}\nkeyid        {}\n",
+        files.private_key.display(),
+        files.public_key.display(),
+        files.keyid
+    ))?;
+    Ok(ExitCode::Ok)
+}
+
+fn digest_of(path: &Path) -> Result<hash::PathDigest> {
+    let total = std::fs::metadata(path)
+        .map(|m| if m.is_file() { m.len() } else { 0 })
+        .unwrap_or(0);
+    let pb = byte_progress(total, &path.display().to_string());
+    let d = hash::hash_path(path, &|n| pb.inc(n))?;
+    pb.finish_and_clear();
+    Ok(d)
+}
+
+fn cmd_manifest_new(args: ManifestNewArgs) -> Result<ExitCode> {
+    let mut seeds = seeds::Seeds::from_option(args.seed)?;
+    for l in &args.labels {
+        seeds.get(l)?;
+    }
+    let fp = fingerprint::collect(&fingerprint::Options {
+        include_host: args.include_host,
+        ..Default::default()
+    });
+    let mut st = statement::Statement::new("attestation", serde_json::to_value(&fp)?, seeds);
+    for p in &args.subjects {
+        st.add_subject(&p.display().to_string(), &digest_of(p)?);
+    }
+    for p in &args.materials {
+        let d = digest_of(p)?;
+        st.predicate
+            .materials
+            .push(statement::Material::from_digest(
+                &p.display().to_string(),
+                None,
+                &d,
+            ));
+    }
+    let bytes = st.to_canonical()?;
+    let problems = schema::validate_statement(&serde_json::from_slice(&bytes)?);
+    if !problems.is_empty() {
+        anyhow::bail!("internal error: the new manifest does not match its schema: {problems:?}");
+    }
+    match &args.out {
+        Some(path) => {
+            crambench::io::write_atomic(path, &bytes, None)?;
+            eprintln!(
+                "wrote {} ({} bytes, canonical JSON)",
+                path.display(),
+                bytes.len()
+            );
+        }
+        None => out(&(String::from_utf8(bytes)? + "\n"))?,
+    }
+    Ok(ExitCode::Ok)
+}
+
+fn cmd_manifest_validate(file: &Path, json: bool) -> Result<ExitCode> {
+    let bytes = crambench::io::read_limited(file, dsse::MAX_ENVELOPE_BYTES)?;
+    let loaded = schema::load(&bytes, &file.display().to_string())?;
+    let problems = schema::validate_statement(&loaded.statement);
+    if json {
+        out(&json_text(&serde_json::json!({
+            "file": file.display().to_string(),
+            "enveloped": loaded.enveloped,
+            "valid": problems.is_empty(),
+            "problems": problems,
+        }))?)?;
+    } else if problems.is_empty() {
+        out(&format!(
+            "{}: valid crambench manifest ({})\n",
+            file.display(),
+            statement::PREDICATE_TYPE
+        ))?;
+    } else {
+        let mut text = format!("{}: {} problem(s)\n", file.display(), problems.len());
+        for p in &problems {
+            text += &format!(
+                "  at {}: {}\n",
+                if p.at.is_empty() { "/" } else { &p.at },
+                p.message
+            );
+        }
+        out(&text)?;
+    }
+    Ok(if problems.is_empty() {
+        ExitCode::Ok
+    } else {
+        ExitCode::CheckFailed
+    })
+}
+
+fn cmd_sign(args: SignArgs) -> Result<ExitCode> {
+    let key = keys::load_signing_key(&args.key)?;
+    let source = args.input.display().to_string();
+    let bytes = crambench::io::read_limited(&args.input, dsse::MAX_ENVELOPE_BYTES)?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::input(&source, format!("not JSON: {e}")))?;
+    let is_envelope = v.get("payloadType").is_some();
+    let (mut env, target) = if is_envelope {
+        let env = dsse::Envelope::parse(&bytes, &source)?;
+        (env, args.out.clone().unwrap_or_else(|| args.input.clone()))
+    } else {
+        let problems = schema::validate_statement(&v);
+        if !problems.is_empty() {
+            let list: Vec<String> = problems
+                .iter()
+                .map(|p| format!("at {}: {}", p.at, p.message))
+                .collect();
+            return Err(Error::input(
+                &source,
+                format!("not a valid crambench manifest:\n  {}", list.join("\n  ")),
+            )
+            .into());
+        }
+        let payload = crambench::manifest::jcs::to_vec(&v)?;
+        let target = args.out.clone().unwrap_or_else(|| {
+            let stem = args
+                .input
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("manifest");
+            args.input.with_file_name(format!("{stem}.dsse.json"))
+        });
+        (
+            dsse::Envelope::new(dsse::PAYLOAD_TYPE_IN_TOTO, &payload),
+            target,
+        )
+    };
+    let added = env.sign(&key, &source)?;
+    crambench::io::write_atomic(&target, env.to_json().as_bytes(), None)?;
+    let kid = keys::keyid(&key.verifying_key());
+    if added {
+        eprintln!(
+            "signed by {kid}: {} ({} signature(s))",
+            target.display(),
+            env.signatures.len()
+        );
+    } else {
+        eprintln!(
+            "{} already holds a valid signature by {kid}; nothing added",
+            target.display()
+        );
+    }
+    Ok(ExitCode::Ok)
+}
+
+fn cmd_verify(args: VerifyArgs) -> Result<ExitCode> {
+    let mut trusted = Vec::new();
+    for p in &args.keys {
+        if p.is_dir() {
+            trusted.extend(keys::load_public_key_dir(p)?);
+        } else {
+            trusted.push(keys::load_public_key(p)?);
+        }
+    }
+    if trusted.is_empty() {
+        return Err(Error::input("--key", "no public keys found").into());
+    }
+    let source = args.envelope.display().to_string();
+    let env = dsse::Envelope::read(&args.envelope)?;
+    let decoded = env.decode(&source)?;
+    let v = dsse::verify(&decoded, &trusted, args.threshold);
+    // Subjects are read from the verified bytes only.
+    let statement: Option<serde_json::Value> = serde_json::from_slice(&decoded.payload).ok();
+    let subjects = statement
+        .as_ref()
+        .and_then(|s| s.get("subject"))
+        .cloned()
+        .unwrap_or(serde_json::Value::Null);
+    if args.json {
+        let mut j = serde_json::to_value(&v)?;
+        j["envelope"] = source.clone().into();
+        j["subject"] = subjects;
+        out(&json_text(&j)?)?;
+    } else {
+        let mut t = format!(
+            "envelope     {source}\npayloadType  {}\npayload      sha256:{}\n",
+            v.payload_type, v.payload_sha256
+        );
+        if let Some(items) = subjects.as_array() {
+            for s in items {
+                let digest = s["digest"]
+                    .as_object()
+                    .map(|m| {
+                        m.iter()
+                            .map(|(k, v)| format!("{k}:{}", v.as_str().unwrap_or("?")))
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .unwrap_or_default();
+                t += &format!(
+                    "subject      {}  {digest}\n",
+                    s["name"].as_str().unwrap_or("?")
+                );
+            }
+        }
+        if v.signatures.is_empty() {
+            t += "signatures   none\n";
+        }
+        for s in &v.signatures {
+            let who = match (&s.verified_keyid, &s.verified_key_source) {
+                (Some(k), Some(src)) => format!(
+                    "by {k} ({src}){}",
+                    if s.duplicate {
+                        ", duplicate: counted once"
+                    } else {
+                        ""
+                    }
+                ),
+                _ => format!("keyid hint {}", s.keyid_hint.as_deref().unwrap_or("(none)")),
+            };
+            t += &format!("signature {}  {:<9} {who}\n", s.index, s.status);
+        }
+        t += &format!(
+            "result       {} ({} distinct trusted key(s) signed; threshold {})\n",
+            if v.ok { "VALID" } else { "NOT VALID" },
+            v.valid_keys.len(),
+            v.threshold
+        );
+        out(&t)?;
+    }
+    Ok(if v.ok {
+        ExitCode::Ok
+    } else {
+        ExitCode::CheckFailed
+    })
+}
