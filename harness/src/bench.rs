@@ -50,7 +50,7 @@ fn parse_size(s: &str) -> Result<u64> {
     let n: f64 = num
         .parse()
         .map_err(|_| Error::input("--size", format!("{s:?} is not a size like 2G or 512M")))?;
-    if !(n > 0.0) {
+    if !n.is_finite() || n <= 0.0 {
         return Err(Error::input("--size", "must be positive").into());
     }
     Ok((n * mult as f64) as u64)

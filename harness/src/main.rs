@@ -511,7 +511,11 @@ fn cmd_verify(args: VerifyArgs) -> Result<ExitCode> {
     let decoded = env.decode(&source)?;
     let v = dsse::verify(&decoded, &trusted, args.threshold);
     // Subjects are read from the verified bytes only.
-    let statement: Option<serde_json::Value> = serde_json::from_slice(&decoded.payload).ok();
+    let statement: Option<serde_json::Value> = if v.ok {
+        serde_json::from_slice(&decoded.payload).ok()
+    } else {
+        None
+    };
     let subjects = statement
         .as_ref()
         .and_then(|s| s.get("subject"))
@@ -527,6 +531,9 @@ fn cmd_verify(args: VerifyArgs) -> Result<ExitCode> {
             "envelope     {source}\npayloadType  {}\npayload      sha256:{}\n",
             v.payload_type, v.payload_sha256
         );
+        if !v.ok {
+            t += "subject      (not shown: the payload is not verified)\n";
+        }
         if let Some(items) = subjects.as_array() {
             for s in items {
                 let digest = s["digest"]

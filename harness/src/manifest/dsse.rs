@@ -326,9 +326,9 @@ mod tests {
             !verify(&d, &[pk1.clone(), pk2.clone()], 2).ok,
             "one key signing twice is not two keys"
         );
-        assert!(!verify(&d, &[pk3.clone()], 1).ok, "wrong key");
+        assert!(!verify(&d, std::slice::from_ref(&pk3), 1).ok, "wrong key");
         assert!(
-            !verify(&d, &[pk1.clone()], 0).ok,
+            !verify(&d, std::slice::from_ref(&pk1), 0).ok,
             "threshold 0 never passes"
         );
         env.sign(&sk2, "t").unwrap();
@@ -349,10 +349,10 @@ mod tests {
         assert!(verify(&good, std::slice::from_ref(&pk), 1).ok);
         let sig = good.signatures[0].1.unwrap();
         let keys = [pk];
-        for i in 0..payload.len() {
+        for (i, &orig) in payload.iter().enumerate() {
             for delta in 1..=255u8 {
                 let mut d = good.clone();
-                d.payload[i] = payload[i].wrapping_add(delta);
+                d.payload[i] = orig.wrapping_add(delta);
                 assert!(!verify(&d, &keys, 1).ok, "payload byte {i} +{delta}");
             }
         }

@@ -122,9 +122,12 @@ pub fn hash_file(path: &Path, progress: &dyn Fn(u64)) -> Result<FileDigest> {
     })
 }
 
-/// Every regular file below `root` as (relative path with `/` separators, absolute path), sorted
-/// by the bytes of the relative path, plus the symbolic links found.
-fn list_files(root: &Path) -> Result<(Vec<(String, PathBuf)>, Vec<String>)> {
+/// A regular file: (relative path with `/` separators, path to open).
+type Listed = (String, PathBuf);
+
+/// Every regular file below `root`, sorted by the bytes of the relative path, plus the symbolic
+/// links found.
+fn list_files(root: &Path) -> Result<(Vec<Listed>, Vec<String>)> {
     let mut files = Vec::new();
     let mut links = Vec::new();
     let mut stack = vec![(String::new(), root.to_path_buf())];
