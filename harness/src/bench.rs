@@ -25,6 +25,7 @@ pub enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    // [bench:commands] other benchmarks add their variant above this line
 }
 
 pub fn run(cmd: BenchCmd) -> Result<ExitCode> {
@@ -35,6 +36,7 @@ pub fn run(cmd: BenchCmd) -> Result<ExitCode> {
             dir,
             json,
         } => bench_hash(&size, runs, &dir, json),
+        // [bench:dispatch] other benchmarks add their match arm above this line
     }
 }
 

@@ -7,13 +7,23 @@
 //!   file writes, loading libtorch's CUDA backend before the first tch call.
 //! * [`provenance`] — what a run is pinned to: machine fingerprint, git state, content hashes,
 //!   seeds.
+//! * [`data`] — sources, normaliser, tokenizer, packed token shards and their reader.
+//! * [`model`] — the crammed BERT and the BERT baselines in tch.
+//! * [`train`] — budget clock, schedules, masking, trainer, checkpoints.
+//! * [`glue`] — GLUE tasks, fine-tuning, metrics and aggregates.
 //! * [`manifest`] — the signed record: in-toto Statement, RFC 8785 canonical JSON, DSSE
 //!   envelopes with Ed25519, the published JSON Schema.
+//! * [`recipe`] — the TOML recipes in `baselines/` that tie the stages together.
+pub mod data;
 pub mod error;
+pub mod glue;
 pub mod io;
 pub mod manifest;
+pub mod model;
 pub mod provenance;
+pub mod recipe;
 pub mod torchrt;
+pub mod train;
 
 pub use error::{Error, ExitCode};
 

@@ -11,6 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 mod bench;
+mod cli;
 
 #[derive(Parser)]
 #[command(name = "crambench", version, about = "Reproduce Cramming (arXiv 2212.14034) and its BERT baselines, and prove what ran", long_about = None)]
@@ -40,6 +41,7 @@ enum Command {
     /// Benchmarks measured side by side with a reference tool.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    // [cli:commands] each area adds its command group above this line
 }
 
 #[derive(Args)]
@@ -205,6 +207,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Sign(args) => cmd_sign(args),
         Command::Verify(args) => cmd_verify(args),
         Command::Bench(cmd) => bench::run(cmd),
+        // [cli:dispatch] each area adds its match arm above this line
     }
 }
 
