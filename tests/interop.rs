@@ -13,6 +13,15 @@ fn script(name: &str) -> String {
         .to_string()
 }
 
+/// Run `reference/interop/<name>` with the interop venv's Python.
+fn python(py: &std::path::Path, name: &str, args: &[String]) -> std::process::Output {
+    Command::new(py)
+        .arg(script(name))
+        .args(args)
+        .output()
+        .expect("run interop python")
+}
+
 #[test]
 fn securesystemslib_verifies_crambench_envelopes() {
     let Some(py) = interop_python() else { return };
@@ -38,14 +47,14 @@ fn securesystemslib_verifies_crambench_envelopes() {
         run_in(dir, &["sign", "--key", "keys/crambench.key", "m.json"]).0,
         0
     );
-    let out = Command::new(&py)
-        .args([
-            script("dsse_verify.py"),
+    let out = python(
+        &py,
+        "dsse_verify.py",
+        &[
             dir.join("m.dsse.json").display().to_string(),
             dir.join("keys/crambench.pub").display().to_string(),
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -77,14 +86,14 @@ fn securesystemslib_verifies_crambench_envelopes() {
     payload[last] ^= 1;
     env["payload"] = crambench::manifest::dsse::b64_encode(&payload).into();
     std::fs::write(dir.join("t.json"), serde_json::to_vec(&env).unwrap()).unwrap();
-    let out = Command::new(&py)
-        .args([
-            script("dsse_verify.py"),
+    let out = python(
+        &py,
+        "dsse_verify.py",
+        &[
             dir.join("t.json").display().to_string(),
             dir.join("keys/crambench.pub").display().to_string(),
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(!out.status.success());
 }
 
@@ -108,15 +117,15 @@ fn crambench_verifies_securesystemslib_envelopes() {
         ],
     );
     assert_eq!(c, 0, "{e}");
-    let out = Command::new(&py)
-        .args([
-            script("dsse_sign.py"),
+    let out = python(
+        &py,
+        "dsse_sign.py",
+        &[
             dir.join("m.json").display().to_string(),
             "application/vnd.in-toto+json".into(),
             dir.display().to_string(),
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -145,14 +154,14 @@ fn crambench_verifies_securesystemslib_envelopes() {
         run_in(dir, &["sign", "--key", "k/crambench.key", "envelope.json"]).0,
         0
     );
-    let out = Command::new(&py)
-        .args([
-            script("dsse_verify.py"),
+    let out = python(
+        &py,
+        "dsse_verify.py",
+        &[
             dir.join("envelope.json").display().to_string(),
             dir.join("key.pub").display().to_string(),
-        ])
-        .output()
-        .unwrap();
+        ],
+    );
     assert!(
         out.status.success(),
         "{}",

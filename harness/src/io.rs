@@ -6,9 +6,13 @@ use anyhow::Result;
 use std::io::Write;
 use std::path::Path;
 
-/// Write `bytes` to `path` atomically. `mode` sets Unix permissions on the new file (applied
-/// before any byte is written, so a secret never exists with looser permissions).
-pub fn write_atomic(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<()> {
+/// Write `bytes` to a new temporary file next to `path` (permissions `mode` set before any byte
+/// is written, so a secret never exists with looser permissions) and fsync it.
+fn synced_temp<'a>(
+    path: &'a Path,
+    bytes: &[u8],
+    mode: Option<u32>,
+) -> Result<(tempfile::NamedTempFile, &'a Path)> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -25,52 +29,46 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<()> 
     }
     tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
     tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    Ok((tmp, dir))
+}
+
+/// fsync a directory so a rename inside it is durable.
+fn sync_dir(dir: &Path) {
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
+}
+
+/// Write `bytes` to `path` atomically, replacing any existing file. `mode` sets Unix
+/// permissions on the new file.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<()> {
+    let (tmp, dir) = synced_temp(path, bytes, mode)?;
+    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+    sync_dir(dir);
     Ok(())
 }
 
 /// Like [`write_atomic`], but fails if `path` already exists (checked before writing and made
 /// race-free by a hard link instead of a rename).
 pub fn write_new_atomic(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<()> {
-    if path.exists() {
-        return Err(Error::Refused(format!(
+    let exists = || {
+        anyhow::Error::new(Error::Refused(format!(
             "{} already exists; refusing to overwrite it",
             path.display()
-        ))
-        .into());
-    }
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
+        )))
     };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".crambench-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(dir, e))?;
-    if let Some(mode) = mode {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode))
-            .map_err(|e| Error::io(tmp.path(), e))?;
+    if path.exists() {
+        return Err(exists());
     }
-    tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
-    tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
+    let (tmp, dir) = synced_temp(path, bytes, mode)?;
     tmp.persist_noclobber(path).map_err(|e| {
         if e.error.kind() == std::io::ErrorKind::AlreadyExists {
-            anyhow::Error::new(Error::Refused(format!(
-                "{} already exists; refusing to overwrite it",
-                path.display()
-            )))
+            exists()
         } else {
             Error::io(path, e.error).into()
         }
     })?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
+    sync_dir(dir);
     Ok(())
 }
 

@@ -273,16 +273,11 @@ fn byte_progress(total: u64, what: &str) -> indicatif::ProgressBar {
 }
 
 fn cmd_hash(args: HashArgs) -> Result<ExitCode> {
-    let mut results = Vec::new();
-    for path in &args.paths {
-        let total = std::fs::metadata(path)
-            .map(|m| if m.is_file() { m.len() } else { 0 })
-            .unwrap_or(0);
-        let pb = byte_progress(total, &path.display().to_string());
-        let d = hash::hash_path(path, &|n| pb.inc(n))?;
-        pb.finish_and_clear();
-        results.push(d);
-    }
+    let results = args
+        .paths
+        .iter()
+        .map(|p| digest_of(p))
+        .collect::<Result<Vec<_>>>()?;
     if args.json {
         let mut v = serde_json::to_value(&results)?;
         if !args.list {

@@ -178,46 +178,28 @@ impl<'a> ser::Serializer for &'a Check {
     }
 }
 
-impl ser::SerializeSeq for Compound<'_> {
-    type Ok = ();
-    type Error = NonFinite;
-    fn serialize_element<T: ?Sized + Serialize>(&mut self, v: &T) -> Result<(), NonFinite> {
-        self.element(v)
-    }
-    fn end(self) -> Result<(), NonFinite> {
-        Ok(())
-    }
+/// Sequence-like compounds: every element is walked with its index.
+macro_rules! sequence_like {
+    ($($trait:ident :: $method:ident),*) => {$(
+        impl ser::$trait for Compound<'_> {
+            type Ok = ();
+            type Error = NonFinite;
+            fn $method<T: ?Sized + Serialize>(&mut self, v: &T) -> Result<(), NonFinite> {
+                self.element(v)
+            }
+            fn end(self) -> Result<(), NonFinite> {
+                Ok(())
+            }
+        }
+    )*};
 }
-impl ser::SerializeTuple for Compound<'_> {
-    type Ok = ();
-    type Error = NonFinite;
-    fn serialize_element<T: ?Sized + Serialize>(&mut self, v: &T) -> Result<(), NonFinite> {
-        self.element(v)
-    }
-    fn end(self) -> Result<(), NonFinite> {
-        Ok(())
-    }
-}
-impl ser::SerializeTupleStruct for Compound<'_> {
-    type Ok = ();
-    type Error = NonFinite;
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, v: &T) -> Result<(), NonFinite> {
-        self.element(v)
-    }
-    fn end(self) -> Result<(), NonFinite> {
-        Ok(())
-    }
-}
-impl ser::SerializeTupleVariant for Compound<'_> {
-    type Ok = ();
-    type Error = NonFinite;
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, v: &T) -> Result<(), NonFinite> {
-        self.element(v)
-    }
-    fn end(self) -> Result<(), NonFinite> {
-        Ok(())
-    }
-}
+sequence_like!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field
+);
+
 impl ser::SerializeMap for Compound<'_> {
     type Ok = ();
     type Error = NonFinite;
@@ -232,31 +214,19 @@ impl ser::SerializeMap for Compound<'_> {
         Ok(())
     }
 }
-impl ser::SerializeStruct for Compound<'_> {
-    type Ok = ();
-    type Error = NonFinite;
-    fn serialize_field<T: ?Sized + Serialize>(
-        &mut self,
-        key: &'static str,
-        v: &T,
-    ) -> Result<(), NonFinite> {
-        self.field(key, v)
-    }
-    fn end(self) -> Result<(), NonFinite> {
-        Ok(())
-    }
+/// Struct-like compounds: every field is walked with its name.
+macro_rules! struct_like {
+    ($($trait:ident),*) => {$(
+        impl ser::$trait for Compound<'_> {
+            type Ok = ();
+            type Error = NonFinite;
+            fn serialize_field<T: ?Sized + Serialize>(&mut self, key: &'static str, v: &T) -> Result<(), NonFinite> {
+                self.field(key, v)
+            }
+            fn end(self) -> Result<(), NonFinite> {
+                Ok(())
+            }
+        }
+    )*};
 }
-impl ser::SerializeStructVariant for Compound<'_> {
-    type Ok = ();
-    type Error = NonFinite;
-    fn serialize_field<T: ?Sized + Serialize>(
-        &mut self,
-        key: &'static str,
-        v: &T,
-    ) -> Result<(), NonFinite> {
-        self.field(key, v)
-    }
-    fn end(self) -> Result<(), NonFinite> {
-        Ok(())
-    }
-}
+struct_like!(SerializeStruct, SerializeStructVariant);
