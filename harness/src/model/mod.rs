@@ -1,2 +1,76 @@
-//! Models: the crammed BERT and the BERT baselines in tch, one file per architecture, with the
-//! reference's state-dict names so checkpoints map onto the PyTorch reference.
+//! Models: the crammed BERT and the BERT baselines in tch, with the reference's state-dict names
+//! so checkpoints map onto the PyTorch reference. The four architectures of recipe.md §1
+//! (crammed-bert v2, bert-c5 v1, post-LN bert-original, pre-LN izsak) differ only in switches, so
+//! one readable model file serves them all:
+//!
+//! * [`config`] — the `[arch]` table ([`ArchConfig`]): every switch of recipe.md §1 and the
+//!   presets `crammed-bert`, `bert-c5`, `bert-original`, `izsak` (and `-tiny` variants).
+//! * [`layers`] — Linear, LayerNorm, embeddings, fused-QKV attention, (GLU) FFN, blocks.
+//! * [`crammed_bert`] — the MLM transformer that all four kinds are switch settings of.
+//! * [`flops`] — model FLOPs of a training step (for MFU).
+//!
+//! Variable names equal the reference state-dict names (recipe.md §1.1), e.g.
+//! `encoder.layers.0.attn.self_attention.query_key_value.weight`, so `VarStore::save` to a
+//! `.safetensors` file gives a checkpoint Python's `safetensors` loads onto the reference model
+//! (`decoder.weight` is absent when tied, as the reference loader allows). The persistent
+//! `norm_factor` buffers are non-trainable variables: optimisers must use
+//! `VarStore::trainable_variables()`.
+pub mod config;
+pub mod crammed_bert;
+pub mod flops;
+pub mod layers;
+
+pub use config::{
+    ArchConfig, ArchKind, HeadTransform, Nonlin, NormScheme, Positions, QkvLayout, PRESETS,
+};
+pub use crammed_bert::{MlmTransformer, IGNORE_INDEX};
+
+use crate::error::Error;
+
+/// A masked-language model (any `[arch]` kind).
+pub trait MlmModel: Send {
+    /// Logits of the positions the loss is computed on and their labels: `[N, V]` and `[N]`
+    /// (N = B·S without sparse prediction, the masked positions for the dynamic variant,
+    /// round(p·B·S) for the static one). `input_ids`, `labels`: `[B, S]` Int64.
+    fn mlm_logits(
+        &self,
+        input_ids: &tch::Tensor,
+        labels: &tch::Tensor,
+        train: bool,
+    ) -> (tch::Tensor, tch::Tensor);
+
+    /// Mean MLM cross-entropy over positions whose label != -100. `input_ids`, `labels`: [B,S]
+    /// Int64. `train` enables dropout (pretraining of crammed-bert runs with train=false per
+    /// recipe.md).
+    fn mlm_loss(&self, input_ids: &tch::Tensor, labels: &tch::Tensor, train: bool) -> tch::Tensor;
+
+    /// Final hidden states [B,S,H] (after the final norm where the arch has one), with an
+    /// optional key-padding mask [B,S] (Bool or Int64, 1/true = real token). Used by GLUE
+    /// fine-tuning.
+    fn encode(
+        &self,
+        input_ids: &tch::Tensor,
+        key_padding_mask: Option<&tch::Tensor>,
+        train: bool,
+    ) -> tch::Tensor;
+
+    fn hidden_size(&self) -> i64;
+
+    fn config(&self) -> &ArchConfig;
+}
+
+/// Build the model's variables under `root` (names equal the reference state-dict names of
+/// recipe.md §1.1; the tied decoder creates no second variable), initialised N(0, init_std)
+/// as the reference does. Uses tch's global RNG: seed it (`tch::manual_seed`) first.
+pub fn build(root: &tch::nn::Path, cfg: &ArchConfig) -> anyhow::Result<Box<dyn MlmModel>> {
+    cfg.validate().map_err(|m| Error::input("[arch]", m))?;
+    Ok(Box::new(MlmTransformer::new(root, cfg)))
+}
+
+/// Number of trainable parameters (elements) in `vs`.
+pub fn num_parameters(vs: &tch::nn::VarStore) -> i64 {
+    vs.trainable_variables()
+        .iter()
+        .map(|t| t.numel() as i64)
+        .sum()
+}
