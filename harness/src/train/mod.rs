@@ -1,2 +1,31 @@
 //! Pretraining: budget clock, budget-aware schedules, MLM masking, optimiser, mixed precision,
 //! checkpoints and resume, metrics logs.
+//!
+//! * [`config`] — the `[train]` recipe table ([`TrainConfig`]).
+//! * [`budget`] — budget strings and the budget clock (device-hours).
+//! * [`schedule`] — learning-rate schedules and the batch-size ramp, pure functions of the
+//!   budget fraction or step.
+//! * [`masking`] — MLM masking v2 (exact count) and v1 (Bernoulli).
+//! * [`optim`] — Adam/AdamW with the no-decay rule and gradient clipping, checkpointable.
+//! * [`amp`] — bf16/fp16 autocast and dynamic loss scaling on CUDA; fp32 on CPU.
+//! * [`checkpoint`] — atomic, digest-verified checkpoints and resume.
+//! * [`metrics`] — JSONL metrics and `:::MLLOG` lines.
+//! * [`synthetic`] — the data-source trait, a deterministic synthetic token stream and a tiny
+//!   stand-in MLM for tests.
+//! * [`trainer`] — the loop ([`pretrain`]) and its summary ([`PretrainSummary`]).
+//! * [`run`] — `crambench pretrain RECIPE`: recipe → model, data → trainer.
+pub mod amp;
+pub mod budget;
+pub mod checkpoint;
+pub mod config;
+pub mod masking;
+pub mod metrics;
+pub mod optim;
+pub mod run;
+pub mod schedule;
+pub mod synthetic;
+pub mod trainer;
+
+pub use config::TrainConfig;
+pub use run::{pretrain_recipe, PretrainOptions};
+pub use trainer::{pretrain, BudgetSummary, Pretrain, PretrainSummary, StopReason};

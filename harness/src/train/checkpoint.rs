@@ -1,0 +1,280 @@
+//! Checkpoints: everything needed to continue a run exactly, written so that a crash never
+//! leaves a checkpoint that looks valid.
+//!
+//! Layout under `<out>/checkpoints/`:
+//!
+//! ```text
+//! latest                      name of the newest complete checkpoint (replaced atomically)
+//! ckpt-0000001234/            one checkpoint, named by its micro-step
+//!   model.safetensors         weights, reference state-dict names (VarStore::save)
+//!   optimizer.safetensors     Adam moments: exp_avg.<name>, exp_avg_sq.<name>
+//!   state.json                TrainState: counters, elapsed budget, data position, seeds,
+//!                             loss scaler, recent losses
+//!   arch.json                 the model's ArchConfig
+//!   tokenizer.json            copy of the dataset's tokenizer (real data only)
+//!   meta.json                 sha256 and size of every file above; written last
+//! ```
+//!
+//! Writing: all files go into `.tmp-…` in the same directory, each is fsynced, `meta.json` is
+//! written last, the directory is fsynced and renamed into place, then `latest` is replaced
+//! with [`crate::io::write_atomic`]. Loading verifies every digest in `meta.json`; a checkpoint
+//! without `meta.json` or with a wrong digest is refused, and `latest` only ever names a
+//! checkpoint whose rename completed.
+use crate::error::Error;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::amp::LossScaler;
+
+/// Format tag of `state.json`.
+pub const STATE_FORMAT: &str = "crambench-train-state/v1";
+/// Format tag of `meta.json`.
+pub const META_FORMAT: &str = "crambench-checkpoint/v1";
+/// Largest `state.json` / `meta.json` read.
+const JSON_LIMIT: u64 = 64 << 20;
+
+/// The trainer's state besides weights and moments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainState {
+    pub format: String,
+    /// Recipe name and the sha256 of its resolved canonical JSON (resume refuses another).
+    pub recipe_name: String,
+    pub recipe_sha256: String,
+    /// The master seed and the seeds derived from it.
+    pub master_seed: u64,
+    pub seeds: BTreeMap<String, u64>,
+    /// Micro-batch steps taken (the scheduler's and the masking stream's counter).
+    pub micro_step: u64,
+    /// Optimizer steps taken.
+    pub optimizer_steps: u64,
+    /// Sequences and tokens consumed.
+    pub sequences_seen: u64,
+    pub tokens_seen: u64,
+    /// Next block of the data stream to read (blocks wrap around the dataset).
+    pub data_position: u64,
+    /// Pretraining wall seconds used so far (the budget clock).
+    pub elapsed_s: f64,
+    /// Budget in device-hours.
+    pub budget_hours: f64,
+    /// Batch size in force for the next optimizer step.
+    pub batch_size: u64,
+    /// Loss scaler (fp16) state.
+    pub scaler: LossScaler,
+    /// Recent micro-step losses (for the final-loss window).
+    pub recent_losses: Vec<f64>,
+    /// The first micro-step losses of the run (up to 20).
+    pub initial_losses: Vec<f64>,
+    /// Digest of the training data (dataset root digest, or a description of the synthetic
+    /// stream).
+    pub data_digest: String,
+}
+
+/// What one checkpoint directory holds.
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub state: TrainState,
+}
+
+impl Checkpoint {
+    pub fn model_path(&self) -> PathBuf {
+        self.dir.join("model.safetensors")
+    }
+    pub fn optimizer_path(&self) -> PathBuf {
+        self.dir.join("optimizer.safetensors")
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Meta {
+    format: String,
+    micro_step: u64,
+    files: BTreeMap<String, FileEntry>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileEntry {
+    sha256: String,
+    size: u64,
+}
+
+fn fsync_path(path: &Path) -> Result<()> {
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    f.sync_all().map_err(|e| Error::io(path, e))?;
+    Ok(())
+}
+
+fn file_sha256(path: &Path) -> Result<(String, u64)> {
+    let d = crate::provenance::hash::hash_file(path, &|_| {})?;
+    Ok((d.sha256, d.size))
+}
+
+/// The directory holding a run's checkpoints.
+pub fn checkpoints_dir(out: &Path) -> PathBuf {
+    out.join("checkpoints")
+}
+
+/// Write a checkpoint. `write_payload` writes `model.safetensors` and `optimizer.safetensors`
+/// (and anything else) into the directory it is given; `arch` becomes `arch.json`; `tokenizer`
+/// is copied as `tokenizer.json`. Returns the final directory. Keeps the newest `keep`
+/// checkpoints.
+pub fn save(
+    out: &Path,
+    state: &TrainState,
+    arch: &serde_json::Value,
+    tokenizer: Option<&Path>,
+    keep: usize,
+    write_payload: impl FnOnce(&Path) -> Result<()>,
+) -> Result<PathBuf> {
+    let root = checkpoints_dir(out);
+    std::fs::create_dir_all(&root).map_err(|e| Error::io(&root, e))?;
+    let mut name = format!("ckpt-{:010}", state.micro_step);
+    let mut k = 1;
+    while root.join(&name).exists() {
+        name = format!("ckpt-{:010}-{k}", state.micro_step);
+        k += 1;
+    }
+    let tmp = root.join(format!(".tmp-{name}-{}", std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    write_payload(&tmp)?;
+    std::fs::write(tmp.join("state.json"), serde_json::to_vec_pretty(state)?)
+        .map_err(|e| Error::io(tmp.join("state.json"), e))?;
+    std::fs::write(tmp.join("arch.json"), serde_json::to_vec_pretty(arch)?)
+        .map_err(|e| Error::io(tmp.join("arch.json"), e))?;
+    if let Some(tok) = tokenizer {
+        std::fs::copy(tok, tmp.join("tokenizer.json")).map_err(|e| Error::io(tok, e))?;
+    }
+    let mut files = BTreeMap::new();
+    for entry in std::fs::read_dir(&tmp).map_err(|e| Error::io(&tmp, e))? {
+        let entry = entry.map_err(|e| Error::io(&tmp, e))?;
+        let path = entry.path();
+        let fname = entry.file_name().to_string_lossy().into_owned();
+        fsync_path(&path)?;
+        let (sha256, size) = file_sha256(&path)?;
+        files.insert(fname, FileEntry { sha256, size });
+    }
+    for required in [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "state.json",
+        "arch.json",
+    ] {
+        if !files.contains_key(required) {
+            anyhow::bail!("checkpoint writer produced no {required}");
+        }
+    }
+    let meta = Meta {
+        format: META_FORMAT.into(),
+        micro_step: state.micro_step,
+        files,
+    };
+    let meta_path = tmp.join("meta.json");
+    std::fs::write(&meta_path, serde_json::to_vec_pretty(&meta)?)
+        .map_err(|e| Error::io(&meta_path, e))?;
+    fsync_path(&meta_path)?;
+    fsync_path(&tmp)?;
+    let dir = root.join(&name);
+    std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
+    fsync_path(&root)?;
+    crate::io::write_atomic(&root.join("latest"), format!("{name}\n").as_bytes(), None)?;
+    prune(&root, &name, keep.max(1))?;
+    Ok(dir)
+}
+
+/// Remove all but the newest `keep` complete checkpoints (never `latest`) and stale temp dirs.
+fn prune(root: &Path, latest: &str, keep: usize) -> Result<()> {
+    let mut complete = Vec::new();
+    for entry in std::fs::read_dir(root).map_err(|e| Error::io(root, e))? {
+        let entry = entry.map_err(|e| Error::io(root, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(".tmp-ckpt-") {
+            let _ = std::fs::remove_dir_all(entry.path());
+        } else if name.starts_with("ckpt-") && entry.path().is_dir() {
+            complete.push(name);
+        }
+    }
+    complete.sort();
+    let n = complete.len();
+    for name in complete.into_iter().take(n.saturating_sub(keep)) {
+        if name != latest {
+            let _ = std::fs::remove_dir_all(root.join(name));
+        }
+    }
+    Ok(())
+}
+
+/// Verify a checkpoint directory against its `meta.json` and read its state.
+pub fn load_dir(dir: &Path) -> Result<Checkpoint> {
+    let meta_path = dir.join("meta.json");
+    let bytes = crate::io::read_limited(&meta_path, JSON_LIMIT)
+        .with_context(|| format!("{} is not a complete checkpoint", dir.display()))?;
+    let meta: Meta =
+        serde_json::from_slice(&bytes).map_err(|e| Error::input(meta_path.display(), e))?;
+    if meta.format != META_FORMAT {
+        return Err(Error::input(
+            meta_path.display(),
+            format!("unknown format {:?}", meta.format),
+        )
+        .into());
+    }
+    for (name, entry) in &meta.files {
+        let path = dir.join(name);
+        let (sha, size) = file_sha256(&path)?;
+        if sha != entry.sha256 || size != entry.size {
+            return Err(Error::Check(format!(
+                "checkpoint {}: {name} does not match meta.json (sha256 {sha}, expected {}); the checkpoint is damaged",
+                dir.display(),
+                entry.sha256
+            ))
+            .into());
+        }
+    }
+    for required in [
+        "model.safetensors",
+        "optimizer.safetensors",
+        "state.json",
+        "arch.json",
+    ] {
+        if !meta.files.contains_key(required) {
+            return Err(Error::input(meta_path.display(), format!("lists no {required}")).into());
+        }
+    }
+    let state_path = dir.join("state.json");
+    let state: TrainState =
+        serde_json::from_slice(&crate::io::read_limited(&state_path, JSON_LIMIT)?)
+            .map_err(|e| Error::input(state_path.display(), e))?;
+    if state.format != STATE_FORMAT {
+        return Err(Error::input(
+            state_path.display(),
+            format!("unknown format {:?}", state.format),
+        )
+        .into());
+    }
+    Ok(Checkpoint {
+        dir: dir.to_path_buf(),
+        state,
+    })
+}
+
+/// The newest complete checkpoint of a run (via `latest`), verified; `None` if there is none.
+pub fn load_latest(out: &Path) -> Result<Option<Checkpoint>> {
+    let root = checkpoints_dir(out);
+    let latest = root.join("latest");
+    if !latest.exists() {
+        return Ok(None);
+    }
+    let name = String::from_utf8(crate::io::read_limited(&latest, 4096)?)
+        .map_err(|_| Error::input(latest.display(), "not UTF-8"))?;
+    let name = name.trim();
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return Err(Error::input(latest.display(), format!("bad checkpoint name {name:?}")).into());
+    }
+    load_dir(&root.join(name)).map(Some)
+}

@@ -1,0 +1,167 @@
+//! `crambench pretrain RECIPE`: load the recipe, build the model and the data source, and run
+//! the trainer. The library side of the CLI command.
+//!
+//! Data: `--data DIR` trains on a prepared dataset (the data module's packed shards, verified on
+//! open, read in their recorded order, wrapping around); the dataset's sequence length and
+//! vocabulary size replace `train.seq_len` and `arch.vocab_size` in the resolved recipe (the
+//! reference takes the vocabulary from the tokenizer), and its `tokenizer.json` is copied into
+//! every checkpoint. Without `--data` pretraining reads the deterministic [`SyntheticStream`]
+//! (seeded by the `data-order` seed, `train.seq_len` tokens per block, the model's
+//! vocabulary). The data digest (dataset root digest, or the stream's parameters) is recorded in
+//! checkpoints, and resume refuses other data.
+use super::config::TrainConfig;
+use super::synthetic::{BlockSource, SyntheticStream};
+use super::trainer::{pretrain, Pretrain, PretrainSummary};
+use crate::error::Error;
+use crate::model::ArchConfig;
+use crate::provenance::seeds;
+use crate::recipe::Recipe;
+use anyhow::Result;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+use tch::{nn, Device};
+
+/// Options of one pretraining run (the command line).
+#[derive(Debug, Clone)]
+pub struct PretrainOptions {
+    /// Override of `train.budget` (`2m`, `24h`, …).
+    pub budget: Option<String>,
+    /// Output directory.
+    pub out: PathBuf,
+    /// Continue the run in `out`.
+    pub resume: bool,
+    /// Master seed; on resume taken from the checkpoint when absent; else drawn from the OS.
+    pub seed: Option<u64>,
+    pub device: Device,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+    /// Set by signal handlers to stop with a checkpoint.
+    pub stop: Arc<AtomicBool>,
+    /// A prepared dataset directory; `None` = the synthetic stream.
+    pub data: Option<PathBuf>,
+}
+
+/// The resolved `[arch]` and `[train]` of a recipe (with a budget override applied), as JSON
+/// with the recipe name: `{"name", "arch", "train"}`. Its sha256 (of the canonical JSON) pins a
+/// run's checkpoints to the recipe.
+/// With `data = Some((seq_len, vocab_size))` of a dataset, those replace `train.seq_len` and
+/// `arch.vocab_size`.
+pub fn resolved(
+    recipe: &Recipe,
+    budget: Option<&str>,
+    data: Option<(usize, usize)>,
+) -> Result<(ArchConfig, TrainConfig, Value)> {
+    let mut arch: ArchConfig = recipe.section("arch")?;
+    let mut train = TrainConfig::from_recipe(recipe)?;
+    if let Some(b) = budget {
+        super::budget::parse_budget(b)?;
+        train.budget = b.to_string();
+    }
+    if let Some((seq_len, vocab_size)) = data {
+        train.seq_len = seq_len;
+        arch.vocab_size = vocab_size as i64;
+        arch.validate()
+            .map_err(|m| Error::input(format!("{}: arch", recipe.path.display()), m))?;
+    }
+    if train.seq_len as i64 > arch.max_seq_len {
+        return Err(Error::input(
+            format!("{}: train.seq_len", recipe.path.display()),
+            format!(
+                "{} exceeds arch.max_seq_len {}",
+                train.seq_len, arch.max_seq_len
+            ),
+        )
+        .into());
+    }
+    let value = json!({"name": recipe.name(), "arch": arch, "train": train});
+    Ok((arch, train, value))
+}
+
+/// Parse `cpu`, `cuda` or `cuda:N`.
+pub fn parse_device(s: &str) -> Result<Device> {
+    match s {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Ok(Device::Cuda(0)),
+        _ => s
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse().ok())
+            .map(Device::Cuda)
+            .ok_or_else(|| {
+                Error::input(format!("--device {s}"), "expected cpu, cuda or cuda:N").into()
+            }),
+    }
+}
+
+/// Pretrain `recipe_path` with `opts`.
+pub fn pretrain_recipe(recipe_path: &Path, opts: &PretrainOptions) -> Result<PretrainSummary> {
+    let setup = Instant::now();
+    let recipe = Recipe::load(recipe_path)?;
+    let dataset = match &opts.data {
+        Some(dir) => Some(crate::data::PackedDataset::open(dir)?),
+        None => None,
+    };
+    let shape = dataset
+        .as_ref()
+        .map(|d| (d.seq_len(), d.vocab_size() as usize));
+    let (arch, train, resolved) = resolved(&recipe, opts.budget.as_deref(), shape)?;
+    let budget_hours = train.budget_hours()?;
+    if opts.device.is_cuda() && !tch::Cuda::is_available() {
+        return Err(Error::input("--device", "CUDA is not available on this machine").into());
+    }
+    let master_seed = match (opts.seed, opts.resume) {
+        (Some(s), _) => {
+            if s > seeds::MAX_SEED {
+                return Err(
+                    Error::input("--seed", format!("must be at most {}", seeds::MAX_SEED)).into(),
+                );
+            }
+            s
+        }
+        (None, true) => match super::checkpoint::load_latest(&opts.out)? {
+            Some(ck) => ck.state.master_seed,
+            None => {
+                return Err(Error::input(
+                    opts.out.display(),
+                    "--resume: no checkpoint to resume from",
+                )
+                .into());
+            }
+        },
+        (None, false) => seeds::random_master()?,
+    };
+    // Initialisation draws from tch's global generator, seeded with the `init` seed (< 2^53).
+    tch::manual_seed(seeds::derive(master_seed, "init") as i64);
+    let vs_device = opts.device;
+    let mut vs = nn::VarStore::new(vs_device);
+    let model = crate::model::build(&vs.root(), &arch)?;
+    let data: Box<dyn BlockSource> = match dataset {
+        Some(d) => Box::new(d),
+        None => Box::new(SyntheticStream::new(
+            train.seq_len,
+            arch.vocab_size as usize,
+            seeds::derive(master_seed, "data-order"),
+        )),
+    };
+    let loss = |ids: &tch::Tensor, labels: &tch::Tensor, t: bool| model.mlm_loss(ids, labels, t);
+    let setup_seconds = setup.elapsed().as_secs_f64();
+    pretrain(Pretrain {
+        recipe_name: recipe.name(),
+        recipe_resolved: resolved,
+        budget_hours,
+        vs: &mut vs,
+        loss: &loss,
+        arch_json: serde_json::to_value(&arch)?,
+        data: data.as_ref(),
+        out: opts.out.clone(),
+        master_seed,
+        resume: opts.resume,
+        device: opts.device,
+        progress: opts.progress,
+        stop: opts.stop.clone(),
+        setup_seconds,
+        train,
+    })
+}

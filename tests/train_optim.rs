@@ -1,0 +1,239 @@
+//! The optimiser against an independent NumPy implementation of `torch.optim.AdamW` and
+//! `torch.optim.Adam(weight_decay=…)` (coupled L2), the reference no-decay substring rule, and
+//! `clip_grad_norm_`.
+mod common;
+
+use crambench::train::optim::{
+    clip_grad_norm, global_grad_norm, is_no_decay, Adam, AdamConfig, OptimizerKind,
+};
+use tch::{Kind, Tensor};
+
+const NAMES: [&str; 4] = [
+    "encoder.embedding.word_embedding.weight",
+    "encoder.layers.0.norm1.weight",
+    "encoder.layers.0.ffn.dense_in.bias",
+    "encoder.embedding.pos_embedding.scale_factor",
+];
+
+fn v2_no_decay() -> Vec<String> {
+    ["bias", "LayerNorm.bias", "LayerNorm.weight", "norm"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+#[test]
+fn no_decay_rule_is_a_substring_match() {
+    let v2 = v2_no_decay();
+    let v1: Vec<String> = v2[..3].to_vec();
+    assert!(!is_no_decay("encoder.embedding.word_embedding.weight", &v2));
+    assert!(!is_no_decay(
+        "encoder.embedding.pos_embedding.scale_factor",
+        &v2
+    ));
+    assert!(is_no_decay("encoder.layers.3.norm1.weight", &v2));
+    assert!(is_no_decay("encoder.final_norm.bias", &v2));
+    assert!(is_no_decay("encoder.embedding.norm.weight", &v2));
+    // v1: LayerNorm weights (named norm1/norm2/norm) were decayed, only biases exempt.
+    assert!(!is_no_decay("encoder.layers.3.norm1.weight", &v1));
+    assert!(is_no_decay("encoder.layers.3.norm1.bias", &v1));
+}
+
+/// Parameters and per-step gradients, deterministic.
+fn setup() -> (Vec<Vec<f32>>, Vec<Vec<Vec<f32>>>) {
+    let shapes = [6usize, 4, 3, 1];
+    let p: Vec<Vec<f32>> = shapes
+        .iter()
+        .enumerate()
+        .map(|(k, &n)| {
+            (0..n)
+                .map(|i| ((i as f32 + 1.0) * 0.37 + k as f32).sin())
+                .collect()
+        })
+        .collect();
+    let grads: Vec<Vec<Vec<f32>>> = (0..4)
+        .map(|step| {
+            shapes
+                .iter()
+                .enumerate()
+                .map(|(k, &n)| {
+                    (0..n)
+                        .map(|i| ((i * 3 + k * 5 + step * 7) as f32 * 0.61).cos() * 0.1)
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+    (p, grads)
+}
+
+fn run_rust(kind: OptimizerKind, lrs: &[f64]) -> Vec<Vec<f32>> {
+    let (p0, grads) = setup();
+    let params: Vec<(String, Tensor)> = NAMES
+        .iter()
+        .zip(&p0)
+        .map(|(n, v)| (n.to_string(), Tensor::from_slice(v).set_requires_grad(true)))
+        .collect();
+    let handles: Vec<Tensor> = params.iter().map(|(_, t)| t.shallow_clone()).collect();
+    let mut opt = Adam::new(
+        AdamConfig {
+            kind,
+            betas: [0.9, 0.98],
+            eps: 1e-6,
+            weight_decay: 0.1,
+            no_decay: v2_no_decay(),
+        },
+        params,
+    );
+    for (step, lr) in lrs.iter().enumerate() {
+        opt.zero_grad();
+        let loss = handles
+            .iter()
+            .zip(&grads[step])
+            .map(|(p, g)| (p * Tensor::from_slice(g)).sum(Kind::Float))
+            .fold(
+                Tensor::zeros([], (Kind::Float, tch::Device::Cpu)),
+                |a, b| a + b,
+            );
+        loss.backward();
+        opt.step(*lr);
+    }
+    assert_eq!(opt.steps_taken(), lrs.len() as u64);
+    handles
+        .iter()
+        .map(|t| Vec::<f32>::try_from(t.detach()).unwrap())
+        .collect()
+}
+
+const NUMPY_ADAM: &str = r#"
+import json, sys, numpy as np
+d = json.loads(sys.stdin.read())
+b1, b2, eps, wd = 0.9, 0.98, 1e-6, 0.1
+nodecay = ["bias", "LayerNorm.bias", "LayerNorm.weight", "norm"]
+out = []
+for name, p in zip(d["names"], d["p0"]):
+    p = np.array(p, dtype=np.float64)
+    m = np.zeros_like(p); v = np.zeros_like(p)
+    w = 0.0 if any(k in name for k in nodecay) else wd
+    k = d["names"].index(name)
+    for t, lr in enumerate(d["lrs"], start=1):
+        g = np.array(d["grads"][t - 1][k], dtype=np.float64)
+        if d["kind"] == "adam-l2":
+            g = g + w * p
+        else:
+            p = p * (1 - lr * w)
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        denom = np.sqrt(v) / np.sqrt(1 - b2 ** t) + eps
+        p = p - (lr / (1 - b1 ** t)) * m / denom
+    out.append(p.tolist())
+print(json.dumps(out))
+"#;
+
+fn run_numpy(py: &std::path::Path, kind: &str, lrs: &[f64]) -> Vec<Vec<f64>> {
+    use std::io::Write;
+    let (p0, grads) = setup();
+    let input =
+        serde_json::json!({"names": NAMES, "p0": p0, "grads": grads, "lrs": lrs, "kind": kind});
+    let mut child = std::process::Command::new(py)
+        .args(["-c", NUMPY_ADAM])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.to_string().as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn compare(kind: OptimizerKind, name: &str) {
+    let Some(py) = common::interop_python() else {
+        return;
+    };
+    let lrs = [1e-3, 5e-3, 2e-2, 1e-2];
+    let got = run_rust(kind, &lrs);
+    let want = run_numpy(&py, name, &lrs);
+    let (p0, _) = setup();
+    for ((g, w), p) in got.iter().zip(&want).zip(&p0) {
+        for ((a, b), init) in g.iter().zip(w).zip(p) {
+            assert!((*a as f64 - b).abs() < 2e-6, "{name}: {a} vs {b}");
+            assert!((*a - init).abs() > 1e-4, "the parameter moved");
+        }
+    }
+}
+
+#[test]
+fn adamw_matches_numpy_reference() {
+    compare(OptimizerKind::AdamW, "adamw");
+}
+
+#[test]
+fn adam_coupled_l2_matches_numpy_reference() {
+    compare(OptimizerKind::AdamL2, "adam-l2");
+    // And the two differ (coupled vs decoupled decay).
+    assert_ne!(
+        run_rust(OptimizerKind::AdamW, &[1e-2; 3]),
+        run_rust(OptimizerKind::AdamL2, &[1e-2; 3])
+    );
+}
+
+#[test]
+fn clip_grad_norm_scales_to_max_norm() {
+    let a = Tensor::from_slice(&[3.0f32, 0.0]);
+    let b = Tensor::from_slice(&[0.0f32, 4.0]);
+    assert!((global_grad_norm(&[a.shallow_clone(), b.shallow_clone()]) - 5.0).abs() < 1e-6);
+    let before = clip_grad_norm(&[a.shallow_clone(), b.shallow_clone()], 0.5);
+    assert!((before - 5.0).abs() < 1e-6);
+    // coef = 0.5 / (5 + 1e-6)
+    let coef = 0.5 / (5.0 + 1e-6);
+    assert!((a.double_value(&[0]) - 3.0 * coef).abs() < 1e-7);
+    assert!((b.double_value(&[1]) - 4.0 * coef).abs() < 1e-7);
+    // Below the limit nothing changes.
+    let c = Tensor::from_slice(&[0.1f32]);
+    clip_grad_norm(&[c.shallow_clone()], 0.5);
+    assert_eq!(c.double_value(&[0]), 0.1f32 as f64);
+}
+
+#[test]
+fn optimizer_state_round_trips_through_safetensors() {
+    let d = tempfile::tempdir().unwrap();
+    let mk = || {
+        let p = Tensor::from_slice(&[1.0f32, -2.0, 3.0]).set_requires_grad(true);
+        let opt = Adam::new(
+            AdamConfig {
+                kind: OptimizerKind::AdamW,
+                betas: [0.9, 0.98],
+                eps: 1e-12,
+                weight_decay: 0.01,
+                no_decay: v2_no_decay(),
+            },
+            vec![("w".to_string(), p.shallow_clone())],
+        );
+        (p, opt)
+    };
+    let step = |p: &Tensor, opt: &mut Adam| {
+        opt.zero_grad();
+        (p * p).sum(Kind::Float).backward();
+        opt.step(1e-2);
+    };
+    let (p1, mut o1) = mk();
+    step(&p1, &mut o1);
+    o1.save(&d.path().join("opt.safetensors")).unwrap();
+    let (p2, mut o2) = mk();
+    tch::no_grad(|| p2.shallow_clone().copy_(&p1));
+    o2.load(&d.path().join("opt.safetensors"), o1.steps_taken())
+        .unwrap();
+    step(&p1, &mut o1);
+    step(&p2, &mut o2);
+    assert_eq!(
+        Vec::<f32>::try_from(p1.detach()).unwrap(),
+        Vec::<f32>::try_from(p2.detach()).unwrap()
+    );
+}
