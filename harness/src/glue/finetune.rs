@@ -1,0 +1,743 @@
+//! GLUE fine-tuning and evaluation (recipe.md §4.2): per task and trial, rebuild the model,
+//! load the pretrained encoder, draw a new head, fine-tune, evaluate the last epoch on every
+//! dev set, write the per-example predictions; per task, the median over trials.
+//!
+//! Inputs are `<cls> A <sep> B <sep>`; single-sentence tasks pass an empty B, giving
+//! `<cls> A <sep> <sep>` as the reference does. A and B are tokenized without special tokens,
+//! then truncated longest-first (one token at a time from the longer, from B on a tie — the
+//! `tokenizers` rule) to `max_seq_len − 3`. Batches are padded to a multiple of 8 with `<pad>`
+//! and a key-padding mask. Token type ids are not used.
+//!
+//! Training: AdamW (decoupled weight decay, libtorch's implementation), the `[glue]` schedule
+//! stepped per batch, `floor(N/batch)·epochs` steps (incomplete batches dropped), shuffled each
+//! epoch by a generator seeded from the trial's seed. Loss: cross-entropy, or MSE on the single
+//! output for STS-B. On CUDA the forward pass runs under the same autocast as pretraining
+//! (bf16 by default; fp16 with dynamic loss scaling).
+//!
+//! Seeds: trial `k` of task `t` uses `provenance::seeds::derive(master, "finetune/<t>/<k>")` for
+//! torch's RNG (head init, dropout) and the shuffling order. Fine-tuning time is measured and
+//! recorded; it is not part of the pretraining budget.
+use crate::error::Error;
+use crate::glue::aggregate::{self, Aggregate};
+use crate::glue::config::{GlueConfig, Schedule};
+use crate::glue::data::{DataFile, TaskData};
+use crate::glue::head::{ClassifierHead, HEAD_PREFIXES};
+use crate::glue::predictions::{self, Row};
+use crate::glue::tasks::{self, EvalSet, Example, Metrics, Target, Task};
+use crate::model::{self, ArchConfig, MlmModel};
+use crate::provenance::hash::hash_file;
+use crate::provenance::seeds;
+use crate::train::amp::{Amp, LossScaler, Precision};
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::nn::OptimizerConfig;
+use tch::{nn, Device, Kind, Tensor};
+use tokenizers::Tokenizer;
+
+/// Special-token ids (fixed in every crambench tokenizer).
+const PAD: i64 = 0;
+const CLS: i64 = 4;
+const SEP: i64 = 5;
+/// Special tokens in a pair input: `<cls> A <sep> B <sep>`.
+const SPECIALS_PER_INPUT: usize = 3;
+/// Batches are padded to a multiple of this many tokens.
+const PAD_MULTIPLE: usize = 8;
+
+/// A pretrained checkpoint: encoder weights, architecture and tokenizer.
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub arch: ArchConfig,
+    pub tokenizer: Tokenizer,
+    /// Every tensor of `model.safetensors`, on the CPU.
+    weights: HashMap<String, Tensor>,
+    /// sha256 of model.safetensors, arch.json, tokenizer.json.
+    pub files: Vec<DataFile>,
+}
+
+impl Checkpoint {
+    /// Load `dir/{model.safetensors, arch.json, tokenizer.json}`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let arch_path = dir.join("arch.json");
+        let bytes = crate::io::read_limited(&arch_path, 1 << 20)?;
+        let arch: ArchConfig = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::input(arch_path.display(), format!("not an ArchConfig: {e}")))?;
+        let tok_path = dir.join("tokenizer.json");
+        let tokenizer = crate::data::tokenizer::load_tokenizer(&tok_path)?;
+        let model_path = dir.join("model.safetensors");
+        if !model_path.is_file() {
+            return Err(Error::input(model_path.display(), "no such file").into());
+        }
+        let weights: HashMap<String, Tensor> = Tensor::read_safetensors(&model_path)
+            .map_err(|e| {
+                Error::input(model_path.display(), format!("not a safetensors file: {e}"))
+            })?
+            .into_iter()
+            .collect();
+        let mut files = Vec::new();
+        for p in [&model_path, &arch_path, &tok_path] {
+            let d = hash_file(p, &|_| {})?;
+            files.push(DataFile {
+                path: p
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned(),
+                size: d.size,
+                sha256: d.sha256,
+            });
+        }
+        Ok(Checkpoint {
+            dir: dir.to_path_buf(),
+            arch,
+            tokenizer,
+            weights,
+            files,
+        })
+    }
+
+    /// Copy the checkpoint's tensors into the model's variables. Every `encoder.*` variable must
+    /// be present with its shape; the head (`pooler.*`, `head.*`) stays freshly initialised;
+    /// MLM-head-only tensors of the file are ignored and named in the result.
+    fn load_into(&self, vs: &nn::VarStore) -> Result<Vec<String>> {
+        let vars = vs.variables();
+        let mut missing = Vec::new();
+        tch::no_grad(|| -> Result<()> {
+            for (name, var) in &vars {
+                if HEAD_PREFIXES.iter().any(|p| name.starts_with(p)) {
+                    continue;
+                }
+                match self.weights.get(name) {
+                    Some(src) if src.size() == var.size() => {
+                        let mut v = var.shallow_clone();
+                        v.copy_(src);
+                    }
+                    Some(src) => {
+                        return Err(Error::input(
+                            self.dir.join("model.safetensors").display(),
+                            format!(
+                                "{name}: shape {:?}, the model has {:?}",
+                                src.size(),
+                                var.size()
+                            ),
+                        )
+                        .into())
+                    }
+                    None if name.starts_with("encoder.") => missing.push(name.clone()),
+                    None => {}
+                }
+            }
+            Ok(())
+        })?;
+        if !missing.is_empty() {
+            missing.sort();
+            return Err(Error::input(
+                self.dir.join("model.safetensors").display(),
+                format!("encoder weights missing: {}", missing.join(", ")),
+            )
+            .into());
+        }
+        let mut ignored: Vec<String> = self
+            .weights
+            .keys()
+            .filter(|k| !vars.contains_key(*k))
+            .cloned()
+            .collect();
+        ignored.sort();
+        Ok(ignored)
+    }
+}
+
+/// Token ids of one example, specials included, and its label.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    pub idx: u64,
+    pub ids: Vec<i64>,
+    pub label: Option<Target>,
+}
+
+/// Encode examples as `<cls> A <sep> B <sep>` (B empty for single-sentence tasks), at most
+/// `max_len` tokens, truncating longest-first.
+pub fn encode(tok: &Tokenizer, examples: &[Example], max_len: usize) -> Result<Vec<Encoded>> {
+    let mut tok = tok.clone();
+    tok.with_truncation(None)
+        .map_err(|e| anyhow::anyhow!("tokenizer: {e}"))?;
+    tok.with_padding(None);
+    let a: Vec<&str> = examples.iter().map(|e| e.text_a.as_str()).collect();
+    let b: Vec<&str> = examples
+        .iter()
+        .map(|e| e.text_b.as_deref().unwrap_or(""))
+        .collect();
+    let ea = tok
+        .encode_batch(a, false)
+        .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
+    let eb = tok
+        .encode_batch(b, false)
+        .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
+    let budget = max_len.saturating_sub(SPECIALS_PER_INPUT);
+    Ok(examples
+        .iter()
+        .zip(ea.iter().zip(&eb))
+        .map(|(ex, (x, y))| {
+            let (xa, yb) = (x.get_ids(), y.get_ids());
+            let (mut na, mut nb) = (xa.len(), yb.len());
+            while na + nb > budget {
+                if na > nb {
+                    na -= 1;
+                } else {
+                    nb -= 1;
+                }
+            }
+            let mut ids = Vec::with_capacity(na + nb + SPECIALS_PER_INPUT);
+            ids.push(CLS);
+            ids.extend(xa[..na].iter().map(|&t| t as i64));
+            ids.push(SEP);
+            ids.extend(yb[..nb].iter().map(|&t| t as i64));
+            ids.push(SEP);
+            Encoded {
+                idx: ex.idx,
+                ids,
+                label: ex.label,
+            }
+        })
+        .collect())
+}
+
+/// Pad a batch to a multiple of 8 tokens (at most `cap`): ids `[B,L]` and mask `[B,L]`
+/// (1 = real token), both Int64.
+pub fn collate(batch: &[&Encoded], cap: usize, device: Device) -> (Tensor, Tensor) {
+    let longest = batch.iter().map(|e| e.ids.len()).max().unwrap_or(1);
+    let len = longest.div_ceil(PAD_MULTIPLE) * PAD_MULTIPLE;
+    let len = len.min(cap.max(longest));
+    let mut ids = vec![PAD; batch.len() * len];
+    let mut mask = vec![0i64; batch.len() * len];
+    for (i, e) in batch.iter().enumerate() {
+        ids[i * len..i * len + e.ids.len()].copy_from_slice(&e.ids);
+        mask[i * len..i * len + e.ids.len()]
+            .iter_mut()
+            .for_each(|m| *m = 1);
+    }
+    let shape = [batch.len() as i64, len as i64];
+    (
+        Tensor::from_slice(&ids).view(shape).to_device(device),
+        Tensor::from_slice(&mask).view(shape).to_device(device),
+    )
+}
+
+/// The learning-rate factor at optimizer step `s` (0-based) of `total`, with `warmup` warmup
+/// steps: HF `get_cosine_schedule_with_warmup` (num_cycles 0.5) or `get_constant_schedule_with_warmup`.
+pub fn lr_factor(schedule: Schedule, s: u64, warmup: u64, total: u64) -> f64 {
+    if s < warmup {
+        return s as f64 / warmup.max(1) as f64;
+    }
+    match schedule {
+        Schedule::Constant => 1.0,
+        Schedule::Cosine => {
+            let progress = (s - warmup) as f64 / (total.saturating_sub(warmup)).max(1) as f64;
+            (0.5 * (1.0 + (std::f64::consts::PI * progress).cos())).max(0.0)
+        }
+    }
+}
+
+/// splitmix64, for the per-epoch shuffling order (device-independent).
+struct Shuffler(u64);
+impl Shuffler {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Fisher–Yates.
+    fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            let j = (self.next() % (i as u64 + 1)) as usize;
+            v.swap(i, j);
+        }
+    }
+}
+
+/// One trial's result for one evaluation set.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrialRecord {
+    pub trial: u32,
+    pub seed: u64,
+    /// Last-epoch dev metrics (fractions).
+    pub metrics: Metrics,
+    /// Predictions file (relative to the output directory) and its sha256.
+    pub predictions: String,
+    pub predictions_sha256: String,
+    pub train_examples: usize,
+    pub optimizer_steps: u64,
+    pub warmup_steps: u64,
+    /// Mean training loss over the last epoch.
+    pub last_epoch_loss: f64,
+    /// Wall seconds of fine-tuning (all epochs) and of evaluating this set.
+    pub finetune_seconds: f64,
+    pub eval_seconds: f64,
+    pub finetune_examples_per_second: f64,
+    pub eval_examples_per_second: f64,
+    pub dev_examples: usize,
+}
+
+/// One evaluation set: median metrics over trials, and every trial.
+#[derive(Debug, Clone, Serialize)]
+pub struct SetResult {
+    /// Per-metric median over trials (each metric's median is taken on its own).
+    pub metrics: Metrics,
+    pub trials: Vec<TrialRecord>,
+}
+
+/// Per task: where the data came from.
+#[derive(Debug, Clone, Serialize)]
+pub struct TaskSource {
+    pub layout: crate::glue::data::Layout,
+    pub files: Vec<DataFile>,
+    pub train_examples: usize,
+    /// Malformed training rows skipped (count and the first few `file:line`).
+    pub skipped_rows: usize,
+    pub skipped_examples: Vec<String>,
+}
+
+/// Results of `crambench glue run`, shaped like the manifest's `$defs/glue` (`protocol`,
+/// `tasks{metrics, trials}`, `aggregate{rule, value}`) plus what a reader needs to check it.
+#[derive(Debug, Clone, Serialize)]
+pub struct GlueResults {
+    pub protocol: String,
+    /// Per evaluation set (`cola`, …, `mnli-m`, `mnli-mm`, …).
+    pub tasks: BTreeMap<String, SetResult>,
+    /// The headline aggregate under the configured rule (absent when the sets needed are not
+    /// all present, e.g. a subset of tasks, or the demo suite — never reported as GLUE).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aggregate: Option<Aggregate>,
+    /// Every rule computable from the sets present.
+    pub aggregates: Vec<Aggregate>,
+    /// Whether these are GLUE tasks (false for `demo-*`).
+    pub glue: bool,
+    pub config: GlueConfig,
+    pub master_seed: u64,
+    pub checkpoint: Vec<DataFile>,
+    /// Checkpoint tensors not used (MLM head only).
+    pub ignored_weights: Vec<String>,
+    pub data: BTreeMap<String, TaskSource>,
+    pub device: String,
+    pub precision: String,
+    /// `max_seq_len` after clamping to the model's positions.
+    pub max_seq_len: usize,
+    pub total_finetune_seconds: f64,
+}
+
+impl GlueResults {
+    /// The object for the manifest's `predicate.glue` (`$defs/glue`): fails unless an aggregate
+    /// was computed (all sets of the rule present and GLUE tasks).
+    pub fn manifest_value(&self) -> Result<serde_json::Value> {
+        let agg = self
+            .aggregate
+            .as_ref()
+            .filter(|_| self.glue)
+            .ok_or_else(|| {
+                Error::Check("no GLUE aggregate: not all tasks of the rule were run".into())
+            })?;
+        Ok(serde_json::json!({
+            "protocol": self.protocol,
+            "tasks": self.tasks,
+            "aggregate": agg,
+        }))
+    }
+}
+
+/// What `run` needs besides the config.
+pub struct RunOptions<'a> {
+    pub checkpoint: &'a Checkpoint,
+    pub tasks: Vec<Task>,
+    /// GLUE data root (ignored for demo tasks).
+    pub data: Option<&'a Path>,
+    /// Output directory: `glue.json`, `predictions/<set>/trial-<k>.tsv`.
+    pub out: &'a Path,
+    pub master_seed: u64,
+    pub device: Device,
+    /// Progress lines on stderr.
+    pub progress: bool,
+}
+
+/// Run the protocol on every task and write results and predictions under `opts.out`.
+pub fn run(cfg: &GlueConfig, opts: &RunOptions) -> Result<GlueResults> {
+    let ck = opts.checkpoint;
+    let max_len = cfg.max_seq_len.min(ck.arch.max_seq_len as usize);
+    let amp = Amp::setup(cfg.precision, true, opts.device);
+    let mut tasks = opts.tasks.clone();
+    if cfg.frozen_warmup {
+        // The reference runs CoLA first; its warmup is what every later task reuses.
+        tasks.sort();
+    }
+    let glue = tasks.iter().all(|t| t.is_glue());
+    if !glue && tasks.iter().any(|t| t.is_glue()) {
+        return Err(Error::input(
+            "--tasks",
+            "demo tasks and GLUE tasks cannot be mixed in one run",
+        )
+        .into());
+    }
+    std::fs::create_dir_all(opts.out).map_err(|e| Error::io(opts.out, e))?;
+    let mut results = BTreeMap::new();
+    let mut data_info = BTreeMap::new();
+    let mut frozen_warmup: Option<u64> = None;
+    let mut ignored = Vec::new();
+    let started = Instant::now();
+    let pins = (!cfg.pins.is_empty()).then_some(&cfg.pins);
+    for &task in &tasks {
+        let data = if task.is_glue() {
+            let root = opts
+                .data
+                .ok_or_else(|| Error::input("--data", "GLUE tasks need --data DIR"))?;
+            crate::glue::data::load(root, task, pins)?
+        } else {
+            crate::glue::demo::load(task)?
+        };
+        if task.num_labels() > 1 && data.train.iter().any(|e| e.label.is_none()) {
+            return Err(Error::input(task.id(), "training examples without labels").into());
+        }
+        data_info.insert(
+            task.id().to_string(),
+            TaskSource {
+                layout: data.layout,
+                files: data.files.clone(),
+                train_examples: data.train.len(),
+                skipped_rows: data.skipped.len(),
+                skipped_examples: data
+                    .skipped
+                    .iter()
+                    .take(10)
+                    .map(|s| format!("{} ({})", s.at, s.reason))
+                    .collect(),
+            },
+        );
+        let steps_per_epoch = (data.train.len() / cfg.batch_size) as u64;
+        if steps_per_epoch == 0 {
+            return Err(Error::input(
+                task.id(),
+                format!(
+                    "{} training examples: fewer than one batch of {}",
+                    data.train.len(),
+                    cfg.batch_size
+                ),
+            )
+            .into());
+        }
+        let total = steps_per_epoch * cfg.epochs as u64;
+        let warmup = match (cfg.frozen_warmup, frozen_warmup) {
+            (true, Some(w)) => w,
+            _ => (cfg.warmup * total as f64) as u64,
+        };
+        if cfg.frozen_warmup && frozen_warmup.is_none() {
+            frozen_warmup = Some(warmup);
+        }
+        let train = encode(&ck.tokenizer, &data.train, max_len)?;
+        let dev: Vec<(EvalSet, Vec<Encoded>)> = data
+            .dev
+            .iter()
+            .map(|(s, ex)| Ok((*s, encode(&ck.tokenizer, ex, max_len)?)))
+            .collect::<Result<_>>()?;
+        for trial in 0..cfg.trials {
+            let label = format!("finetune/{}/{trial}", task.id());
+            let seed = seeds::derive(opts.master_seed, &label);
+            let t = TrialSetup {
+                cfg,
+                task,
+                seed,
+                total,
+                warmup,
+                max_len,
+                amp,
+                device: opts.device,
+            };
+            let out = run_trial(ck, &t, &train, &dev, &mut ignored)?;
+            for (set, preds, eval_s) in out.evals {
+                let gold: Vec<Target> = preds
+                    .iter()
+                    .map(|r| r.gold.expect("dev examples have labels"))
+                    .collect();
+                let pred: Vec<Target> = preds.iter().map(|r| r.prediction).collect();
+                let metrics = tasks::score(&set, &pred, &gold)?;
+                let rel = format!("predictions/{}/trial-{trial}.tsv", set.id);
+                let path = opts.out.join(&rel);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+                }
+                let sha = predictions::write(&path, &preds)?;
+                if opts.progress {
+                    let m: Vec<String> = metrics
+                        .iter()
+                        .map(|(k, v)| format!("{k} {:.4}", v))
+                        .collect();
+                    eprintln!(
+                        "glue {} trial {trial}: {} (fine-tune {:.1}s, {:.1} ex/s; eval {:.2}s)",
+                        set.id,
+                        m.join(", "),
+                        out.finetune_s,
+                        out.examples_seen as f64 / out.finetune_s.max(1e-9),
+                        eval_s
+                    );
+                }
+                let entry = results
+                    .entry(set.id.to_string())
+                    .or_insert_with(|| SetResult {
+                        metrics: Metrics::new(),
+                        trials: Vec::new(),
+                    });
+                entry.trials.push(TrialRecord {
+                    trial,
+                    seed,
+                    metrics,
+                    predictions: rel,
+                    predictions_sha256: sha,
+                    train_examples: train.len(),
+                    optimizer_steps: total,
+                    warmup_steps: warmup,
+                    last_epoch_loss: out.last_epoch_loss,
+                    finetune_seconds: out.finetune_s,
+                    eval_seconds: eval_s,
+                    finetune_examples_per_second: out.examples_seen as f64
+                        / out.finetune_s.max(1e-9),
+                    eval_examples_per_second: preds.len() as f64 / eval_s.max(1e-9),
+                    dev_examples: preds.len(),
+                });
+            }
+        }
+    }
+    for r in results.values_mut() {
+        let names: Vec<String> = r.trials[0].metrics.keys().cloned().collect();
+        for n in names {
+            let v: Vec<f64> = r
+                .trials
+                .iter()
+                .filter_map(|t| t.metrics.get(&n).copied())
+                .collect();
+            if let Some(m) = aggregate::median(&v) {
+                r.metrics.insert(n, m);
+            }
+        }
+    }
+    let per_set: BTreeMap<String, Metrics> = results
+        .iter()
+        .map(|(k, v)| (k.clone(), v.metrics.clone()))
+        .collect();
+    let (aggregate, aggregates) = if glue {
+        (
+            aggregate::aggregate(cfg.aggregate, &per_set).ok(),
+            aggregate::all_available(&per_set),
+        )
+    } else {
+        (None, Vec::new())
+    };
+    ignored.sort();
+    ignored.dedup();
+    let res = GlueResults {
+        protocol: if glue {
+            cfg.protocol.name().to_string()
+        } else {
+            format!("{} (demo tasks)", cfg.protocol.name())
+        },
+        tasks: results,
+        aggregate,
+        aggregates,
+        glue,
+        config: cfg.clone(),
+        master_seed: opts.master_seed,
+        checkpoint: ck.files.clone(),
+        ignored_weights: ignored,
+        data: data_info,
+        device: format!("{:?}", opts.device),
+        precision: format!("{:?}", amp.precision).to_lowercase(),
+        max_seq_len: max_len,
+        total_finetune_seconds: started.elapsed().as_secs_f64(),
+    };
+    let mut json = serde_json::to_vec_pretty(&res)?;
+    json.push(b'\n');
+    crate::io::write_atomic(&opts.out.join("glue.json"), &json, None)?;
+    Ok(res)
+}
+
+struct TrialSetup<'a> {
+    cfg: &'a GlueConfig,
+    task: Task,
+    seed: u64,
+    total: u64,
+    warmup: u64,
+    max_len: usize,
+    amp: Amp,
+    device: Device,
+}
+
+struct TrialOut {
+    evals: Vec<(EvalSet, Vec<Row>, f64)>,
+    finetune_s: f64,
+    examples_seen: u64,
+    last_epoch_loss: f64,
+}
+
+fn run_trial(
+    ck: &Checkpoint,
+    t: &TrialSetup,
+    train: &[Encoded],
+    dev: &[(EvalSet, Vec<Encoded>)],
+    ignored: &mut Vec<String>,
+) -> Result<TrialOut> {
+    let cfg = t.cfg;
+    tch::manual_seed(t.seed as i64);
+    let vs = nn::VarStore::new(t.device);
+    let model: Box<dyn MlmModel> = model::build(&vs.root(), &ck.arch)?;
+    let head = ClassifierHead::new(
+        &vs.root(),
+        model.hidden_size(),
+        cfg.head_dim,
+        t.task.num_labels() as i64,
+    );
+    ignored.extend(ck.load_into(&vs)?);
+    let mut opt = nn::AdamW {
+        beta1: cfg.betas[0],
+        beta2: cfg.betas[1],
+        wd: cfg.weight_decay,
+        eps: cfg.eps,
+        amsgrad: false,
+    }
+    .build(&vs, cfg.lr)
+    .context("building AdamW")?;
+    let mut scaler = LossScaler::new(t.amp.precision == Precision::Fp16);
+    let params = vs.trainable_variables();
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    let mut shuffler = Shuffler(t.seed);
+    let regression = t.task.is_regression();
+    let started = Instant::now();
+    let mut step = 0u64;
+    let mut seen = 0u64;
+    let mut last_epoch_loss = f64::NAN;
+    for _epoch in 0..cfg.epochs {
+        shuffler.shuffle(&mut order);
+        let mut loss_sum = 0.0;
+        let mut n = 0usize;
+        for chunk in order.chunks_exact(cfg.batch_size) {
+            let batch: Vec<&Encoded> = chunk.iter().map(|&i| &train[i]).collect();
+            let (ids, mask) = collate(&batch, t.max_len, t.device);
+            let logits = t
+                .amp
+                .forward(|| {
+                    head.forward(&model.encode(&ids, Some(&mask), cfg.dropout), cfg.dropout)
+                })
+                .to_kind(Kind::Float);
+            let loss = if regression {
+                let y: Vec<f32> = batch
+                    .iter()
+                    .map(|e| match e.label {
+                        Some(Target::Score(s)) => s as f32,
+                        _ => f32::NAN,
+                    })
+                    .collect();
+                let y = Tensor::from_slice(&y).to_device(t.device);
+                logits.squeeze_dim(-1).mse_loss(&y, tch::Reduction::Mean)
+            } else {
+                let y: Vec<i64> = batch
+                    .iter()
+                    .map(|e| match e.label {
+                        Some(Target::Class(c)) => c as i64,
+                        _ => -100,
+                    })
+                    .collect();
+                let y = Tensor::from_slice(&y).to_device(t.device);
+                logits.cross_entropy_for_logits(&y)
+            };
+            opt.zero_grad();
+            scaler.scale_loss(&loss).backward();
+            let grads: Vec<Tensor> = params
+                .iter()
+                .filter(|p| p.grad().defined())
+                .map(|p| p.grad())
+                .collect();
+            let finite = scaler.unscale(&grads, false);
+            opt.set_lr(cfg.lr * lr_factor(cfg.schedule, step, t.warmup, t.total));
+            if finite {
+                opt.step();
+            }
+            scaler.update(!finite);
+            step += 1;
+            seen += batch.len() as u64;
+            loss_sum += loss.double_value(&[]);
+            n += 1;
+        }
+        last_epoch_loss = loss_sum / n.max(1) as f64;
+    }
+    let finetune_s = started.elapsed().as_secs_f64();
+    let mut evals = Vec::new();
+    for (set, examples) in dev {
+        let t0 = Instant::now();
+        let rows = predict(model.as_ref(), &head, examples, t, regression)?;
+        evals.push((*set, rows, t0.elapsed().as_secs_f64()));
+    }
+    Ok(TrialOut {
+        evals,
+        finetune_s,
+        examples_seen: seen,
+        last_epoch_loss,
+    })
+}
+
+/// Batched evaluation under no_grad with dropout off.
+fn predict(
+    model: &dyn MlmModel,
+    head: &ClassifierHead,
+    examples: &[Encoded],
+    t: &TrialSetup,
+    regression: bool,
+) -> Result<Vec<Row>> {
+    let mut rows = Vec::with_capacity(examples.len());
+    tch::no_grad(|| {
+        for chunk in examples.chunks(t.cfg.eval_batch_size) {
+            let batch: Vec<&Encoded> = chunk.iter().collect();
+            let (ids, mask) = collate(&batch, t.max_len, t.device);
+            let logits = t
+                .amp
+                .forward(|| head.forward(&model.encode(&ids, Some(&mask), false), false))
+                .to_kind(Kind::Float)
+                .to_device(Device::Cpu);
+            let preds: Vec<Target> = if regression {
+                let v: Vec<f32> = Vec::try_from(logits.squeeze_dim(-1)).unwrap_or_default();
+                v.into_iter().map(|x| Target::Score(x as f64)).collect()
+            } else {
+                let v: Vec<i64> = Vec::try_from(logits.argmax(-1, false)).unwrap_or_default();
+                v.into_iter().map(|c| Target::Class(c as usize)).collect()
+            };
+            for (e, p) in chunk.iter().zip(preds) {
+                rows.push(Row {
+                    idx: e.idx,
+                    prediction: p,
+                    gold: e.label,
+                });
+            }
+        }
+    });
+    if rows.len() != examples.len() {
+        return Err(anyhow::anyhow!(
+            "internal: {} predictions for {} examples",
+            rows.len(),
+            examples.len()
+        ));
+    }
+    Ok(rows)
+}
+
+/// Load data for `task` like [`run`] does (for tools and tests).
+pub fn load_task(
+    task: Task,
+    data: Option<&Path>,
+    pins: Option<&BTreeMap<String, String>>,
+) -> Result<TaskData> {
+    if task.is_glue() {
+        let root = data.ok_or_else(|| Error::input("--data", "GLUE tasks need --data DIR"))?;
+        crate::glue::data::load(root, task, pins)
+    } else {
+        crate::glue::demo::load(task)
+    }
+}

@@ -1,0 +1,432 @@
+//! `crambench glue run` end to end on a tiny checkpoint made here (model::build with a tiny
+//! ArchConfig, a WordPiece tokenizer trained in-test with the fixed special ids), on the GLUE
+//! fixtures in both layouts; predictions re-scored by `crambench glue score`.
+mod common;
+#[path = "fixtures/glue/gen.rs"]
+mod gen;
+
+/// Run crambench with one libtorch thread: the tests run in parallel on few cores, where
+/// OpenMP's spinning threads oversubscribe the CPU.
+fn run_in(dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = common::crambench()
+        .current_dir(dir)
+        .env("OMP_NUM_THREADS", "1")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+use crambench::glue::config::Schedule;
+use crambench::glue::finetune::{encode, lr_factor};
+use crambench::glue::tasks::{Example, Task};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// A tiny pretrained checkpoint (random weights, real tokenizer), made once per test binary
+/// and shared read-only by the tests.
+fn tiny_checkpoint(_dir: &Path) -> PathBuf {
+    static CK: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CK.get_or_init(|| {
+        // Under cargo's scratch directory for integration tests, replaced on every run.
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("glue-tiny-checkpoint");
+        let _ = std::fs::remove_dir_all(&dir);
+        make_checkpoint(&dir)
+    })
+    .clone()
+}
+
+fn make_checkpoint(dir: &Path) -> PathBuf {
+    let ck = dir.join("ckpt");
+    std::fs::create_dir_all(&ck).unwrap();
+    let text = String::from_utf8(crambench::glue::demo::SENTIMENT_TSV.to_vec()).unwrap();
+    let mut texts: Vec<String> = text
+        .lines()
+        .map(|l| l.rsplit('\t').next().unwrap().to_string())
+        .collect();
+    for t in Task::ALL_GLUE {
+        let d = crambench::glue::data::load(&gen::tsv_root(), t, None).unwrap();
+        for e in d.train.iter().chain(d.dev.iter().flat_map(|x| x.1.iter())) {
+            texts.push(e.text_a.clone());
+            texts.extend(e.text_b.clone());
+        }
+    }
+    let tok = crambench::data::tokenizer::train(texts.iter(), 512, Default::default()).unwrap();
+    crambench::data::tokenizer::save(&tok, &ck.join("tokenizer.json")).unwrap();
+    let mut arch = crambench::model::ArchConfig::preset("crammed-bert-tiny").unwrap();
+    arch.vocab_size = 512;
+    tch::manual_seed(1);
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let _model = crambench::model::build(&vs.root(), &arch).unwrap();
+    vs.save(ck.join("model.safetensors")).unwrap();
+    std::fs::write(
+        ck.join("arch.json"),
+        serde_json::to_vec_pretty(&arch).unwrap(),
+    )
+    .unwrap();
+    ck
+}
+
+const RECIPE: &str = "name = \"glue-test\"\n[glue]\nprotocol = \"glue-sane\"\nbatch_size = 2\nepochs = 2\nhead_dim = 32\nmax_seq_len = 48\n";
+
+fn run_glue(dir: &Path, ck: &Path, data: &Path, out: &str, seed: &str) -> Value {
+    let recipe = dir.join("r.toml");
+    std::fs::write(&recipe, RECIPE).unwrap();
+    let out_dir = dir.join(out);
+    let args = [
+        "glue",
+        "run",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--tasks",
+        "all",
+        "--data",
+        data.to_str().unwrap(),
+        "--recipe",
+        recipe.to_str().unwrap(),
+        "--trials",
+        "2",
+        "--seed",
+        seed,
+        "--device",
+        "cpu",
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--json",
+    ];
+    let (code, stdout, stderr) = run_in(dir, &args);
+    assert_eq!(code, 0, "{stderr}");
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    let on_disk: Value =
+        serde_json::from_slice(&std::fs::read(out_dir.join("glue.json")).unwrap()).unwrap();
+    assert_eq!(v, on_disk);
+    v
+}
+
+#[test]
+fn glue_run_on_both_layouts_and_rescore() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = tiny_checkpoint(dir.path());
+    let tsv = gen::tsv_root();
+    let v = run_glue(dir.path(), &ck, &tsv, "out-tsv", "7");
+    let sets: Vec<&str> = v["tasks"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(|s| s.as_str())
+        .collect();
+    assert_eq!(
+        sets,
+        ["cola", "mnli-m", "mnli-mm", "mrpc", "qnli", "qqp", "rte", "sst2", "stsb"]
+    );
+    assert_eq!(v["protocol"], "glue-sane");
+    assert_eq!(v["aggregate"]["rule"], "cramming");
+    assert_eq!(v["data"]["qqp"]["skipped_rows"], 2);
+    assert_eq!(v["config"]["batch_size"], 2);
+    // Every trial: its seed is the derived one, predictions re-score to the same metrics.
+    for (set, r) in v["tasks"].as_object().unwrap() {
+        let trials = r["trials"].as_array().unwrap();
+        assert_eq!(trials.len(), 2);
+        for t in trials {
+            let task = if set.starts_with("mnli") {
+                "mnli"
+            } else {
+                set.as_str()
+            };
+            let want =
+                crambench::provenance::seeds::derive(7, &format!("finetune/{task}/{}", t["trial"]));
+            assert_eq!(t["seed"].as_u64(), Some(want));
+            let p = dir
+                .path()
+                .join("out-tsv")
+                .join(t["predictions"].as_str().unwrap());
+            let sha = crambench::provenance::hash::sha256_hex(&std::fs::read(&p).unwrap());
+            assert_eq!(t["predictions_sha256"].as_str(), Some(sha.as_str()));
+            let (code, out, err) = run_in(
+                dir.path(),
+                &[
+                    "glue",
+                    "score",
+                    "--task",
+                    set,
+                    "--predictions",
+                    p.to_str().unwrap(),
+                    "--json",
+                ],
+            );
+            assert_eq!(code, 0, "{err}");
+            let s: Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(s["metrics"], t["metrics"], "{set}");
+            assert!(t["finetune_seconds"].as_f64().unwrap() > 0.0);
+        }
+        // The reported value is the per-metric median of the trials (mean of 2 here).
+        for (m, med) in r["metrics"].as_object().unwrap() {
+            let vals: Vec<f64> = trials
+                .iter()
+                .map(|t| t["metrics"][m].as_f64().unwrap())
+                .collect();
+            assert!((med.as_f64().unwrap() - (vals[0] + vals[1]) / 2.0).abs() < 1e-15);
+        }
+    }
+    // The headline value is the cramming mean of the medians.
+    let m = |s: &str, k: &str| v["tasks"][s]["metrics"][k].as_f64().unwrap();
+    let want = 100.0
+        * (m("mnli-m", "accuracy")
+            + m("mnli-mm", "accuracy")
+            + m("sst2", "accuracy")
+            + m("stsb", "pearson")
+            + m("rte", "accuracy")
+            + m("qnli", "accuracy")
+            + m("qqp", "f1")
+            + m("mrpc", "f1")
+            + m("cola", "mcc"))
+        / 9.0;
+    assert!((v["aggregate"]["value"].as_f64().unwrap() - want).abs() < 1e-9);
+
+    // Same seed, same data: identical predictions. Parquet layout: same examples, so the same
+    // results for every task but STS-B (float32 labels on disk).
+    let pq = dir.path().join("pq");
+    gen::write_parquet_layout(&pq, &tsv);
+    let w = run_glue(dir.path(), &ck, &pq, "out-pq", "7");
+    for (set, r) in v["tasks"].as_object().unwrap() {
+        if set != "stsb" {
+            for (a, b) in r["trials"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .zip(w["tasks"][set]["trials"].as_array().unwrap())
+            {
+                assert_eq!(a["predictions_sha256"], b["predictions_sha256"], "{set}");
+            }
+        }
+    }
+    assert_eq!(w["data"]["cola"]["layout"], "hf-parquet");
+    // The manifest object matches the published schema's `$defs/glue`.
+    let schema: Value = serde_json::from_slice(
+        &std::fs::read(
+            common::repo_root().join("manifests/schema/crambench-manifest-v0.1.schema.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema["$defs"]["glue"]).unwrap();
+    let obj = serde_json::json!({"protocol": v["protocol"], "tasks": v["tasks"], "aggregate": v["aggregate"]});
+    assert!(validator.is_valid(&obj));
+    assert!(!validator.is_valid(&serde_json::json!({"protocol": "x", "tasks": {}, "aggregate": {"rule": "mean", "value": 1}})));
+    assert_eq!(v["data"]["cola"]["layout"], "glue-tsv");
+}
+
+#[test]
+fn refusals_and_bad_checkpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = tiny_checkpoint(dir.path());
+    let recipe = dir.path().join("r.toml");
+    std::fs::write(&recipe, "[glue]\nepochs = 6\n").unwrap();
+    let tsv = gen::tsv_root();
+    let base = [
+        "glue",
+        "run",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--tasks",
+        "rte",
+        "--data",
+        tsv.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ];
+    let mut args = base.to_vec();
+    args.extend(["--recipe", recipe.to_str().unwrap()]);
+    let (code, _, err) = run_in(dir.path(), &args);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("r.toml: glue") && err.contains("epochs = 6") && err.contains("refused"),
+        "{err}"
+    );
+    std::fs::write(&recipe, "[glue]\nbatchsize = 2\n").unwrap();
+    let (code, _, err) = run_in(dir.path(), &args);
+    assert_eq!(code, 2);
+    assert!(err.contains("batchsize"), "{err}");
+    // Default batch 16 with 3 RTE training rows: not one batch.
+    let (code, _, err) = run_in(dir.path(), &base);
+    assert_eq!(code, 2);
+    assert!(err.contains("fewer than one batch"), "{err}");
+    // A checkpoint whose encoder weights are missing is refused.
+    let bad = dir.path().join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    for f in ["arch.json", "tokenizer.json"] {
+        std::fs::copy(ck.join(f), bad.join(f)).unwrap();
+    }
+    let t = tch::Tensor::zeros([2], (tch::Kind::Float, tch::Device::Cpu));
+    tch::Tensor::write_safetensors(&[("unrelated", &t)], bad.join("model.safetensors")).unwrap();
+    std::fs::write(&recipe, "[glue]\nbatch_size = 1\nepochs = 1\ntrials = 1\n").unwrap();
+    let mut args = vec![
+        "glue",
+        "run",
+        "--checkpoint",
+        bad.to_str().unwrap(),
+        "--tasks",
+        "rte",
+        "--data",
+        tsv.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ];
+    let o = dir.path().join("o");
+    args.extend([
+        "--recipe",
+        recipe.to_str().unwrap(),
+        "--out",
+        o.to_str().unwrap(),
+    ]);
+    let (code, _, err) = run_in(dir.path(), &args);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("encoder weights missing"), "{err}");
+}
+
+#[test]
+fn inputs_are_cls_a_sep_b_sep_truncated_longest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = tiny_checkpoint(dir.path());
+    let tok = crambench::data::tokenizer::load_tokenizer(&ck.join("tokenizer.json")).unwrap();
+    let ex = |a: &str, b: Option<&str>| Example {
+        idx: 0,
+        text_a: a.into(),
+        text_b: b.map(Into::into),
+        label: None,
+    };
+    let long = "the movie was great and the food was bad and the service was slow ".repeat(4);
+    let n_long = tok.encode(long.as_str(), false).unwrap().get_ids().len();
+    let n_short = tok
+        .encode("the food was bad", false)
+        .unwrap()
+        .get_ids()
+        .len();
+    assert!(n_long > 40 && n_short < 10);
+    let enc = encode(
+        &tok,
+        &[
+            ex(&long, Some("the food was bad")),
+            ex("the food was bad", None),
+        ],
+        32,
+    )
+    .unwrap();
+    // Pair: the long side is cut until A+B fit 32-3; the short side is kept whole.
+    let ids = &enc[0].ids;
+    assert_eq!(ids.len(), 32);
+    assert_eq!((ids[0], ids[31]), (4, 5));
+    assert_eq!(ids.iter().filter(|&&t| t == 5).count(), 2);
+    assert_eq!(ids[30 - n_short], 5, "separator after the truncated A");
+    assert!(ids[1..30 - n_short].iter().all(|&t| t > 6));
+    // Single sentence: <cls> A <sep> <sep>.
+    let s = &enc[1].ids;
+    assert_eq!(s.len(), n_short + 3);
+    assert_eq!((s[0], s[s.len() - 2], s[s.len() - 1]), (4, 5, 5));
+    // Both long: equal halves.
+    let enc = encode(&tok, &[ex(&long, Some(&long))], 33).unwrap();
+    let first_sep = enc[0].ids.iter().position(|&t| t == 5).unwrap();
+    assert_eq!(first_sep, 1 + 15);
+}
+
+#[test]
+fn schedules_match_the_hf_formulas() {
+    // get_cosine_schedule_with_warmup(warmup=10, total=100): step 5 → 0.5; step 10 → 1;
+    // step 55 → 0.5 (half way through the decay); step 100 → 0.
+    assert_eq!(lr_factor(Schedule::Cosine, 5, 10, 100), 0.5);
+    assert_eq!(lr_factor(Schedule::Cosine, 10, 10, 100), 1.0);
+    assert!((lr_factor(Schedule::Cosine, 55, 10, 100) - 0.5).abs() < 1e-15);
+    assert!(lr_factor(Schedule::Cosine, 100, 10, 100).abs() < 1e-15);
+    assert_eq!(lr_factor(Schedule::Constant, 0, 0, 100), 1.0);
+    assert_eq!(lr_factor(Schedule::Constant, 3, 4, 100), 0.75);
+}
+
+#[test]
+fn demo_tasks_are_deterministic_and_balanced() {
+    let s = crambench::glue::demo::load(Task::DemoSentiment).unwrap();
+    assert_eq!((s.train.len(), s.dev[0].1.len()), (2400, 600));
+    let pos = s.dev[0]
+        .1
+        .iter()
+        .filter(|e| e.label == Some(crambench::glue::tasks::Target::Class(1)))
+        .count();
+    assert!((250..350).contains(&pos), "{pos}");
+    assert_eq!(
+        s.train[0].text_a,
+        "So there is no way for me to plug it in here in the US unless I go by a converter."
+    );
+    let n = crambench::glue::demo::load(Task::DemoNextSentence).unwrap();
+    let n2 = crambench::glue::demo::load(Task::DemoNextSentence).unwrap();
+    assert_eq!(n.train, n2.train);
+    assert_eq!((n.train.len(), n.dev[0].1.len()), (2400, 600));
+    let pos = n
+        .train
+        .iter()
+        .filter(|e| e.label == Some(crambench::glue::tasks::Target::Class(1)))
+        .count();
+    assert_eq!(pos, 1200);
+    // Dev sentences come from other addresses than training sentences.
+    let train_a: std::collections::HashSet<&str> =
+        n.train.iter().map(|e| e.text_a.as_str()).collect();
+    assert!(n.dev[0]
+        .1
+        .iter()
+        .all(|e| !train_a.contains(e.text_a.as_str())));
+    assert_eq!(
+        crambench::glue::demo::sentences("A b. C d!  E?f g"),
+        ["A b.", "C d!", "E?f g"]
+    );
+}
+
+#[test]
+fn frozen_warmup_quirk_reuses_the_first_tasks_warmup() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = tiny_checkpoint(dir.path());
+    let tsv = gen::tsv_root();
+    let warmups = |quirk: bool| -> (u64, u64) {
+        let recipe = dir.path().join("q.toml");
+        std::fs::write(
+            &recipe,
+            format!("[glue]\nbatch_size = 1\nepochs = 5\ntrials = 1\nhead_dim = 16\nfrozen_warmup = {quirk}\n"),
+        )
+        .unwrap();
+        let out = dir.path().join(format!("q-{quirk}"));
+        // RTE named first: with the quirk, CoLA still runs first (the reference's order).
+        let (code, stdout, err) = run_in(
+            dir.path(),
+            &[
+                "glue",
+                "run",
+                "--checkpoint",
+                ck.to_str().unwrap(),
+                "--tasks",
+                "rte,cola",
+                "--data",
+                tsv.to_str().unwrap(),
+                "--recipe",
+                recipe.to_str().unwrap(),
+                "--seed",
+                "3",
+                "--device",
+                "cpu",
+                "--out",
+                out.to_str().unwrap(),
+                "--json",
+            ],
+        );
+        assert_eq!(code, 0, "{err}");
+        let v: Value = serde_json::from_str(&stdout).unwrap();
+        assert!(
+            v.get("aggregate").is_none(),
+            "a subset of tasks has no aggregate"
+        );
+        let w = |s: &str| v["tasks"][s]["trials"][0]["warmup_steps"].as_u64().unwrap();
+        (w("cola"), w("rte"))
+    };
+    // CoLA: 4 rows x 5 epochs = 20 steps -> int(0.1*20) = 2; RTE: 3 x 5 = 15 -> 1.
+    assert_eq!(warmups(false), (2, 1));
+    assert_eq!(warmups(true), (2, 2));
+}
