@@ -3,16 +3,16 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test lint libtorch pyenv build release bench-hash clean-demo
+.PHONY: demo test lint libtorch pyenv torchenv build release bench-hash bench-data bench-train
 
-## demo: the main job on embedded demo data (now: fingerprint → keygen → sign → verify).
+## demo: the main job on the embedded demo data: data → pretrain → fine-tune → signed manifest.
 demo: libtorch
 	scripts/demo.sh
 
 ## test: the whole suite (unit, integration, interop with Python reference implementations).
-test: libtorch pyenv
+test: libtorch pyenv torchenv
 	$(CARGO) build --all-targets
-	CRAMBENCH_REQUIRE_INTEROP=1 $(CARGO) test --all-targets
+	CRAMBENCH_REQUIRE_INTEROP=1 CRAMBENCH_REQUIRE_TORCH=1 $(CARGO) test --all-targets
 
 ## lint: formatting and clippy, warnings as errors.
 lint: libtorch
@@ -25,6 +25,9 @@ libtorch:
 pyenv:
 	scripts/pyenv.sh
 
+torchenv:
+	scripts/torchenv.sh
+
 build: libtorch
 	$(CARGO) build
 
@@ -34,3 +37,11 @@ release: libtorch
 ## bench-hash: crambench hash vs sha256sum on a 2 GB file, side by side (needs ~2 GB in /tmp).
 bench-hash: release
 	target/release/crambench bench hash --size 2G --runs 5
+
+## bench-train: one training step of full-size crammed-bert, tch against PyTorch eager, side by side.
+bench-train: release torchenv
+	target/release/crambench bench train-step --recipe baselines/crammed-bert.toml --micro-batch 8 --compare-python
+
+## bench-data: end-to-end tokenisation throughput against Python tokenizers, side by side.
+bench-data: release pyenv
+	target/release/crambench bench data --python .venv-interop/bin/python

@@ -14,7 +14,10 @@ fn torch_python() -> Option<std::path::PathBuf> {
     if py.exists() {
         Some(py)
     } else if std::env::var("CRAMBENCH_REQUIRE_TORCH").as_deref() == Ok("1") {
-        panic!("{} is missing: run scripts/torchenv.sh (make test does)", py.display());
+        panic!(
+            "{} is missing: run scripts/torchenv.sh (make test does)",
+            py.display()
+        );
     } else {
         eprintln!("SKIPPED: {} missing; run scripts/torchenv.sh", py.display());
         None

@@ -25,6 +25,30 @@ pub enum BenchCmd {
         #[arg(long)]
         json: bool,
     },
+    /// One pretraining step (forward, backward, AdamW) in tch, optionally side by side with the
+    /// PyTorch eager reference: tokens/s, step time, MFU.
+    TrainStep(crate::cli::bench_train::TrainStepArgs),
+    /// Raw text to packed token blocks (crambench, end to end) against Python `tokenizers`
+    /// encode_batch with the same tokenizer.json, on the embedded corpus.
+    Data {
+        /// Copies of the 10.8 MB State of the Union corpus to process.
+        #[arg(long, default_value_t = 4)]
+        copies: usize,
+        /// Timed runs per tool (after one untimed warm-up run each).
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Threads for both tools.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// WordPiece vocabulary size of the tokenizer both use.
+        #[arg(long, default_value_t = 32768)]
+        vocab: u32,
+        /// The Python with `tokenizers` installed.
+        #[arg(long, default_value = ".venv-interop/bin/python")]
+        python: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     // [bench:commands] other benchmarks add their variant above this line
 }
 
@@ -36,7 +60,15 @@ pub fn run(cmd: BenchCmd) -> Result<ExitCode> {
             dir,
             json,
         } => bench_hash(&size, runs, &dir, json),
-        // [bench:dispatch] other benchmarks add their match arm above this line
+        BenchCmd::TrainStep(args) => crate::cli::bench_train::run(args),
+        BenchCmd::Data {
+            copies,
+            runs,
+            threads,
+            vocab,
+            python,
+            json,
+        } => crate::cli::bench_data::run(copies, runs, threads, vocab, &python, json), // [bench:dispatch] other benchmarks add their match arm above this line
     }
 }
 

@@ -41,6 +41,14 @@ enum Command {
     /// Benchmarks measured side by side with a reference tool.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    /// Pretrain a recipe (crammed BERT or a baseline) under a device-hour budget.
+    Pretrain(cli::train::PretrainArgs),
+    /// GLUE: fine-tune and evaluate (run), re-score predictions (score), pin data files (pin).
+    #[command(subcommand)]
+    Glue(cli::glue::GlueCmd),
+    /// Data: prepare a recipe's tokenizer and packed token shards (prepare), pin sources (pin).
+    #[command(subcommand)]
+    Data(cli::data::DataCmd),
     // [cli:commands] each area adds its command group above this line
 }
 
@@ -207,6 +215,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Sign(args) => cmd_sign(args),
         Command::Verify(args) => cmd_verify(args),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Pretrain(args) => cli::train::run(args),
+        Command::Glue(cmd) => cli::glue::run(cmd),
+        Command::Data(cmd) => cli::data::run(cmd),
         // [cli:dispatch] each area adds its match arm above this line
     }
 }

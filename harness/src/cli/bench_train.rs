@@ -1,0 +1,502 @@
+//! `crambench bench train-step`: time one pretraining step (forward, backward, AdamW update) of
+//! a recipe's architecture in tch — tokens/s, step-time median and spread (interquartile range
+//! over the median; min and max too), model-FLOPs
+//! utilisation against the GPU's datasheet peak — and, with `--compare-python`, the same model,
+//! weights and batch in PyTorch eager (`reference/pytorch/bench_step.py` in `.venv-torch`), in
+//! one run: the two alternate block by block so that drift hits both alike.
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use crambench::error::{Error, ExitCode};
+use crambench::model::{self, flops, ArchConfig, IGNORE_INDEX};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Instant;
+use tch::nn::{OptimizerConfig, VarStore};
+use tch::{Device, Kind, Tensor};
+
+#[derive(Args, Debug)]
+pub struct TrainStepArgs {
+    /// Recipe (`baselines/*.toml`) whose `[arch]` table is benchmarked.
+    #[arg(long, required_unless_present = "arch", conflicts_with = "arch")]
+    recipe: Option<PathBuf>,
+    /// An architecture preset instead of a recipe: crammed-bert, bert-c5, bert-original, izsak,
+    /// or their `-tiny` variants.
+    #[arg(long)]
+    arch: Option<String>,
+    /// Sequences per step.
+    #[arg(long, default_value_t = 8)]
+    micro_batch: i64,
+    /// Tokens per sequence (default: min(max_seq_len, 128)).
+    #[arg(long)]
+    seq_len: Option<i64>,
+    /// cpu, cuda or auto (cuda when available).
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// fp32, or bf16 (weights, activations and optimizer state in bf16; both implementations).
+    #[arg(long, default_value = "fp32")]
+    dtype: String,
+    /// Timed steps per implementation.
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Untimed warm-up steps per implementation.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Timed steps per block when alternating with Python (default: steps / 5, at least 1).
+    #[arg(long)]
+    block: Option<usize>,
+    /// Intra-op threads for both implementations (default: libtorch's default, all cores).
+    #[arg(long)]
+    threads: Option<i32>,
+    /// Also time the PyTorch eager reference on the same model, weights and batch.
+    #[arg(long)]
+    compare_python: bool,
+    /// Python with torch (default: `.venv-torch/bin/python` of the repository).
+    #[arg(long)]
+    python: Option<PathBuf>,
+    /// Attention in the Python reference: sdpa (F.scaled_dot_product_attention, as tch) or math.
+    #[arg(long, default_value = "sdpa")]
+    python_attention: String,
+    /// `torch.compile` the Python reference model (GPU comparison).
+    #[arg(long)]
+    python_compile: bool,
+    /// Train mode (dropout on); crammed-bert pretrains with dropout off.
+    #[arg(long)]
+    dropout: bool,
+    /// Seed for weights and batch.
+    #[arg(long, default_value_t = 0)]
+    seed: i64,
+    #[arg(long)]
+    json: bool,
+}
+
+/// Step times of one implementation, summarised.
+#[derive(Debug, serde::Serialize)]
+struct Timing {
+    times_s: Vec<f64>,
+    median_s: f64,
+    /// First and third quartiles (linear interpolation).
+    q1_s: f64,
+    q3_s: f64,
+    min_s: f64,
+    max_s: f64,
+    /// Interquartile range relative to the median: (q3 - q1) / median.
+    spread: f64,
+    tokens_per_s: f64,
+    /// Model-FLOPs utilisation against the device's peak (None on CPU or an unknown GPU).
+    mfu: Option<f64>,
+}
+
+/// The q-quantile of sorted `xs` (linear interpolation between closest ranks).
+fn quantile(xs: &[f64], q: f64) -> f64 {
+    let pos = q * (xs.len() - 1) as f64;
+    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
+    xs[lo] + (xs[hi] - xs[lo]) * (pos - lo as f64)
+}
+
+fn summarise(times: Vec<f64>, tokens: f64, step_flops: f64, peak_flops: Option<f64>) -> Timing {
+    let mut xs = times.clone();
+    xs.sort_by(|a, b| a.total_cmp(b));
+    let (median, q1, q3) = (quantile(&xs, 0.5), quantile(&xs, 0.25), quantile(&xs, 0.75));
+    Timing {
+        times_s: times,
+        median_s: median,
+        q1_s: q1,
+        q3_s: q3,
+        min_s: xs[0],
+        max_s: xs[xs.len() - 1],
+        spread: (q3 - q1) / median,
+        tokens_per_s: tokens / median,
+        mfu: peak_flops.map(|p| step_flops / median / p),
+    }
+}
+
+/// Dense (no sparsity) datasheet peaks in TFLOP/s: (name substring, bf16 tensor core with fp32
+/// accumulate, plain fp32). Matched against the CUDA device name, first match wins.
+const GPU_PEAKS: &[(&str, Option<f64>, f64)] = &[
+    ("H200", Some(989.4), 66.9),
+    ("H100 PCIe", Some(756.0), 51.2),
+    ("H100", Some(989.4), 66.9),
+    ("A100", Some(312.0), 19.5),
+    ("A6000", Some(154.8), 38.7),
+    ("A4000", Some(76.7), 19.2),
+    ("L40S", Some(362.1), 91.6),
+    ("L4", Some(121.0), 30.3),
+    ("RTX 4090", Some(165.2), 82.6),
+    ("RTX 3090", Some(71.0), 35.6),
+    ("V100", None, 15.7),
+    ("2080 Ti", None, 13.4),
+];
+
+/// Peak FLOP/s of `gpu_name` for `dtype`, if the table knows it.
+fn peak_flops(gpu_name: &str, dtype: Kind) -> Option<f64> {
+    let (_, bf16, fp32) = GPU_PEAKS.iter().find(|(n, _, _)| gpu_name.contains(n))?;
+    let tflops = if dtype == Kind::BFloat16 {
+        (*bf16)?
+    } else {
+        *fp32
+    };
+    Some(tflops * 1e12)
+}
+
+/// One MLM batch: random ids; exactly round(p·S) targets per row at random positions (p = the
+/// arch's sparse-prediction fraction, 0.15 without one), as the v2 masking produces.
+fn make_batch(cfg: &ArchConfig, batch: i64, seq: i64, device: Device) -> (Tensor, Tensor) {
+    let opts = (Kind::Int64, Device::Cpu);
+    let ids = Tensor::randint(cfg.vocab_size, [batch, seq], opts);
+    let fraction = cfg.sparse_prediction.unwrap_or(0.15);
+    let per_row = ((fraction * seq as f64).round() as i64).clamp(1, seq);
+    let positions = Tensor::rand([batch, seq], (Kind::Float, Device::Cpu))
+        .argsort(1, false)
+        .narrow(1, 0, per_row);
+    let labels = Tensor::full([batch, seq], IGNORE_INDEX, opts).scatter(
+        1,
+        &positions,
+        &ids.gather(1, &positions, false),
+    );
+    (ids.to_device(device), labels.to_device(device))
+}
+
+fn repo_file(rel: &str) -> Option<PathBuf> {
+    let candidates = [
+        std::env::current_dir().ok().map(|d| d.join(rel)),
+        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)),
+    ];
+    candidates.into_iter().flatten().find(|p| p.exists())
+}
+
+/// The Python reference running `bench_step.py --serve`.
+struct PythonBench {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    info: serde_json::Value,
+}
+
+impl PythonBench {
+    fn read_json(&mut self) -> Result<serde_json::Value> {
+        let mut line = String::new();
+        if self.stdout.read_line(&mut line)? == 0 {
+            let status = self.child.wait()?;
+            bail!("bench_step.py ended ({status}) before answering (see its stderr above)");
+        }
+        serde_json::from_str(&line).with_context(|| format!("bench_step.py said {line:?}"))
+    }
+
+    fn run(&mut self, steps: usize) -> Result<Vec<f64>> {
+        writeln!(self.stdin, "run {steps}")?;
+        self.stdin.flush()?;
+        let v = self.read_json()?;
+        let times: Vec<f64> =
+            serde_json::from_value(v["times_s"].clone()).context("bench_step.py times_s")?;
+        if times.len() != steps {
+            bail!("bench_step.py ran {} steps, asked {steps}", times.len());
+        }
+        Ok(times)
+    }
+
+    fn quit(mut self) -> Result<()> {
+        let _ = writeln!(self.stdin, "quit");
+        drop(self.stdin);
+        self.child.wait()?;
+        Ok(())
+    }
+}
+
+pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
+    let (cfg, model_name) = match (&args.recipe, &args.arch) {
+        (Some(path), _) => {
+            let recipe = crambench::recipe::Recipe::load(path)?;
+            (recipe.section::<ArchConfig>("arch")?, recipe.name())
+        }
+        (None, Some(name)) => (ArchConfig::preset(name)?, name.clone()),
+        (None, None) => return Err(Error::input("arguments", "give --recipe or --arch").into()),
+    };
+    let device = match args.device.as_str() {
+        "auto" => Device::cuda_if_available(),
+        "cpu" => Device::Cpu,
+        "cuda" if tch::Cuda::is_available() => Device::Cuda(0),
+        "cuda" => {
+            return Err(
+                Error::input("--device", "cuda requested but no CUDA device is available").into(),
+            )
+        }
+        other => {
+            return Err(
+                Error::input("--device", format!("{other:?}: expected cpu, cuda or auto")).into(),
+            )
+        }
+    };
+    let dtype = match args.dtype.as_str() {
+        "fp32" => Kind::Float,
+        "bf16" => Kind::BFloat16,
+        other => {
+            return Err(Error::input("--dtype", format!("{other:?}: expected fp32 or bf16")).into())
+        }
+    };
+    let seq = args.seq_len.unwrap_or(cfg.max_seq_len.min(128));
+    if seq < 1 || seq > cfg.max_seq_len {
+        return Err(
+            Error::input("--seq-len", format!("must be in 1..={}", cfg.max_seq_len)).into(),
+        );
+    }
+    if args.micro_batch < 1 || args.steps < 1 {
+        return Err(Error::input("--micro-batch/--steps", "must be at least 1").into());
+    }
+    if let Some(t) = args.threads {
+        if t < 1 {
+            return Err(Error::input("--threads", "must be at least 1").into());
+        }
+        tch::set_num_threads(t);
+    }
+    let threads = tch::get_num_threads();
+
+    // Model, optimizer and batch.
+    tch::manual_seed(args.seed);
+    let mut vs = VarStore::new(device);
+    let m = model::build(&vs.root(), &cfg)?;
+    let n_params = model::num_parameters(&vs);
+    let (ids, labels) = make_batch(&cfg, args.micro_batch, seq, device);
+    let tmp = tempfile::tempdir().context("temporary directory")?;
+    let mut python = if args.compare_python {
+        // Same weights (saved before the bf16 cast) and batch for the reference.
+        vs.save(tmp.path().join("model.safetensors"))?;
+        Some(start_python(
+            &args,
+            &cfg,
+            tmp.path(),
+            &ids,
+            &labels,
+            threads,
+        )?)
+    } else {
+        None
+    };
+    if dtype == Kind::BFloat16 {
+        vs.bfloat16();
+    }
+    let lr = 1e-4;
+    let mut opt = tch::nn::AdamW::default().build(&vs, lr)?;
+    let sync = || {
+        if let Device::Cuda(i) = device {
+            tch::Cuda::synchronize(i as i64);
+        }
+    };
+    let mut step = || -> f64 {
+        let t = Instant::now();
+        let loss = m.mlm_loss(&ids, &labels, args.dropout);
+        opt.backward_step(&loss);
+        sync();
+        t.elapsed().as_secs_f64()
+    };
+
+    eprintln!(
+        "{model_name}: {n_params} parameters, micro-batch {} × {seq} tokens, {device:?} {}, {threads} threads",
+        args.micro_batch, args.dtype
+    );
+    for _ in 0..args.warmup {
+        step();
+    }
+    if let Some(py) = python.as_mut() {
+        if args.warmup > 1 {
+            py.run(args.warmup - 1)?; // it did one warm-up step before saying ready
+        }
+    }
+    let block = args.block.unwrap_or((args.steps / 5).max(1)).max(1);
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    let mut round = 0;
+    while ours.len() < args.steps {
+        let n = block.min(args.steps - ours.len());
+        // Alternate which implementation goes first in each round.
+        let python_first = round % 2 == 1;
+        if let (true, Some(py)) = (python_first, python.as_mut()) {
+            theirs.extend(py.run(n)?);
+        }
+        for _ in 0..n {
+            ours.push(step());
+        }
+        if let (false, Some(py)) = (python_first, python.as_mut()) {
+            theirs.extend(py.run(n)?);
+        }
+        round += 1;
+        eprintln!("  {}/{} steps timed", ours.len(), args.steps);
+    }
+    let python_info = match python {
+        Some(py) => {
+            let info = py.info.clone();
+            py.quit()?;
+            Some(info)
+        }
+        None => None,
+    };
+
+    // Summaries.
+    let tokens = (args.micro_batch * seq) as f64;
+    let step_flops = flops::train_step_flops(&cfg, args.micro_batch, seq);
+    let gpu_name = match device {
+        Device::Cuda(i) => crambench::provenance::fingerprint::collect(&Default::default())
+            .hardware
+            .gpus
+            .get(i)
+            .map(|g| g.name.clone()),
+        _ => None,
+    };
+    let peak = gpu_name.as_deref().and_then(|n| peak_flops(n, dtype));
+    let ours = summarise(ours, tokens, step_flops, peak);
+    let theirs = (!theirs.is_empty()).then(|| summarise(theirs, tokens, step_flops, peak));
+    let ratio = theirs.as_ref().map(|t| ours.median_s / t.median_s);
+
+    if args.json {
+        let v = serde_json::json!({
+            "model": model_name, "arch": cfg, "parameters": n_params,
+            "micro_batch": args.micro_batch, "seq_len": seq, "device": format!("{device:?}"),
+            "gpu": gpu_name, "dtype": args.dtype, "threads": threads, "dropout": args.dropout,
+            "train_step_flops": step_flops, "peak_flops": peak,
+            "tch": ours, "pytorch": theirs, "pytorch_info": python_info,
+            "step_time_ratio_tch_over_pytorch": ratio,
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::Ok);
+    }
+    println!(
+        "{model_name}: {n_params} parameters; micro-batch {} × {seq} tokens; {device:?} {}; {threads} threads; \
+         {} timed steps (+{} warm-up) per implementation; {:.3} GFLOP per step",
+        args.micro_batch,
+        args.dtype,
+        args.steps,
+        args.warmup,
+        step_flops / 1e9
+    );
+    if let Some(g) = &gpu_name {
+        match peak {
+            Some(p) => println!(
+                "GPU {g}: datasheet peak {:.1} TFLOP/s ({})",
+                p / 1e12,
+                args.dtype
+            ),
+            None => println!("GPU {g}: peak unknown, no MFU"),
+        }
+    }
+    println!(
+        "{:<22} {:>10} {:>8} {:>10} {:>10} {:>12} {:>7}",
+        "implementation", "median s", "IQR", "min s", "max s", "tokens/s", "MFU"
+    );
+    let mut rows = vec![("tch".to_string(), &ours)];
+    if let (Some(t), Some(info)) = (&theirs, &python_info) {
+        let label = format!(
+            "pytorch {}{}",
+            info["attention"].as_str().unwrap_or("?"),
+            if args.python_compile {
+                "+compile"
+            } else {
+                " eager"
+            }
+        );
+        rows.push((label, t));
+    }
+    for (name, t) in rows {
+        println!(
+            "{:<22} {:>10.4} {:>7.1}% {:>10.4} {:>10.4} {:>12.0} {:>7}",
+            name,
+            t.median_s,
+            100.0 * t.spread,
+            t.min_s,
+            t.max_s,
+            t.tokens_per_s,
+            t.mfu
+                .map(|m| format!("{:.1}%", 100.0 * m))
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+    if let Some(r) = ratio {
+        println!(
+            "step time tch / pytorch (medians): {r:.3} ({})",
+            if r <= 1.0 {
+                "tch no slower"
+            } else {
+                "tch slower"
+            }
+        );
+    }
+    Ok(ExitCode::Ok)
+}
+
+fn start_python(
+    args: &TrainStepArgs,
+    cfg: &ArchConfig,
+    dir: &Path,
+    ids: &Tensor,
+    labels: &Tensor,
+    threads: i32,
+) -> Result<PythonBench> {
+    let python = match &args.python {
+        Some(p) => p.clone(),
+        None => repo_file(".venv-torch/bin/python").ok_or_else(|| {
+            Error::input(
+                "--compare-python",
+                ".venv-torch is missing: run scripts/torchenv.sh",
+            )
+        })?,
+    };
+    let script = repo_file("reference/pytorch/bench_step.py").ok_or_else(|| {
+        Error::input(
+            "--compare-python",
+            "reference/pytorch/bench_step.py not found (run from the repository)",
+        )
+    })?;
+    let arch_json = dir.join("arch.json");
+    std::fs::write(&arch_json, serde_json::to_vec(cfg)?).map_err(|e| Error::io(&arch_json, e))?;
+    let batch = dir.join("batch.safetensors");
+    Tensor::write_safetensors(
+        &[
+            ("input_ids", &ids.to_device(Device::Cpu)),
+            ("labels", &labels.to_device(Device::Cpu)),
+        ],
+        &batch,
+    )?;
+    let device = if ids.device().is_cuda() {
+        "cuda"
+    } else {
+        "cpu"
+    };
+    let mut cmd = Command::new(&python);
+    cmd.arg(&script)
+        .arg("--serve")
+        .arg("--arch-json")
+        .arg(&arch_json)
+        .arg("--weights")
+        .arg(dir.join("model.safetensors"))
+        .arg("--batch")
+        .arg(&batch)
+        .args(["--threads", &threads.to_string()])
+        .args(["--device", device])
+        .args(["--dtype", &args.dtype])
+        .args(["--attention", &args.python_attention]);
+    if args.python_compile {
+        cmd.arg("--compile");
+    }
+    if args.dropout {
+        cmd.arg("--dropout");
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("starting {}", python.display()))?;
+    let stdin = child.stdin.take().expect("piped stdin");
+    let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut py = PythonBench {
+        child,
+        stdin,
+        stdout,
+        info: serde_json::Value::Null,
+    };
+    eprintln!("starting the PyTorch reference ({})", python.display());
+    let ready = py.read_json()?;
+    if ready["ready"] != serde_json::Value::Bool(true) {
+        bail!("bench_step.py did not get ready: {ready}");
+    }
+    py.info = ready;
+    Ok(py)
+}

@@ -1,0 +1,233 @@
+//! `crambench glue …`: fine-tune and evaluate on GLUE (`run`), re-score a predictions file
+//! (`score`), print the SHA-256 pins of a GLUE data directory (`pin`).
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use crambench::glue::{data, predictions, tasks};
+use crambench::ExitCode;
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Subcommand)]
+pub enum GlueCmd {
+    /// Fine-tune a pretrained checkpoint on GLUE (or the demo tasks) under the recipe's
+    /// protocol; writes glue.json, the per-task table and per-trial predictions to --out.
+    Run(RunArgs),
+    /// Re-score a predictions TSV (idx, prediction, gold) and print the evaluation set's metrics.
+    Score(ScoreArgs),
+    /// Print the SHA-256 pins of every GLUE file under DIR (TSV or Parquet layout), as a
+    /// `[glue.pins]` TOML table (or JSON with --json).
+    Pin(PinArgs),
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Checkpoint directory with model.safetensors, arch.json and tokenizer.json.
+    #[arg(long, value_name = "DIR")]
+    pub checkpoint: PathBuf,
+    /// Comma-separated tasks: all (the eight GLUE tasks without WNLI), demo, or ids
+    /// (cola,sst2,mrpc,qqp,stsb,mnli,qnli,rte,wnli,demo-sentiment,demo-next-sentence).
+    /// Default: the recipe's `glue.tasks`, else all.
+    #[arg(long)]
+    pub tasks: Option<String>,
+    /// GLUE data root (download_glue_data.py TSVs or a nyu-mll/glue Parquet snapshot).
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// Recipe whose [glue] table sets the protocol (default: glue-sane defaults).
+    #[arg(long, value_name = "FILE")]
+    pub recipe: Option<PathBuf>,
+    /// Override the number of trials (seeds) per task.
+    #[arg(long)]
+    pub trials: Option<u32>,
+    /// Master seed (default: drawn from the OS and recorded).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Output directory.
+    #[arg(long, value_name = "DIR", default_value = "runs/glue")]
+    pub out: PathBuf,
+    /// cpu, cuda or cuda:N (default: cuda if available).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Print the results as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct ScoreArgs {
+    /// Evaluation set: cola, sst2, mrpc, qqp, stsb, mnli-m, mnli-mm, qnli, rte, wnli, demo-*.
+    #[arg(long)]
+    pub task: String,
+    /// Predictions TSV with the header `idx\tprediction\tgold`.
+    #[arg(long, value_name = "FILE")]
+    pub predictions: PathBuf,
+    /// Gold labels from the task's dev file instead of the gold column (TSV or .parquet);
+    /// joined by idx: every dev example must be predicted, and nothing else.
+    #[arg(long, value_name = "FILE")]
+    pub gold: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct PinArgs {
+    /// GLUE data root (`glue_data/` of download_glue_data.py, or a nyu-mll/glue snapshot).
+    pub dir: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn print(text: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|_| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        r => Ok(r?),
+    }
+}
+
+fn json_text<T: serde::Serialize>(v: &T) -> Result<String> {
+    let mut s = serde_json::to_string_pretty(v)?;
+    s.push('\n');
+    Ok(s)
+}
+
+pub fn run(cmd: GlueCmd) -> Result<ExitCode> {
+    match cmd {
+        GlueCmd::Run(a) => run_glue(a),
+        GlueCmd::Score(a) => score(a),
+        GlueCmd::Pin(a) => pin(a),
+    }
+}
+
+fn score(a: ScoreArgs) -> Result<ExitCode> {
+    let set = tasks::eval_set(&a.task)?;
+    let rows = predictions::read(&set, &a.predictions)?;
+    let source = a.predictions.display().to_string();
+    let metrics = match &a.gold {
+        Some(g) => {
+            let gold = data::load_dev_file(&set, g)?;
+            predictions::score_against(&set, &rows, &gold, &source)?
+        }
+        None => predictions::score_rows(&set, &rows, &source)?,
+    };
+    let sha = crambench::provenance::hash::hash_file(&a.predictions, &|_| {})?.sha256;
+    if a.json {
+        print(&json_text(&serde_json::json!({
+            "task": set.id,
+            "predictions": {"path": source, "sha256": sha, "rows": rows.len()},
+            "gold": a.gold.as_ref().map(|g| g.display().to_string()),
+            "metrics": metrics,
+        }))?)?;
+    } else {
+        let mut t = format!("{}  {} rows  sha256:{sha}\n", set.id, rows.len());
+        for (k, v) in &metrics {
+            t += &format!("  {k:<9} {v:.6}  ({:.2})\n", 100.0 * v);
+        }
+        print(&t)?;
+    }
+    Ok(ExitCode::Ok)
+}
+
+fn pin(a: PinArgs) -> Result<ExitCode> {
+    let files = data::pin_dir(&a.dir)?;
+    if files.is_empty() {
+        return Err(crambench::Error::input(
+            a.dir.display(),
+            "no GLUE files found (TSV or Parquet layout)",
+        )
+        .into());
+    }
+    if a.json {
+        print(&json_text(&files)?)?;
+    } else {
+        print(&data::pins_toml(&files))?;
+    }
+    Ok(ExitCode::Ok)
+}
+
+fn run_glue(a: RunArgs) -> Result<ExitCode> {
+    use crambench::glue::config::GlueConfig;
+    use crambench::glue::finetune;
+    let mut cfg = match &a.recipe {
+        Some(r) => GlueConfig::from_recipe(&crambench::recipe::Recipe::load(r)?)?,
+        None => GlueConfig::default(),
+    };
+    if let Some(n) = a.trials {
+        if n == 0 {
+            return Err(crambench::Error::input("--trials", "must be positive").into());
+        }
+        cfg.trials = n;
+    }
+    let task_list = a.tasks.clone().unwrap_or_else(|| cfg.tasks.join(","));
+    let tasks = tasks::Task::parse_list(&task_list)?;
+    let device = match &a.device {
+        Some(d) => crambench::train::run::parse_device(d)?,
+        None => tch::Device::cuda_if_available(),
+    };
+    let master = crambench::provenance::seeds::Seeds::from_option(a.seed)?.master;
+    let ck = finetune::Checkpoint::load(&a.checkpoint)?;
+    let res = finetune::run(
+        &cfg,
+        &finetune::RunOptions {
+            checkpoint: &ck,
+            tasks,
+            data: a.data.as_deref(),
+            out: &a.out,
+            master_seed: master,
+            device,
+            progress: true,
+        },
+    )?;
+    if a.json {
+        print(&json_text(&res)?)?;
+    } else {
+        print(&table(&res))?;
+    }
+    Ok(ExitCode::Ok)
+}
+
+fn table(r: &crambench::glue::finetune::GlueResults) -> String {
+    let mut t = format!(
+        "protocol {}  trials {}  master seed {}  device {}  ({:.1}s)\n",
+        r.protocol, r.config.trials, r.master_seed, r.device, r.total_finetune_seconds
+    );
+    t += &format!("{:<20} {:<10} {:>8}   trials\n", "set", "metric", "median");
+    for (set, s) in &r.tasks {
+        for (m, v) in &s.metrics {
+            let trials: Vec<String> = s
+                .trials
+                .iter()
+                .map(|x| {
+                    x.metrics
+                        .get(m)
+                        .map(|v| format!("{:.2}", 100.0 * v))
+                        .unwrap_or_default()
+                })
+                .collect();
+            t += &format!(
+                "{set:<20} {m:<10} {:>8.2}   {}\n",
+                100.0 * v,
+                trials.join(" ")
+            );
+        }
+    }
+    for agg in &r.aggregates {
+        let head = if Some(agg) == r.aggregate.as_ref() {
+            " (headline)"
+        } else {
+            ""
+        };
+        t += &format!("aggregate {:<14} {:.2}{head}\n", agg.rule.name(), agg.value);
+    }
+    if !r.glue {
+        t += "demo tasks: not GLUE, no GLUE aggregate\n";
+    } else if r.aggregate.is_none() {
+        t += &format!(
+            "aggregate {}: not all of its tasks were run\n",
+            r.config.aggregate.name()
+        );
+    }
+    t
+}

@@ -1,0 +1,162 @@
+//! `crambench pretrain RECIPE`: pretrain a recipe under its (or the given) budget.
+//!
+//! Progress (loss, learning rate, batch size, tokens/s, budget used and left) goes to stderr;
+//! the run summary goes to stdout as a table or, with `--json`, as JSON. SIGINT or SIGTERM stop
+//! the run at the next micro-step with a checkpoint and exit 0 (`stop_reason: signal`; continue
+//! with `--resume`); a second SIGINT exits immediately with code 130.
+//!
+//! Exit codes: 0 trained to the budget / `train.steps`, or stopped by a signal with a checkpoint;
+//! 1 the loss stayed non-finite (the message names the micro-step; the last good checkpoint is
+//! kept) or a checkpoint failed its digest check; 2 bad recipe or argument (names file and key);
+//! 3 I/O failure; 4 `--out` already holds a run and `--resume` was not given; 130 second signal.
+use anyhow::Result;
+use clap::Args;
+use crambench::train::{pretrain_recipe, run::parse_device, PretrainOptions, PretrainSummary};
+use crambench::ExitCode;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+#[derive(Args)]
+pub struct PretrainArgs {
+    /// Recipe file, e.g. baselines/crammed-bert.toml.
+    pub recipe: PathBuf,
+    /// Budget in device-hours: 24h, 90m, 2.5h, 2m, 30s (default: the recipe's `train.budget`).
+    #[arg(long)]
+    pub budget: Option<String>,
+    /// Output directory (checkpoints/, metrics.jsonl, mllog.log); default runs/<recipe name>.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Continue the run in --out from its latest checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    /// Master seed (default: drawn from the OS, or the checkpoint's on --resume).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// cpu, cuda or cuda:N (default: cuda if available).
+    #[arg(long)]
+    pub device: Option<String>,
+    /// A prepared dataset directory (`crambench data prepare`); default: the synthetic stream.
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+    /// CPU threads for libtorch's intra-op parallelism (default: libtorch's choice).
+    #[arg(long)]
+    pub threads: Option<i32>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: PretrainArgs) -> Result<ExitCode> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while the first is being handled exits at once (130).
+        signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())?;
+        signal_hook::flag::register(sig, stop.clone())?;
+    }
+    if let Some(n) = args.threads {
+        if n < 1 {
+            return Err(crambench::Error::input("--threads", "must be at least 1").into());
+        }
+        tch::set_num_threads(n);
+    }
+    let device = match &args.device {
+        Some(d) => parse_device(d)?,
+        None => tch::Device::cuda_if_available(),
+    };
+    let out = args.out.clone().unwrap_or_else(|| {
+        let stem = args
+            .recipe
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        PathBuf::from("runs").join(stem)
+    });
+    let summary = pretrain_recipe(
+        &args.recipe,
+        &PretrainOptions {
+            budget: args.budget.clone(),
+            out,
+            resume: args.resume,
+            seed: args.seed,
+            device,
+            progress: !args.json,
+            stop,
+            data: args.data.clone(),
+        },
+    )?;
+    let text = if args.json {
+        let mut s = serde_json::to_string_pretty(&summary)?;
+        s.push('\n');
+        s
+    } else {
+        table(&summary)
+    };
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|_| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        r => r?,
+    }
+    Ok(ExitCode::Ok)
+}
+
+fn table(s: &PretrainSummary) -> String {
+    let loss = |l: Option<f64>| l.map(|v| format!("{v:.4}")).unwrap_or_else(|| "-".into());
+    let mut t = String::new();
+    let mut row = |k: &str, v: String| t.push_str(&format!("{k:<22} {v}\n"));
+    row(
+        "recipe",
+        format!("{} (sha256 {})", s.recipe, &s.recipe_sha256[..16]),
+    );
+    row("stopped by", format!("{:?}", s.stop_reason).to_lowercase());
+    row(
+        "steps",
+        format!("{} optimizer, {} micro-batch", s.steps, s.micro_steps),
+    );
+    row("tokens seen", s.tokens_seen.to_string());
+    row(
+        "loss",
+        format!(
+            "{} at start -> {} (mean of last {})",
+            loss(s.initial_mlm_loss),
+            loss(s.final_mlm_loss),
+            s.final_loss_window
+        ),
+    );
+    row("tokens/s", format!("{:.0}", s.tokens_per_second));
+    row(
+        "budget",
+        format!(
+            "{:.4} of {:.4} device-hours ({} x {})",
+            s.budget.used_device_hours,
+            s.budget.allowed_device_hours,
+            s.budget.devices,
+            s.budget.device_kind
+        ),
+    );
+    let phases: Vec<String> = s
+        .budget
+        .phase_seconds
+        .iter()
+        .map(|(k, v)| format!("{k} {v:.1}s"))
+        .collect();
+    row("phases", phases.join(", "));
+    row(
+        "precision",
+        format!("{:?} (tf32 {})", s.precision.precision, s.precision.tf32).to_lowercase(),
+    );
+    row("master seed", s.master_seed.to_string());
+    row("checkpoint", s.checkpoint.display().to_string());
+    row(
+        "metrics",
+        format!("{}, {}", s.metrics_log.display(), s.mllog.display()),
+    );
+    if let Some(r) = &s.resumed_from {
+        row("resumed from", r.display().to_string());
+    }
+    t
+}
