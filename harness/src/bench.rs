@@ -100,21 +100,14 @@ struct Summary {
     median_mb_per_s: f64,
 }
 
-fn summarise(mut xs: Vec<f64>, bytes: u64) -> Summary {
-    let runs_s = xs.clone();
-    xs.sort_by(|a, b| a.total_cmp(b));
-    let n = xs.len();
-    let median = if n % 2 == 1 {
-        xs[n / 2]
-    } else {
-        (xs[n / 2 - 1] + xs[n / 2]) / 2.0
-    };
+fn summarise(xs: Vec<f64>, bytes: u64) -> Summary {
+    let s = crambench::stats::Spread::of(&xs).expect("at least one run");
     Summary {
-        runs_s,
-        median_s: median,
-        min_s: xs[0],
-        max_s: xs[n - 1],
-        median_mb_per_s: bytes as f64 / 1e6 / median,
+        runs_s: xs,
+        median_s: s.median,
+        min_s: s.min,
+        max_s: s.max,
+        median_mb_per_s: bytes as f64 / 1e6 / s.median,
     }
 }
 

@@ -3,8 +3,9 @@
 //!
 //! Modules follow the data's path, and a lower layer never imports a higher one:
 //!
-//! * [`error`], [`io`], [`torchrt`] — infrastructure: error classes and exit codes, crash-safe
-//!   file writes, loading libtorch's CUDA backend before the first tch call.
+//! * [`error`], [`io`], [`stats`], [`torchrt`] — infrastructure: error classes and exit codes,
+//!   crash-safe file writes, descriptive statistics, loading libtorch's CUDA backend before the
+//!   first tch call.
 //! * [`provenance`] — what a run is pinned to: machine fingerprint, git state, content hashes,
 //!   seeds.
 //! * [`data`] — sources, normaliser, tokenizer, packed token shards and their reader.
@@ -22,6 +23,7 @@ pub mod manifest;
 pub mod model;
 pub mod provenance;
 pub mod recipe;
+pub mod stats;
 pub mod torchrt;
 pub mod train;
 

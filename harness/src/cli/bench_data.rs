@@ -15,19 +15,16 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 fn stats(xs: &[f64]) -> serde_json::Value {
-    let mut v = xs.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    let med = if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    };
-    serde_json::json!({ "runs_s": xs, "median_s": med, "min_s": v[0], "max_s": v[n - 1] })
+    match crambench::stats::Spread::of(xs) {
+        Some(s) => {
+            serde_json::json!({ "runs_s": xs, "median_s": s.median, "min_s": s.min, "max_s": s.max })
+        }
+        None => serde_json::json!({ "runs_s": xs }),
+    }
 }
 
 fn median(xs: &[f64]) -> f64 {
-    stats(xs)["median_s"].as_f64().unwrap_or(f64::NAN)
+    crambench::stats::median(xs).unwrap_or(f64::NAN)
 }
 
 /// Run the benchmark.

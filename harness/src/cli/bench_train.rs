@@ -87,27 +87,18 @@ struct Timing {
     mfu: Option<f64>,
 }
 
-/// The q-quantile of sorted `xs` (linear interpolation between closest ranks).
-fn quantile(xs: &[f64], q: f64) -> f64 {
-    let pos = q * (xs.len() - 1) as f64;
-    let (lo, hi) = (pos.floor() as usize, pos.ceil() as usize);
-    xs[lo] + (xs[hi] - xs[lo]) * (pos - lo as f64)
-}
-
 fn summarise(times: Vec<f64>, tokens: f64, step_flops: f64, peak_flops: Option<f64>) -> Timing {
-    let mut xs = times.clone();
-    xs.sort_by(|a, b| a.total_cmp(b));
-    let (median, q1, q3) = (quantile(&xs, 0.5), quantile(&xs, 0.25), quantile(&xs, 0.75));
+    let s = crambench::stats::Spread::of(&times).expect("at least one timed step");
     Timing {
+        spread: s.relative_iqr(),
+        tokens_per_s: tokens / s.median,
+        mfu: peak_flops.map(|p| step_flops / s.median / p),
         times_s: times,
-        median_s: median,
-        q1_s: q1,
-        q3_s: q3,
-        min_s: xs[0],
-        max_s: xs[xs.len() - 1],
-        spread: (q3 - q1) / median,
-        tokens_per_s: tokens / median,
-        mfu: peak_flops.map(|p| step_flops / median / p),
+        median_s: s.median,
+        q1_s: s.q1,
+        q3_s: s.q3,
+        min_s: s.min,
+        max_s: s.max,
     }
 }
 

@@ -442,13 +442,14 @@ pub fn read_entries(
     Ok(counts)
 }
 
-fn read_jsonl(
+/// Call `each(ctx, line_number, line)` for every line of `r` (1-based numbers, the line with its
+/// terminator), reporting bytes read to the progress callback. Returns the number of lines.
+fn for_each_line(
     name: &str,
     r: Box<dyn Read + Send>,
-    field: &str,
     ctx: &mut Ctx,
-    sink: &mut dyn FnMut(Entry) -> Result<()>,
-) -> Result<()> {
+    mut each: impl FnMut(&mut Ctx, u64, &mut Vec<u8>) -> Result<()>,
+) -> Result<u64> {
     let mut r = BufReader::with_capacity(1 << 20, r);
     let mut line = Vec::new();
     let mut n = 0u64;
@@ -458,35 +459,43 @@ fn read_jsonl(
             .read_until(b'\n', &mut line)
             .map_err(|e| stream_error(format!("{name}:{}", n + 1), e))?;
         if got == 0 {
-            break;
+            return Ok(n);
         }
         n += 1;
         (ctx.progress)(got as u64);
+        each(ctx, n, &mut line)?;
+    }
+}
+
+fn read_jsonl(
+    name: &str,
+    r: Box<dyn Read + Send>,
+    field: &str,
+    ctx: &mut Ctx,
+    sink: &mut dyn FnMut(Entry) -> Result<()>,
+) -> Result<()> {
+    let n = for_each_line(name, r, ctx, |ctx, n, line| {
         let at = || format!("{name}:{n}");
         if line.iter().all(|c| c.is_ascii_whitespace()) {
             ctx.counts.blank_lines += 1;
-            continue;
+            return Ok(());
         }
-        let text = match std::str::from_utf8(&line) {
+        let text = match std::str::from_utf8(line) {
             Ok(t) => t,
             Err(e) => {
-                ctx.bad(
+                return ctx.bad(
                     at(),
                     "invalid-utf8",
                     format!("invalid UTF-8 at byte {} of the line", e.valid_up_to()),
-                )?;
-                continue;
+                );
             }
         };
         let mut obj: serde_json::Map<String, serde_json::Value> = match serde_json::from_str(text) {
             Ok(o) => o,
-            Err(e) => {
-                ctx.bad(at(), "not-json-object", format!("not a JSON object: {e}"))?;
-                continue;
-            }
+            Err(e) => return ctx.bad(at(), "not-json-object", format!("not a JSON object: {e}")),
         };
         match obj.remove(field) {
-            Some(serde_json::Value::String(s)) => ctx.text(s, sink)?,
+            Some(serde_json::Value::String(s)) => ctx.text(s, sink),
             Some(other) => ctx.bad(
                 at(),
                 "field-not-string",
@@ -494,10 +503,10 @@ fn read_jsonl(
                     "field {field:?} is not a string (got {})",
                     json_kind(&other)
                 ),
-            )?,
-            None => ctx.bad(at(), "missing-field", format!("no field {field:?}"))?,
+            ),
+            None => ctx.bad(at(), "missing-field", format!("no field {field:?}")),
         }
-    }
+    })?;
     if n == 0 {
         ctx.bad(name.to_string(), "empty-file", "empty file".into())?;
     }
@@ -554,28 +563,16 @@ fn read_text(
             }
         }
         Split::Line => {
-            let mut r = BufReader::with_capacity(1 << 20, r);
-            let mut line = Vec::new();
-            let mut n = 0u64;
-            loop {
-                line.clear();
-                let got = r
-                    .read_until(b'\n', &mut line)
-                    .map_err(|e| stream_error(format!("{name}:{}", n + 1), e))?;
-                if got == 0 {
-                    break;
-                }
-                n += 1;
-                (ctx.progress)(got as u64);
+            let n = for_each_line(name, r, ctx, |ctx, n, line| {
                 while matches!(line.last(), Some(b'\n' | b'\r')) {
                     line.pop();
                 }
                 if line.is_empty() {
                     ctx.counts.blank_lines += 1;
-                    continue;
+                    return Ok(());
                 }
-                match String::from_utf8(std::mem::take(&mut line)) {
-                    Ok(s) => ctx.text(s, sink)?,
+                match String::from_utf8(std::mem::take(line)) {
+                    Ok(s) => ctx.text(s, sink),
                     Err(e) => ctx.bad(
                         format!("{name}:{n}"),
                         "invalid-utf8",
@@ -583,9 +580,9 @@ fn read_text(
                             "invalid UTF-8 at byte {} of the line",
                             e.utf8_error().valid_up_to()
                         ),
-                    )?,
+                    ),
                 }
-            }
+            })?;
             if n == 0 {
                 ctx.bad(name.to_string(), "empty-file", "empty file".into())?;
             }

@@ -128,20 +128,9 @@ pub fn all_available(sets: &BTreeMap<String, Metrics>) -> Vec<Aggregate> {
         .collect()
 }
 
-/// Median of a non-empty list (mean of the two middle values for an even count). NaN-free
-/// input is assumed (metrics never produce NaN).
+/// Median of a list (mean of the two middle values for an even count); `None` when empty.
 pub fn median(values: &[f64]) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
+    crate::stats::median(values)
 }
 
 #[cfg(test)]
