@@ -3,8 +3,8 @@
 //!
 //! Modules follow the data's path, and a lower layer never imports a higher one:
 //!
-//! * [`error`], [`io`], [`stats`], [`torchrt`] — infrastructure: error classes and exit codes,
-//!   crash-safe file writes, descriptive statistics, loading libtorch's CUDA backend before the
+//! * [`error`], [`io`], [`rng`], [`stats`], [`torchrt`] — infrastructure: error classes and exit
+//!   codes, crash-safe file writes, the seeded random stream, descriptive statistics, loading libtorch's CUDA backend before the
 //!   first tch call.
 //! * [`provenance`] — what a run is pinned to: machine fingerprint, git state, content hashes,
 //!   seeds.
@@ -23,6 +23,7 @@ pub mod manifest;
 pub mod model;
 pub mod provenance;
 pub mod recipe;
+pub mod rng;
 pub mod stats;
 pub mod torchrt;
 pub mod train;

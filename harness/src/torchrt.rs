@@ -65,7 +65,7 @@ fn dlopen_torch_cuda() -> CudaBackend {
     }
 }
 
-/// The text of the last `dlerror()`, or a placeholder when there is none.
+/// The text of the last `dlerror()`, or a generic message when libc has none.
 fn last_dlerror() -> String {
     // SAFETY: dlerror returns NULL or a NUL-terminated string owned by libc, which we copy
     // before any other dl* call can overwrite it.

@@ -345,7 +345,7 @@ fn build_dataset(
     } else {
         let pb = progress_bar(opts.progress, total, "training tokenizer");
         let (tx, rx) = std::sync::mpsc::sync_channel::<String>(256);
-        let trained = std::thread::scope(|s| -> Result<tokenizer_result::T> {
+        let trained = std::thread::scope(|s| -> Result<tokenizers::Tokenizer> {
             let producer = s.spawn(|| {
                 let tx = tx; // moved in: the channel closes when reading ends
                 let pbr = &pb;
@@ -403,7 +403,7 @@ fn build_dataset(
     let data_seed = crate::provenance::seeds::derive(cfg.seed, "data-order");
     match cfg.ordering {
         Ordering::AsIs => {}
-        Ordering::Randomized => shuffle(&mut order, data_seed),
+        Ordering::Randomized => crate::rng::shuffle(&mut order, data_seed),
         Ordering::SentenceLengthCurriculum => {
             order.sort_by_key(|&i| std::cmp::Reverse(periods[i as usize]))
         }
@@ -696,67 +696,4 @@ pub fn tokenize_and_pack(
         read: pass1,
         periods,
     })
-}
-
-mod tokenizer_result {
-    pub type T = tokenizers::Tokenizer;
-}
-
-/// splitmix64: the data-order random stream (Steele, Lea & Flood 2014).
-pub struct SplitMix64(pub u64);
-
-impl SplitMix64 {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (n > 0) by rejection: no modulo bias.
-    pub fn below(&mut self, n: u64) -> u64 {
-        let zone = u64::MAX - u64::MAX % n;
-        loop {
-            let x = self.next_u64();
-            if x < zone {
-                return x % n;
-            }
-        }
-    }
-}
-
-/// Fisher–Yates: for i from len−1 down to 1, swap i with a uniform j in 0..=i.
-pub fn shuffle<T>(v: &mut [T], seed: u64) {
-    let mut r = SplitMix64(seed);
-    for i in (1..v.len()).rev() {
-        let j = r.below(i as u64 + 1) as usize;
-        v.swap(i, j);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn splitmix_matches_the_published_sequence() {
-        // Reference values of splitmix64 seeded with 1234567 (from the C reference code).
-        let mut r = SplitMix64(1234567);
-        assert_eq!(r.next_u64(), 6457827717110365317);
-        assert_eq!(r.next_u64(), 3203168211198807973);
-    }
-
-    #[test]
-    fn shuffle_is_a_seeded_permutation() {
-        let mut a: Vec<u32> = (0..1000).collect();
-        shuffle(&mut a, 7);
-        let mut b: Vec<u32> = (0..1000).collect();
-        shuffle(&mut b, 7);
-        assert_eq!(a, b);
-        let mut s = a.clone();
-        s.sort();
-        assert_eq!(s, (0..1000).collect::<Vec<_>>());
-        assert_ne!(a, (0..1000).collect::<Vec<_>>());
-    }
 }

@@ -114,15 +114,6 @@ fn kept(s: &str) -> bool {
     (MIN_WORDS..=MAX_WORDS).contains(&s.split_whitespace().count())
 }
 
-/// splitmix64.
-fn splitmix(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// `demo-next-sentence`. Rule, per split (dev: addresses whose 0-based index ≡ 4 mod 5):
 /// 1. split every address into [`sentences`]; a *candidate* is a sentence followed by another,
 ///    both 6–40 words, in address and sentence order;
@@ -181,7 +172,8 @@ pub fn next_sentence() -> Result<TaskData> {
                 (addresses[a][i + 1].clone(), 1)
             } else {
                 loop {
-                    let (pa, pi) = pool[(splitmix(&mut rng) % pool.len() as u64) as usize];
+                    let (pa, pi) =
+                        pool[(crate::rng::splitmix64(&mut rng) % pool.len() as u64) as usize];
                     if pa != a {
                         break (addresses[pa][pi].clone(), 0);
                     }

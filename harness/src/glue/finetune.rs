@@ -241,25 +241,6 @@ pub fn lr_factor(schedule: Schedule, s: u64, warmup: u64, total: u64) -> f64 {
     }
 }
 
-/// splitmix64, for the per-epoch shuffling order (device-independent).
-struct Shuffler(u64);
-impl Shuffler {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Fisher–Yates.
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = (self.next() % (i as u64 + 1)) as usize;
-            v.swap(i, j);
-        }
-    }
-}
-
 /// One trial's result for one evaluation set.
 #[derive(Debug, Clone, Serialize)]
 pub struct TrialRecord {
@@ -609,7 +590,8 @@ fn run_trial(
     let mut scaler = LossScaler::new(t.amp.precision == Precision::Fp16);
     let params = vs.trainable_variables();
     let mut order: Vec<usize> = (0..train.len()).collect();
-    let mut shuffler = Shuffler(t.seed);
+    // splitmix64: the per-epoch shuffling order is device-independent.
+    let mut shuffler = crate::rng::SplitMix64(t.seed);
     let regression = t.task.is_regression();
     let started = Instant::now();
     let mut step = 0u64;

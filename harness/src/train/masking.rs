@@ -14,6 +14,7 @@
 //! Labels are the original ids at masked positions and −100 elsewhere. Randomness comes from a
 //! counter-based stream: the mask of micro-batch `k` depends only on the `masking` seed and `k`,
 //! so a resumed run masks exactly as an uninterrupted one would.
+use crate::rng::splitmix64;
 use serde::{Deserialize, Serialize};
 
 /// Label value of positions that are not predicted (PyTorch's `ignore_index`).
@@ -45,14 +46,6 @@ pub fn py_round(x: f64) -> usize {
 #[derive(Debug, Clone)]
 pub struct Rng {
     s: [u64; 4],
-}
-
-fn splitmix64(x: &mut u64) -> u64 {
-    *x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *x;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 impl Rng {
