@@ -15,6 +15,8 @@
 //! * [`manifest`] — the signed record: in-toto Statement, RFC 8785 canonical JSON, DSSE
 //!   envelopes with Ed25519, the published JSON Schema.
 //! * [`recipe`] — the TOML recipes in `baselines/` that tie the stages together.
+//! * [`reference`] — the paper's published GLUE-dev rows as data.
+//! * [`record`] — reading a finished run (directory, bundle or envelope) for the tools after it.
 pub mod data;
 pub mod error;
 pub mod glue;
@@ -23,6 +25,8 @@ pub mod manifest;
 pub mod model;
 pub mod provenance;
 pub mod recipe;
+pub mod record;
+pub mod reference;
 pub mod rng;
 pub mod stats;
 pub mod torchrt;

@@ -46,3 +46,5 @@ pub fn interop_python() -> Option<PathBuf> {
     );
     None
 }
+
+pub mod fake_run;

@@ -222,7 +222,7 @@ fn table(r: &crambench::glue::finetune::GlueResults) -> String {
         t += &format!("aggregate {:<14} {:.2}{head}\n", agg.rule.name(), agg.value);
     }
     if !r.glue {
-        t += "demo tasks: not GLUE, no GLUE aggregate\n";
+        t += "demo tasks: not GLUE; their aggregate is the `demo` rule\n";
     } else if r.aggregate.is_none() {
         t += &format!(
             "aggregate {}: not all of its tasks were run\n",

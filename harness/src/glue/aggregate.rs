@@ -8,6 +8,10 @@
 //!   task with several metrics counts as their unweighted mean (MRPC F1/accuracy, QQP
 //!   F1/accuracy, STS-B Pearson/Spearman, MNLI matched/mismatched accuracy).
 //!
+//! * `demo` — the demo suite's own number: the mean accuracy of `demo-sentiment` and
+//!   `demo-next-sentence`. It is computed only for the demo tasks and is never a GLUE score;
+//!   compare, gate and the leaderboard treat it as a rule of its own.
+//!
 //! Inputs are the metrics of each evaluation set as fractions ([`crate::glue::tasks::Metrics`]);
 //! the aggregate value is in **percent points** (80.9, like the papers). A metric the rule
 //! needs but the input lacks is an error naming it — never silently skipped.
@@ -25,9 +29,11 @@ pub enum Rule {
     Cramming,
     BertPaper,
     GlueOfficial,
+    Demo,
 }
 
 impl Rule {
+    /// The GLUE rules.
     pub const ALL: [Rule; 3] = [Rule::Cramming, Rule::BertPaper, Rule::GlueOfficial];
 
     pub fn name(&self) -> &'static str {
@@ -35,17 +41,19 @@ impl Rule {
             Rule::Cramming => "cramming",
             Rule::BertPaper => "bert-paper",
             Rule::GlueOfficial => "glue-official",
+            Rule::Demo => "demo",
         }
     }
 
     pub fn parse(s: &str) -> Result<Rule> {
         Rule::ALL
             .into_iter()
+            .chain([Rule::Demo])
             .find(|r| r.name() == s)
             .ok_or_else(|| {
                 Error::input(
                     "aggregate rule",
-                    format!("unknown rule `{s}` (cramming, bert-paper, glue-official)"),
+                    format!("unknown rule `{s}` (cramming, bert-paper, glue-official, demo)"),
                 )
                 .into()
             })
@@ -79,6 +87,10 @@ impl Rule {
                 vec![("qnli", "accuracy")],
                 vec![("rte", "accuracy")],
                 vec![("wnli", "accuracy")],
+            ],
+            Rule::Demo => vec![
+                vec![("demo-sentiment", "accuracy")],
+                vec![("demo-next-sentence", "accuracy")],
             ],
         }
     }
@@ -118,6 +130,13 @@ pub fn aggregate(rule: Rule, sets: &BTreeMap<String, Metrics>) -> Result<Aggrega
         rule,
         value: 100.0 * sum / terms.len() as f64,
     })
+}
+
+impl Rule {
+    /// Whether this is a GLUE rule (everything but `demo`).
+    pub fn is_glue(&self) -> bool {
+        *self != Rule::Demo
+    }
 }
 
 /// Every rule that can be computed from `sets` (rules with missing metrics are left out).

@@ -1,5 +1,6 @@
 //! The demo suite: two small fine-tuning tasks on real text shipped with crambench, for CPU
-//! runs without GLUE files. They are named `demo-*` and never reported as GLUE (no aggregate).
+//! runs without GLUE files. They are named `demo-*` and never reported as GLUE: their aggregate
+//! is the `demo` rule, never a GLUE one.
 //!
 //! * `demo-sentiment` — the UCI Sentiment Labelled Sentences (Kotzias et al. 2015; CC BY 4.0),
 //!   `harness/assets/glue-demo/sentiment.tsv` (attribution in that directory's README): 3,000

@@ -313,14 +313,15 @@ pub struct GlueResults {
 
 impl GlueResults {
     /// The object for the manifest's `predicate.glue` (`$defs/glue`): fails unless an aggregate
-    /// was computed (all sets of the rule present and GLUE tasks).
+    /// was computed (all sets of the rule present). Demo tasks carry the `demo` rule, GLUE
+    /// tasks a GLUE rule; the two never mix.
     pub fn manifest_value(&self) -> Result<serde_json::Value> {
         let agg = self
             .aggregate
             .as_ref()
-            .filter(|_| self.glue)
+            .filter(|a| a.rule.is_glue() == self.glue)
             .ok_or_else(|| {
-                Error::Check("no GLUE aggregate: not all tasks of the rule were run".into())
+                Error::Check("no aggregate: not all tasks of the rule were run".into())
             })?;
         Ok(serde_json::json!({
             "protocol": self.protocol,
@@ -512,7 +513,9 @@ pub fn run(cfg: &GlueConfig, opts: &RunOptions) -> Result<GlueResults> {
             aggregate::all_available(&per_set),
         )
     } else {
-        (None, Vec::new())
+        // The demo suite has its own named rule, never a GLUE one.
+        let demo = aggregate::aggregate(aggregate::Rule::Demo, &per_set).ok();
+        (demo.clone(), demo.into_iter().collect())
     };
     ignored.sort();
     ignored.dedup();
