@@ -6,6 +6,18 @@ use anyhow::Result;
 use std::io::Write;
 use std::path::Path;
 
+/// Fault injection for tests of full-disk behaviour: when the environment variable
+/// `CRAMBENCH_FAULT_ENOSPC` is set to a non-empty string, every crash-safe write whose target
+/// path contains it fails with ENOSPC ("No space left on device") after part of the data went
+/// to the temporary file — what a full disk does. Unset (always, outside tests) it costs one
+/// environment lookup and changes nothing.
+pub fn injected_fault(path: &Path) -> Option<std::io::Error> {
+    let pat = std::env::var_os("CRAMBENCH_FAULT_ENOSPC")?;
+    let pat = pat.to_string_lossy();
+    (!pat.is_empty() && path.to_string_lossy().contains(pat.as_ref()))
+        .then(|| std::io::Error::from_raw_os_error(libc::ENOSPC))
+}
+
 /// Write `bytes` to a new temporary file next to `path` (permissions `mode` set before any byte
 /// is written, so a secret never exists with looser permissions) and fsync it.
 fn synced_temp<'a>(
@@ -26,6 +38,11 @@ fn synced_temp<'a>(
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode))
             .map_err(|e| Error::io(tmp.path(), e))?;
+    }
+    if let Some(e) = injected_fault(path) {
+        tmp.write_all(&bytes[..bytes.len() / 2])
+            .map_err(|e| Error::io(path, e))?;
+        return Err(Error::io(path, e).into());
     }
     tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
     tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;

@@ -16,18 +16,28 @@
 //!   envelopes with Ed25519, the published JSON Schema.
 //! * [`recipe`] — the TOML recipes in `baselines/` that tie the stages together.
 //! * [`reference`] — the paper's published GLUE-dev rows as data.
+//! * [`run`] — `crambench run`: every stage from recipe to signed manifest, resumable.
 //! * [`record`] — reading a finished run (directory, bundle or envelope) for the tools after it.
+//! * [`leaderboard`] — submission bundles, track rules, verified and ranked leaderboard site.
+//! * [`report`] — the run report: Markdown and a self-contained HTML page with curves.
+//! * [`compare`], [`gate`] — runs side by side; the CI regression gate with its signed
+//!   test-result attestation.
+pub mod compare;
 pub mod data;
 pub mod error;
+pub mod gate;
 pub mod glue;
 pub mod io;
+pub mod leaderboard;
 pub mod manifest;
 pub mod model;
 pub mod provenance;
 pub mod recipe;
 pub mod record;
 pub mod reference;
+pub mod report;
 pub mod rng;
+pub mod run;
 pub mod stats;
 pub mod torchrt;
 pub mod train;

@@ -2,16 +2,16 @@
 //! arguments, calls one library function per command, and prints a table for people or JSON
 //! for machines (`--json`). Progress goes to stderr; errors go to stderr with an exit code from
 //! [`crambench::ExitCode`].
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use crambench::error::{exit_code_of, Error, ExitCode};
 use crambench::manifest::{dsse, keys, schema, statement};
 use crambench::provenance::{fingerprint, hash, seeds};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 mod bench;
 mod cli;
+use cli::{json_text, print as out};
 
 #[derive(Parser)]
 #[command(name = "crambench", version, about = "Reproduce Cramming (arXiv 2212.14034) and its BERT baselines, and prove what ran", long_about = None)]
@@ -49,6 +49,23 @@ enum Command {
     /// Data: prepare a recipe's tokenizer and packed token shards (prepare), pin sources (pin).
     #[command(subcommand)]
     Data(cli::data::DataCmd),
+    /// Write a run's report (report.md and a self-contained report.html) against a
+    /// reference row of the paper.
+    Report(cli::report::ReportArgs),
+    /// Run a recipe end to end: fingerprint, data, pretraining, GLUE, signed manifest, report.
+    /// Rerunning the same command continues where it stopped.
+    Run(cli::run::RunArgs),
+    /// Runs side by side: per-task medians and spread over trials, deltas to the first run,
+    /// aggregate under its rule, budget and hardware; flags anything not comparable.
+    Compare(cli::compare::CompareArgs),
+    /// CI regression gate: throughput, MLM loss and GLUE of a candidate run against a baseline;
+    /// Markdown summary and a signed in-toto test-result attestation. Exit 0 pass, 1 regression.
+    Gate(cli::gate::GateArgs),
+    /// Pack a signed run into a leaderboard entry (bundle directory with an index of digests).
+    Submit(cli::submit::SubmitArgs),
+    /// Leaderboard: verify entries against trusted keys and track rules, render the site.
+    #[command(subcommand)]
+    Leaderboard(cli::leaderboard::LeaderboardCmd),
     // [cli:commands] each area adds its command group above this line
 }
 
@@ -218,28 +235,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Pretrain(args) => cli::train::run(args),
         Command::Glue(cmd) => cli::glue::run(cmd),
         Command::Data(cmd) => cli::data::run(cmd),
+        Command::Report(args) => cli::report::run(args),
+        Command::Run(args) => cli::run::run(args),
+        Command::Compare(args) => cli::compare::run(args),
+        Command::Gate(args) => cli::gate::run(args),
+        Command::Submit(args) => cli::submit::run(args),
+        Command::Leaderboard(cmd) => cli::leaderboard::run(cmd),
         // [cli:dispatch] each area adds its match arm above this line
     }
 }
 
 /// Write to stdout, treating a closed pipe (`crambench … | head`) as success.
-fn out(text: &str) -> Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|_| stdout.flush())
-    {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
-        r => r.context("writing to stdout"),
-    }
-}
-
-fn json_text<T: serde::Serialize>(v: &T) -> Result<String> {
-    let mut s = serde_json::to_string_pretty(v)?;
-    s.push('\n');
-    Ok(s)
-}
-
 fn cmd_fingerprint(args: FingerprintArgs) -> Result<ExitCode> {
     if let Some(FingerprintCmd::Diff { a, b, json }) = args.diff {
         let va = fingerprint::load(&a)?;

@@ -1,10 +1,10 @@
 //! `crambench glue …`: fine-tune and evaluate on GLUE (`run`), re-score a predictions file
 //! (`score`), print the SHA-256 pins of a GLUE data directory (`pin`).
+use super::{json_text, print};
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use crambench::glue::{data, predictions, tasks};
 use crambench::ExitCode;
-use std::io::Write;
 use std::path::PathBuf;
 
 #[derive(Subcommand)]
@@ -76,23 +76,6 @@ pub struct PinArgs {
     pub json: bool,
 }
 
-fn print(text: &str) -> Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|_| stdout.flush())
-    {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        r => Ok(r?),
-    }
-}
-
-fn json_text<T: serde::Serialize>(v: &T) -> Result<String> {
-    let mut s = serde_json::to_string_pretty(v)?;
-    s.push('\n');
-    Ok(s)
-}
-
 pub fn run(cmd: GlueCmd) -> Result<ExitCode> {
     match cmd {
         GlueCmd::Run(a) => run_glue(a),
@@ -162,10 +145,7 @@ fn run_glue(a: RunArgs) -> Result<ExitCode> {
     }
     let task_list = a.tasks.clone().unwrap_or_else(|| cfg.tasks.join(","));
     let tasks = tasks::Task::parse_list(&task_list)?;
-    let device = match &a.device {
-        Some(d) => crambench::train::run::parse_device(d)?,
-        None => tch::Device::cuda_if_available(),
-    };
+    let device = super::device(a.device.as_deref())?;
     let master = crambench::provenance::seeds::Seeds::from_option(a.seed)?.master;
     let ck = finetune::Checkpoint::load(&a.checkpoint)?;
     let res = finetune::run(

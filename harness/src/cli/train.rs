@@ -11,12 +11,9 @@
 //! 3 I/O failure; 4 `--out` already holds a run and `--resume` was not given; 130 second signal.
 use anyhow::Result;
 use clap::Args;
-use crambench::train::{pretrain_recipe, run::parse_device, PretrainOptions, PretrainSummary};
+use crambench::train::{pretrain_recipe, PretrainOptions, PretrainSummary};
 use crambench::ExitCode;
-use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 #[derive(Args)]
 pub struct PretrainArgs {
@@ -49,22 +46,14 @@ pub struct PretrainArgs {
 }
 
 pub fn run(args: PretrainArgs) -> Result<ExitCode> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // A second signal while the first is being handled exits at once (130).
-        signal_hook::flag::register_conditional_shutdown(sig, 130, stop.clone())?;
-        signal_hook::flag::register(sig, stop.clone())?;
-    }
+    let stop = super::stop_on_signals()?;
     if let Some(n) = args.threads {
         if n < 1 {
             return Err(crambench::Error::input("--threads", "must be at least 1").into());
         }
         tch::set_num_threads(n);
     }
-    let device = match &args.device {
-        Some(d) => parse_device(d)?,
-        None => tch::Device::cuda_if_available(),
-    };
+    let device = super::device(args.device.as_deref())?;
     let out = args.out.clone().unwrap_or_else(|| {
         let stem = args
             .recipe
@@ -87,20 +76,11 @@ pub fn run(args: PretrainArgs) -> Result<ExitCode> {
         },
     )?;
     let text = if args.json {
-        let mut s = serde_json::to_string_pretty(&summary)?;
-        s.push('\n');
-        s
+        super::json_text(&summary)?
     } else {
         table(&summary)
     };
-    let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|_| stdout.flush())
-    {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-        r => r?,
-    }
+    super::print(&text)?;
     Ok(ExitCode::Ok)
 }
 

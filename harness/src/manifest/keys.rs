@@ -88,6 +88,49 @@ pub fn generate(dir: &Path, name: &str) -> Result<KeyPairFiles> {
     })
 }
 
+/// crambench's configuration directory: `$CRAMBENCH_CONFIG_DIR`, else
+/// `$XDG_CONFIG_HOME/crambench`, else `$HOME/.config/crambench`.
+pub fn config_dir() -> Result<PathBuf> {
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(d) = var("CRAMBENCH_CONFIG_DIR") {
+        return Ok(d);
+    }
+    if let Some(d) = var("XDG_CONFIG_HOME") {
+        return Ok(d.join("crambench"));
+    }
+    var("HOME")
+        .map(|h| h.join(".config/crambench"))
+        .ok_or_else(|| {
+            Error::input(
+                "configuration directory",
+                "neither CRAMBENCH_CONFIG_DIR, XDG_CONFIG_HOME nor HOME is set; pass --key",
+            )
+            .into()
+        })
+}
+
+/// The signing key for a command: `explicit` when given, else the user's default key
+/// `<config_dir>/keys/default.key`, created on first use. Returns the key, its path, and
+/// whether it was just created (callers announce that on stderr, with the public key's path).
+pub fn signing_key_or_default(explicit: Option<&Path>) -> Result<(SigningKey, PathBuf, bool)> {
+    if let Some(p) = explicit {
+        return Ok((load_signing_key(p)?, p.to_path_buf(), false));
+    }
+    let dir = config_dir()?.join("keys");
+    let path = dir.join("default.key");
+    let created = if path.exists() {
+        false
+    } else {
+        generate(&dir, "default")?;
+        true
+    };
+    Ok((load_signing_key(&path)?, path, created))
+}
+
 /// Load a private key, refusing one that the group or others can read.
 pub fn load_signing_key(path: &Path) -> Result<SigningKey> {
     use std::os::unix::fs::PermissionsExt;

@@ -28,6 +28,9 @@ pub struct ResourceDescriptor {
     pub digest: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "mediaType")]
     pub media_type: Option<String>,
+    /// Free-form annotations (crambench puts the subject's `role` here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<Value>,
 }
 
 /// An input or derived file, pinned by content.
@@ -78,6 +81,9 @@ pub struct Predicate {
     pub pretraining: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub glue: Option<Value>,
+    /// How a `crambench run` got here: invocations, stage timings, overridden checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<Value>,
 }
 
 /// An in-toto Statement v1 carrying a crambench predicate.
@@ -118,6 +124,7 @@ impl Statement {
                 budget: None,
                 pretraining: None,
                 glue: None,
+                run: None,
             },
         }
     }
@@ -127,6 +134,7 @@ impl Statement {
             name: name.to_string(),
             digest: digest.digest_set(),
             media_type: None,
+            annotations: None,
         });
     }
 

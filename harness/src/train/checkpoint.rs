@@ -176,6 +176,9 @@ pub fn save(
         files,
     };
     let meta_path = tmp.join("meta.json");
+    if let Some(e) = crate::io::injected_fault(&dir_for_fault(&root, &name)) {
+        return Err(Error::io(&meta_path, e).into());
+    }
     std::fs::write(&meta_path, serde_json::to_vec_pretty(&meta)?)
         .map_err(|e| Error::io(&meta_path, e))?;
     fsync_path(&meta_path)?;
@@ -186,6 +189,11 @@ pub fn save(
     crate::io::write_atomic(&root.join("latest"), format!("{name}\n").as_bytes(), None)?;
     prune(&root, &name, keep.max(1))?;
     Ok(dir)
+}
+
+/// The final path of a checkpoint being written (what fault injection matches against).
+fn dir_for_fault(root: &Path, name: &str) -> PathBuf {
+    root.join(name).join("meta.json")
 }
 
 /// Remove all but the newest `keep` complete checkpoints (never `latest`) and stale temp dirs.

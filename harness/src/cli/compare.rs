@@ -1,0 +1,43 @@
+//! `crambench compare A B ... [--reference ID] [--json]`: runs side by side (see
+//! `crambench::compare`).
+use anyhow::Result;
+use clap::Args;
+use crambench::compare;
+use crambench::record::RunRecord;
+use crambench::ExitCode;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct CompareArgs {
+    /// Runs: run directories, submission bundles, or manifest envelopes/statements. The first
+    /// is the base of the deltas.
+    #[arg(required = true, value_name = "RUN")]
+    pub runs: Vec<PathBuf>,
+    /// Add a column of the paper's published GLUE-dev row with this id (e.g. crammed-bert-v1,
+    /// crammed-bert-v2-best-of-5, bert-base; see reference/glue_reference.json).
+    #[arg(long, value_name = "ID")]
+    pub reference: Option<String>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: CompareArgs) -> Result<ExitCode> {
+    let records = a
+        .runs
+        .iter()
+        .map(|p| RunRecord::open(p))
+        .collect::<Result<Vec<_>>>()?;
+    let reference = match &a.reference {
+        Some(id) => Some(crambench::reference::row(id)?),
+        None => None,
+    };
+    let c = compare::compare(&records, reference)?;
+    let text = if a.json {
+        super::json_text(&c)?
+    } else {
+        c.to_table()
+    };
+    super::print(&text)?;
+    Ok(ExitCode::Ok)
+}

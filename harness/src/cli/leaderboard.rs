@@ -1,0 +1,120 @@
+//! `crambench leaderboard build ENTRIES --keys DIR --out site/`: verify entries and render the
+//! leaderboard (see `crambench::leaderboard`).
+use anyhow::Result;
+use clap::{Args, Subcommand, ValueEnum};
+use crambench::leaderboard::{self, BuildOptions, GoldPolicy, Tracks};
+use crambench::manifest::keys;
+use crambench::ExitCode;
+use std::path::PathBuf;
+
+#[derive(Subcommand)]
+pub enum LeaderboardCmd {
+    /// Verify every entry (signature by a trusted key, track rules, predictions re-scored) and
+    /// write leaderboard.md, index.html and leaderboard.json to --out. Exit 0 when the site is
+    /// built, even with rejected entries (listed with their reasons).
+    Build(BuildArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Gold {
+    /// Embedded demo dev sets; GLUE dev files from --glue-data (the gold column without it).
+    Trusted,
+    /// The predictions files' own gold column.
+    Column,
+}
+
+#[derive(Args)]
+pub struct BuildArgs {
+    /// Bundle directories (`crambench submit` output), or directories holding bundles.
+    pub entries: Vec<PathBuf>,
+    /// Directory of trusted public keys (*.pub, *.pem).
+    #[arg(long, value_name = "DIR")]
+    pub keys: PathBuf,
+    /// Track rules (default: the manifests/tracks.toml built into crambench).
+    #[arg(long, value_name = "FILE")]
+    pub tracks: Option<PathBuf>,
+    /// Put every entry in this track (default: the first track whose aggregate rule is the
+    /// entry's).
+    #[arg(long)]
+    pub track: Option<String>,
+    /// GLUE data root whose dev files give the gold labels for re-scoring GLUE sets.
+    #[arg(long, value_name = "DIR")]
+    pub glue_data: Option<PathBuf>,
+    /// Gold labels for re-scoring.
+    #[arg(long, value_enum, default_value = "trusted")]
+    pub gold: Gold,
+    /// Output directory (created; only leaderboard.md, index.html, leaderboard.json are written).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Print the leaderboard as JSON instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(cmd: LeaderboardCmd) -> Result<ExitCode> {
+    match cmd {
+        LeaderboardCmd::Build(a) => build(a),
+    }
+}
+
+fn build(a: BuildArgs) -> Result<ExitCode> {
+    let mut entries = leaderboard::expand_entries(&a.entries)?;
+    // The output directory is never an entry (it may sit among them).
+    if let Ok(out) = std::fs::canonicalize(&a.out) {
+        entries.retain(|e| std::fs::canonicalize(e).ok().as_ref() != Some(&out));
+    }
+    let keys = keys::load_public_key_dir(&a.keys)?;
+    let tracks = match &a.tracks {
+        Some(p) => Tracks::load(p)?,
+        None => Tracks::embedded(),
+    };
+    let opts = BuildOptions {
+        keys,
+        tracks,
+        track: a.track,
+        glue_data: a.glue_data,
+        gold: match a.gold {
+            Gold::Trusted => GoldPolicy::Trusted,
+            Gold::Column => GoldPolicy::Column,
+        },
+    };
+    let site = leaderboard::build(&entries, &opts)?;
+    let written = leaderboard::write_site(&site, &a.out)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&site)?);
+        return Ok(ExitCode::Ok);
+    }
+    for t in &site.tracks {
+        if t.entries.is_empty() {
+            continue;
+        }
+        println!("{} ({})", t.track.title, t.track.name);
+        for e in &t.entries {
+            let (rule, v) = e.aggregate.clone().unwrap_or_default();
+            println!(
+                "  {:>3}. {:<32} {:>7.2} ({rule})  {}",
+                e.rank.unwrap_or(0),
+                e.name,
+                v,
+                e.recipe.as_deref().unwrap_or("?")
+            );
+        }
+    }
+    for e in &site.rejected {
+        println!("rejected {}:", e.entry);
+        for r in &e.reasons {
+            println!("  - {r}");
+        }
+    }
+    println!(
+        "{} accepted, {} rejected; wrote {}",
+        site.accepted(),
+        site.rejected.len(),
+        written
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(ExitCode::Ok)
+}

@@ -1,0 +1,377 @@
+//! `crambench compare`: runs side by side.
+//!
+//! Per evaluation set and metric: each run's median over its trials, the spread (min–max and
+//! the number of trials), and the delta of the median to the first run in percent points;
+//! the aggregate under its named rule; budget (allowed/used device-hours) and hardware class;
+//! optionally a column of the paper's published numbers ([`crate::reference`]).
+//!
+//! Nothing incomparable is mixed silently: runs with a different aggregate rule, fine-tuning
+//! protocol or hardware class than the first are listed in `warnings`. Deltas are never
+//! computed across different aggregate rules (aggregate delta) or protocols (every GLUE delta
+//! of that run); hardware differences are flagged but deltas are still shown.
+use crate::record::RunRecord;
+use crate::reference::{self, ReferenceRow};
+use crate::stats::Spread;
+use anyhow::Result;
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+/// One run's column header.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunColumn {
+    pub source: String,
+    pub recipe: Option<String>,
+    pub hardware_class: String,
+    pub protocol: Option<String>,
+    pub allowed_device_hours: Option<f64>,
+    pub used_device_hours: Option<f64>,
+    pub final_mlm_loss: Option<f64>,
+    pub tokens_per_second: Option<f64>,
+    pub aggregate: Option<AggregateCell>,
+}
+
+/// The aggregate of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct AggregateCell {
+    pub rule: String,
+    /// Percent points.
+    pub value: f64,
+    /// To the first run's aggregate, when both use the same rule.
+    pub delta: Option<f64>,
+}
+
+/// One run's value of one (set, metric), in percent points.
+#[derive(Debug, Clone, Serialize)]
+pub struct Cell {
+    /// The median over trials (the manifest's per-set value).
+    pub median: f64,
+    /// Smallest and largest trial value, and the number of trials.
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    pub n: usize,
+    /// median − the first run's median; `None` for the first run, when the first run lacks
+    /// the value, or across protocols.
+    pub delta: Option<f64>,
+}
+
+/// One row: an evaluation set and one of its metrics.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub set: String,
+    pub metric: String,
+    /// One per run, in the order given; `None` where the run lacks the value.
+    pub cells: Vec<Option<Cell>>,
+    /// The reference row's published value (percent), when this metric is the one the
+    /// reference table reports for the set.
+    pub reference: Option<f64>,
+}
+
+/// The reference column.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReferenceColumn {
+    pub id: String,
+    pub model: String,
+    pub source: String,
+    /// The published average under the first run's rule, when published.
+    pub aggregate: Option<f64>,
+}
+
+/// The whole comparison.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub runs: Vec<RunColumn>,
+    pub rows: Vec<Row>,
+    pub reference: Option<ReferenceColumn>,
+    pub warnings: Vec<String>,
+}
+
+fn num(v: &Value) -> Option<f64> {
+    v.as_f64()
+}
+
+/// Compare `records` (the first is the base of the deltas), optionally against `reference`.
+/// Every record must be a `crambench run` manifest.
+pub fn compare(records: &[RunRecord], reference: Option<&ReferenceRow>) -> Result<Comparison> {
+    for r in records {
+        r.require_run()?;
+    }
+    let mut warnings = Vec::new();
+    let mut runs = Vec::new();
+    let first = records.first();
+    let first_rule = first
+        .and_then(|r| r.aggregate())
+        .map(|(r, _)| r.to_string());
+    let first_protocol = first.and_then(protocol).map(str::to_string);
+    let first_hw = first.map(|r| r.hardware_class().to_string());
+    let first_agg = first.and_then(|r| r.aggregate()).map(|(_, v)| v);
+    // Whether run i's GLUE numbers may be compared with the first run's.
+    let mut same_protocol = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        let p = r.predicate();
+        let agg = r.aggregate().map(|(rule, value)| AggregateCell {
+            rule: rule.to_string(),
+            value,
+            delta: (i > 0 && Some(rule) == first_rule.as_deref())
+                .then(|| first_agg.map(|f| value - f))
+                .flatten(),
+        });
+        let prot = protocol(r).map(str::to_string);
+        if i > 0 {
+            let name = &r.source;
+            if let (Some(a), Some(b)) = (&first_rule, r.aggregate().map(|(x, _)| x)) {
+                if a != b {
+                    warnings.push(format!(
+                        "{name}: aggregate rule `{b}` differs from the first run's `{a}`; \
+                         aggregate delta not computed"
+                    ));
+                }
+            }
+            if prot != first_protocol {
+                warnings.push(format!(
+                    "{name}: fine-tuning protocol {:?} differs from the first run's {:?}; \
+                     per-set deltas not computed",
+                    prot.as_deref().unwrap_or("none"),
+                    first_protocol.as_deref().unwrap_or("none")
+                ));
+            }
+            if Some(r.hardware_class()) != first_hw.as_deref() {
+                warnings.push(format!(
+                    "{name}: hardware class `{}` differs from the first run's `{}`",
+                    r.hardware_class(),
+                    first_hw.as_deref().unwrap_or("")
+                ));
+            }
+        }
+        same_protocol.push(prot == first_protocol);
+        runs.push(RunColumn {
+            source: r.source.clone(),
+            recipe: r.recipe_name().map(str::to_string),
+            hardware_class: r.hardware_class().to_string(),
+            protocol: prot,
+            allowed_device_hours: num(&p["budget"]["allowed_device_hours"]),
+            used_device_hours: num(&p["budget"]["used_device_hours"]),
+            final_mlm_loss: num(&p["pretraining"]["final_mlm_loss"]),
+            tokens_per_second: num(&p["pretraining"]["tokens_per_second"]),
+            aggregate: agg,
+        });
+    }
+
+    // (set, metric) → per run cell; sets in the reference table's column order first.
+    let mut keys: BTreeMap<(usize, String, String), ()> = BTreeMap::new();
+    let order = |set: &str| -> usize {
+        reference::table()
+            .columns
+            .keys()
+            .position(|k| k == set)
+            .unwrap_or(usize::MAX)
+    };
+    for r in records {
+        if let Some(tasks) = r.glue().and_then(|g| g["tasks"].as_object()) {
+            for (set, t) in tasks {
+                for m in t["metrics"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(m, _)| m)
+                {
+                    keys.insert((order(set), set.clone(), m.clone()), ());
+                }
+            }
+        }
+    }
+    let mut rows = Vec::new();
+    for (_, set, metric) in keys.into_keys() {
+        let mut cells: Vec<Option<Cell>> = records.iter().map(|r| cell(r, &set, &metric)).collect();
+        let base = cells.first().cloned().flatten().map(|c| c.median);
+        for (i, c) in cells.iter_mut().enumerate().skip(1) {
+            if let (Some(c), Some(b)) = (c.as_mut(), base) {
+                if same_protocol[i] {
+                    c.delta = Some(c.median - b);
+                }
+            }
+        }
+        let reference = reference.and_then(|row| {
+            let col = reference::table().columns.get(&set)?;
+            if *col == metric {
+                row.cells.get(&set).copied().flatten()
+            } else {
+                None
+            }
+        });
+        rows.push(Row {
+            set,
+            metric,
+            cells,
+            reference,
+        });
+    }
+    let reference = reference.map(|row| ReferenceColumn {
+        id: row.id.clone(),
+        model: row.model.clone(),
+        source: row.source.clone(),
+        aggregate: first_rule.as_ref().and_then(|r| row.glue.get(r).copied()),
+    });
+    if let (Some(rc), Some(rule)) = (&reference, &first_rule) {
+        if rule == "demo" {
+            warnings.push(format!(
+                "the runs use the `demo` rule (demo tasks): the reference row `{}` reports GLUE \
+                 and shares no evaluation set with them",
+                rc.id
+            ));
+        }
+    }
+    Ok(Comparison {
+        runs,
+        rows,
+        reference,
+        warnings,
+    })
+}
+
+fn protocol(r: &RunRecord) -> Option<&str> {
+    r.glue()?.get("protocol")?.as_str()
+}
+
+fn cell(r: &RunRecord, set: &str, metric: &str) -> Option<Cell> {
+    let t = &r.glue()?["tasks"][set];
+    let median = t["metrics"][metric].as_f64()? * 100.0;
+    let trials: Vec<f64> = t["trials"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|tr| tr["metrics"][metric].as_f64().map(|v| v * 100.0))
+        .collect();
+    let spread = Spread::of(&trials);
+    Some(Cell {
+        median,
+        min: spread.as_ref().map(|s| s.min),
+        max: spread.as_ref().map(|s| s.max),
+        n: trials.len(),
+        delta: None,
+    })
+}
+
+fn f2(v: f64) -> String {
+    format!("{v:.2}")
+}
+
+fn signed(v: f64) -> String {
+    format!("{v:+.2}")
+}
+
+impl Comparison {
+    /// A plain-text table for people.
+    pub fn to_table(&self) -> String {
+        let mut s = String::new();
+        for (i, r) in self.runs.iter().enumerate() {
+            s += &format!(
+                "[{}] {}  recipe {}  hardware {}  protocol {}  budget {}/{} device-h (used/allowed)",
+                i + 1,
+                r.source,
+                r.recipe.as_deref().unwrap_or("?"),
+                r.hardware_class,
+                r.protocol.as_deref().unwrap_or("-"),
+                r.used_device_hours.map(|v| format!("{v:.3}")).unwrap_or("-".into()),
+                r.allowed_device_hours.map(|v| format!("{v:.3}")).unwrap_or("-".into()),
+            );
+            if let (Some(l), Some(t)) = (r.final_mlm_loss, r.tokens_per_second) {
+                s += &format!("  loss {l:.4}  {t:.0} tokens/s");
+            }
+            s.push('\n');
+        }
+        if let Some(rc) = &self.reference {
+            s += &format!("[ref] {} — {} ({})\n", rc.id, rc.model, rc.source);
+        }
+        s.push('\n');
+        let mut header = vec!["set".to_string(), "metric".to_string()];
+        for i in 0..self.runs.len() {
+            header.push(format!("[{}] median (min–max, n)", i + 1));
+            if i > 0 {
+                header.push(format!("Δ[{}]", i + 1));
+            }
+        }
+        if self.reference.is_some() {
+            header.push("reference".into());
+        }
+        let mut table: Vec<Vec<String>> = vec![header];
+        for row in &self.rows {
+            let mut line = vec![row.set.clone(), row.metric.clone()];
+            for (i, c) in row.cells.iter().enumerate() {
+                line.push(match c {
+                    Some(c) => match (c.min, c.max) {
+                        (Some(lo), Some(hi)) => {
+                            format!("{} ({}–{}, {})", f2(c.median), f2(lo), f2(hi), c.n)
+                        }
+                        _ => format!("{} (n=0)", f2(c.median)),
+                    },
+                    None => "-".into(),
+                });
+                if i > 0 {
+                    line.push(
+                        c.as_ref()
+                            .and_then(|c| c.delta)
+                            .map(signed)
+                            .unwrap_or("-".into()),
+                    );
+                }
+            }
+            if self.reference.is_some() {
+                line.push(row.reference.map(f2).unwrap_or_default());
+            }
+            table.push(line);
+        }
+        let mut agg = vec!["aggregate".to_string(), "rule".to_string()];
+        for (i, r) in self.runs.iter().enumerate() {
+            agg.push(
+                r.aggregate
+                    .as_ref()
+                    .map(|a| format!("{} ({})", f2(a.value), a.rule))
+                    .unwrap_or("-".into()),
+            );
+            if i > 0 {
+                agg.push(
+                    r.aggregate
+                        .as_ref()
+                        .and_then(|a| a.delta)
+                        .map(signed)
+                        .unwrap_or("-".into()),
+                );
+            }
+        }
+        if let Some(rc) = &self.reference {
+            agg.push(rc.aggregate.map(f2).unwrap_or_default());
+        }
+        table.push(agg);
+        let widths: Vec<usize> = (0..table[0].len())
+            .map(|j| {
+                table
+                    .iter()
+                    .map(|l| l[j].chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        for line in &table {
+            let cells: Vec<String> = line
+                .iter()
+                .zip(&widths)
+                .enumerate()
+                .map(|(j, (c, w))| {
+                    let pad = w - c.chars().count();
+                    if j < 2 {
+                        format!("{c}{}", " ".repeat(pad))
+                    } else {
+                        format!("{}{c}", " ".repeat(pad))
+                    }
+                })
+                .collect();
+            s += cells.join("  ").trim_end();
+            s.push('\n');
+        }
+        for w in &self.warnings {
+            s += &format!("WARNING: {w}\n");
+        }
+        s
+    }
+}

@@ -1,0 +1,255 @@
+//! The pretraining metrics log (`pretrain/metrics.jsonl`) as the report's curves: MLM loss and
+//! learning rate against the optimizer step, throughput against elapsed time.
+//!
+//! The log is JSON lines; only `kind = "step"` records feed the curves, other kinds (`start`,
+//! `checkpoint`, `stop`, anything newer) are counted and skipped. A line that is not a JSON
+//! object (truncated by a crash, binary garbage, over [`MAX_LINE`] bytes) is skipped and
+//! counted, so the report can say how much it left out. A log that is missing or unreadable is
+//! not an error: the report says "no metrics log" and why.
+//!
+//! Long runs log many thousands of steps; each curve is thinned to at most [`MAX_POINTS`]
+//! evenly spaced points, keeping the first and the last, so the HTML page stays small.
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+/// Most points kept per curve.
+pub const MAX_POINTS: usize = 2000;
+/// Longest line read (a step record is a few hundred bytes).
+pub const MAX_LINE: usize = 1 << 20;
+
+/// One curve: (x, y) points in log order, finite values only.
+pub type Curve = Vec<(f64, f64)>;
+
+/// What the report shows of the metrics log.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetricsLog {
+    /// Why there are no curves (`None` when the log was read).
+    pub missing: Option<String>,
+    /// `step` records read.
+    pub steps: usize,
+    /// Lines skipped because they were not a JSON object with a string `kind`.
+    pub malformed: usize,
+    /// Records of other kinds (`start`, `checkpoint`, `stop`, unknown), skipped.
+    pub other: usize,
+    /// Step records whose value was absent or not finite, per curve (loss, lr, tokens/s).
+    pub gaps: [usize; 3],
+    /// MLM loss against `optimizer_step`.
+    pub loss: Curve,
+    /// Learning rate against `optimizer_step`.
+    pub lr: Curve,
+    /// Tokens per second against `elapsed_s`.
+    pub throughput: Curve,
+}
+
+impl MetricsLog {
+    /// A log that could not be read, with the reason.
+    pub fn missing(reason: impl Into<String>) -> Self {
+        MetricsLog {
+            missing: Some(reason.into()),
+            ..Default::default()
+        }
+    }
+
+    /// One line of text for people: what was read and what was skipped.
+    pub fn summary(&self) -> String {
+        if let Some(why) = &self.missing {
+            return format!("No metrics log: {why}.");
+        }
+        let mut s = format!("{} step records read", self.steps);
+        if self.malformed > 0 {
+            s += &format!("; {} malformed lines skipped", self.malformed);
+        }
+        if self.other > 0 {
+            let records = if self.other == 1 { "record" } else { "records" };
+            s += &format!("; {} {records} of other kinds ignored", self.other);
+        }
+        let names = ["loss", "learning rate", "tokens/s"];
+        for (n, g) in names.iter().zip(self.gaps) {
+            if g > 0 {
+                s += &format!("; {g} steps without a finite {n}");
+            }
+        }
+        let longest = self
+            .loss
+            .len()
+            .max(self.lr.len())
+            .max(self.throughput.len());
+        if self.steps > longest && longest == MAX_POINTS {
+            s += &format!("; curves thinned to at most {MAX_POINTS} points");
+        }
+        s + "."
+    }
+}
+
+/// Read the metrics log at `path` (`None`: the record has no run directory).
+pub fn read(path: Option<&Path>) -> MetricsLog {
+    let Some(path) = path else {
+        return MetricsLog::missing("the record was not opened from a run directory");
+    };
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return MetricsLog::missing(format!("{} does not exist", path.display()))
+        }
+        Err(e) => return MetricsLog::missing(format!("cannot open {}: {e}", path.display())),
+    };
+    let mut log = match parse(BufReader::new(file)) {
+        Ok(l) => l,
+        Err(e) => return MetricsLog::missing(format!("cannot read {}: {e}", path.display())),
+    };
+    if log.steps == 0 {
+        log.missing = Some(format!(
+            "{} has no step records ({} malformed lines, {} records of other kinds)",
+            path.display(),
+            log.malformed,
+            log.other
+        ));
+    }
+    thin(&mut log.loss, MAX_POINTS);
+    thin(&mut log.lr, MAX_POINTS);
+    thin(&mut log.throughput, MAX_POINTS);
+    log
+}
+
+/// Parse JSON lines from `reader` (no thinning).
+pub fn parse(mut reader: impl BufRead) -> std::io::Result<MetricsLog> {
+    let mut log = MetricsLog::default();
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let n = reader
+            .by_ref()
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        if buf.len() > MAX_LINE && buf.last() != Some(&b'\n') {
+            // Too long: skip to the end of the line.
+            log.malformed += 1;
+            let mut rest = Vec::new();
+            while reader
+                .by_ref()
+                .take(MAX_LINE as u64)
+                .read_until(b'\n', &mut rest)?
+                > 0
+            {
+                if rest.last() == Some(&b'\n') {
+                    break;
+                }
+                rest.clear();
+            }
+            continue;
+        }
+        if buf.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let v: Value = match serde_json::from_slice(&buf) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => {
+                log.malformed += 1;
+                continue;
+            }
+        };
+        match v["kind"].as_str() {
+            Some("step") => log.add_step(&v),
+            Some(_) => log.other += 1,
+            None => log.malformed += 1,
+        }
+    }
+    Ok(log)
+}
+
+impl MetricsLog {
+    fn add_step(&mut self, v: &Value) {
+        self.steps += 1;
+        let num = |k: &str| v[k].as_f64().filter(|x| x.is_finite());
+        let step = num("optimizer_step");
+        let pairs = [
+            (step, num("loss"), 0),
+            (step, num("lr"), 1),
+            (num("elapsed_s"), num("tokens_per_second"), 2),
+        ];
+        for (x, y, i) in pairs {
+            match (x, y) {
+                (Some(x), Some(y)) => {
+                    [&mut self.loss, &mut self.lr, &mut self.throughput][i].push((x, y))
+                }
+                _ => self.gaps[i] += 1,
+            }
+        }
+    }
+}
+
+/// Keep at most `max` (≥ 2) evenly spaced points of `curve`, always the first and the last.
+pub fn thin(curve: &mut Curve, max: usize) {
+    let n = curve.len();
+    let max = max.max(2);
+    if n <= max {
+        return;
+    }
+    let kept: Curve = (0..max).map(|i| curve[i * (n - 1) / (max - 1)]).collect();
+    *curve = kept;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thinning_keeps_ends_and_bound() {
+        let mut c: Curve = (0..10_001).map(|i| (i as f64, 0.0)).collect();
+        thin(&mut c, 2000);
+        assert_eq!(c.len(), 2000);
+        assert_eq!(c[0].0, 0.0);
+        assert_eq!(c[1999].0, 10_000.0);
+        assert!(c.windows(2).all(|w| w[0].0 < w[1].0));
+        let mut short: Curve = vec![(1.0, 1.0), (2.0, 2.0)];
+        thin(&mut short, 2000);
+        assert_eq!(short.len(), 2);
+    }
+
+    #[test]
+    fn parse_counts_kinds_and_malformed_lines() {
+        let text = concat!(
+            "{\"kind\":\"start\"}\n",
+            "{\"kind\":\"step\",\"optimizer_step\":1,\"elapsed_s\":0.5,\"loss\":9.0,\"lr\":0.001,\"tokens_per_second\":100}\n",
+            "not json\n",
+            "\n",
+            "[1,2]\n",
+            "{\"no_kind\":1}\n",
+            "{\"kind\":\"step\",\"optimizer_step\":2,\"elapsed_s\":1.0,\"loss\":null,\"lr\":0.002,\"tokens_per_second\":120}\n",
+            "{\"kind\":\"future-kind\"}\n",
+            "{\"kind\":\"step\",\"optimizer_step\":3,\"elap"
+        );
+        let log = parse(text.as_bytes()).unwrap();
+        assert_eq!(log.steps, 2);
+        assert_eq!(log.malformed, 4);
+        assert_eq!(log.other, 2);
+        assert_eq!(log.loss, vec![(1.0, 9.0)]);
+        assert_eq!(log.lr, vec![(1.0, 0.001), (2.0, 0.002)]);
+        assert_eq!(log.throughput, vec![(0.5, 100.0), (1.0, 120.0)]);
+        assert_eq!(log.gaps, [1, 0, 0]);
+    }
+
+    #[test]
+    fn overlong_line_is_skipped() {
+        let mut text = vec![b'x'; MAX_LINE + 10];
+        text.push(b'\n');
+        text.extend_from_slice(b"{\"kind\":\"step\",\"optimizer_step\":1,\"loss\":2.0}\n");
+        let log = parse(&text[..]).unwrap();
+        assert_eq!((log.malformed, log.steps), (1, 1));
+        assert_eq!(log.loss, vec![(1.0, 2.0)]);
+    }
+
+    #[test]
+    fn missing_file_is_a_note() {
+        let log = read(Some(Path::new("/nonexistent/metrics.jsonl")));
+        assert!(
+            log.summary().starts_with("No metrics log:"),
+            "{}",
+            log.summary()
+        );
+    }
+}

@@ -1,0 +1,120 @@
+//! The report's key–value tables (run identity, budget, pretraining) and the GLUE trial lists
+//! as plain text, built once and shared by the Markdown and HTML renderings, which only
+//! escape and mark them up. A value the manifest lacks is [`Cell::Empty`].
+use crate::report::facts::{Facts, GlueRow};
+use crate::report::format;
+
+/// One table cell, before escaping.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Text(String),
+    /// Shown as code (digests, ids).
+    Code(String),
+    Empty,
+}
+
+impl Cell {
+    fn text(v: Option<String>) -> Cell {
+        v.map_or(Cell::Empty, Cell::Text)
+    }
+    fn code(v: Option<String>) -> Cell {
+        v.map_or(Cell::Empty, Cell::Code)
+    }
+}
+
+/// A table of (label, value) rows.
+pub type KeyValues = Vec<(&'static str, Cell)>;
+
+/// Run identity.
+pub fn run(f: &Facts) -> KeyValues {
+    let id = &f.identity;
+    let signed = if id.signatures == 0 {
+        "no (unsigned statement)".to_string()
+    } else {
+        format!(
+            "yes ({} signature{}; not checked by the report: use crambench verify)",
+            id.signatures,
+            if id.signatures == 1 { "" } else { "s" }
+        )
+    };
+    vec![
+        ("Recipe", Cell::text(id.recipe.clone())),
+        ("Recipe SHA-256", Cell::code(id.recipe_sha256.clone())),
+        ("Created", Cell::text(id.created.clone())),
+        (
+            "crambench version",
+            Cell::text(id.crambench_version.clone()),
+        ),
+        ("Hardware class", Cell::text(id.hardware_class.clone())),
+        ("Device kind", Cell::text(id.device_kind.clone())),
+        ("Devices", Cell::text(id.devices.map(|d| d.to_string()))),
+        (
+            "Master seed",
+            Cell::text(id.master_seed.map(|d| d.to_string())),
+        ),
+        ("Signed", Cell::Text(signed)),
+    ]
+}
+
+/// Budget accounting.
+pub fn budget(f: &Facts) -> KeyValues {
+    let b = &f.budget;
+    let hours =
+        |v: Option<f64>| Cell::text(v.map(|v| format!("{} device-hours", format::fixed(v, 4))));
+    let mut rows = vec![
+        ("Allowed", hours(b.allowed_device_hours)),
+        ("Used", hours(b.used_device_hours)),
+    ];
+    if let (Some(a), Some(u)) = (b.allowed_device_hours, b.used_device_hours) {
+        if a > 0.0 {
+            let share = format!("{} %", format::fixed(100.0 * u / a, 1));
+            rows.push(("Used / allowed", Cell::Text(share)));
+        }
+    }
+    let list = |v: &[String]| Cell::text((!v.is_empty()).then(|| v.join("; ")));
+    rows.push(("Counted phases", list(&b.counted)));
+    rows.push(("Uncounted phases", list(&b.uncounted)));
+    rows
+}
+
+/// Phase wall times: (phase, seconds as text).
+pub fn phases(f: &Facts) -> Vec<(String, String)> {
+    f.budget
+        .phase_seconds
+        .iter()
+        .map(|(p, s)| (p.clone(), format::seconds(*s)))
+        .collect()
+}
+
+/// Pretraining summary.
+pub fn pretraining(f: &Facts) -> KeyValues {
+    let t = &f.pretraining;
+    let loss = t.final_mlm_loss.map(|l| {
+        let over = t
+            .final_loss_window
+            .map(|w| format!(" (mean over the last {w} micro-steps)"))
+            .unwrap_or_default();
+        format!("{}{over}", format::fixed(l, 4))
+    });
+    vec![
+        ("Optimizer steps", Cell::text(t.steps.map(format::count))),
+        ("Tokens seen", Cell::text(t.tokens_seen.map(format::count))),
+        ("Final MLM loss", Cell::text(loss)),
+        (
+            "Throughput",
+            Cell::text(
+                t.tokens_per_second
+                    .map(|v| format!("{} tokens/s", format::fixed(v, 0))),
+            ),
+        ),
+    ]
+}
+
+/// Every trial of a GLUE row in trial order (`–` for a trial without the metric).
+pub fn trials(row: &GlueRow) -> String {
+    row.trials
+        .iter()
+        .map(|t| t.map(format::pct).unwrap_or_else(|| "–".into()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

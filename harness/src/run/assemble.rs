@@ -1,0 +1,167 @@
+//! The run manifest: an in-toto Statement whose crambench predicate (`kind = "run"`) gathers
+//! what every stage recorded in `run.json`.
+//!
+//! Subjects (what the manifest is about), each with `annotations.role`:
+//! * `checkpoint` — the final pretraining checkpoint directory (dirHash), named by its path in
+//!   the run directory;
+//! * `tokenizer` — the dataset's `tokenizer.json` (sha256), named `dataset/<name>/tokenizer.json`;
+//! * `dataset` — the dataset's `dataset.json` (sha256), which lists every shard's digest and the
+//!   root digest the reader checks, named `dataset/<name>/dataset.json`;
+//! * `predictions` — `glue/predictions` (dirHash), every per-example prediction of every trial.
+//!
+//! Budget accounting extends pretraining's own (`counted_phases` = pretraining) with the
+//! phases the rules leave out: data preparation and GLUE fine-tuning/evaluation, with their
+//! wall seconds.
+use super::state::RunState;
+use crate::error::Error;
+use crate::glue::{config::GlueConfig, tasks::Task};
+use crate::manifest::statement::{Material, ResourceDescriptor, Statement};
+use crate::provenance::{hash, seeds::Seeds};
+use crate::recipe::Recipe;
+use anyhow::{Context, Result};
+use serde_json::{json, Value};
+use std::path::Path;
+
+/// What the statement is made from.
+pub struct Inputs<'a> {
+    pub dir: &'a Path,
+    pub recipe: &'a Recipe,
+    pub resolved: &'a Value,
+    pub recipe_sha256: &'a str,
+    pub state: &'a RunState,
+}
+
+fn info<'a>(st: &'a RunState, stage: &str) -> Result<&'a Value> {
+    st.stage(stage)
+        .map(|r| &r.info)
+        .with_context(|| format!("run.json: stage `{stage}` has not run"))
+}
+
+fn subject(name: &str, path: &Path, role: &str) -> Result<ResourceDescriptor> {
+    let d = hash::hash_path(path, &|_| {})?;
+    Ok(ResourceDescriptor {
+        name: name.into(),
+        digest: d.digest_set(),
+        media_type: None,
+        annotations: Some(json!({ "role": role })),
+    })
+}
+
+/// Build the statement.
+pub fn statement(inp: &Inputs) -> Result<Statement> {
+    let st = inp.state;
+    let fp_path = inp.dir.join("fingerprint.json");
+    let fingerprint: Value = serde_json::from_slice(&crate::io::read_limited(&fp_path, 16 << 20)?)
+        .map_err(|e| Error::input(fp_path.display(), format!("not JSON: {e}")))?;
+
+    // Every seed the run used, re-derived from the master seed.
+    let mut seeds = Seeds::new(st.master_seed)?;
+    seeds.master_from_os = st.master_from_os;
+    let pre = info(st, "pretrain")?;
+    if let Some(m) = pre["seeds"].as_object() {
+        for label in m.keys() {
+            seeds.get(label)?;
+        }
+    }
+    let glue_cfg = GlueConfig::from_recipe(inp.recipe)?;
+    for task in Task::parse_list(&glue_cfg.tasks.join(","))? {
+        for trial in 0..glue_cfg.trials {
+            seeds.get(&format!("finetune/{}/{trial}", task.id()))?;
+        }
+    }
+
+    let mut s = Statement::new("run", fingerprint, seeds);
+
+    // Subjects.
+    let ckpt_rel = pre["checkpoint"]
+        .as_str()
+        .context("run.json: pretrain.checkpoint")?;
+    s.subject
+        .push(subject(ckpt_rel, &inp.dir.join(ckpt_rel), "checkpoint")?);
+    let dataset = super::dataset_of(st)?;
+    let ds_name = dataset.manifest().name.clone();
+    let ds_dir = Path::new(
+        info(st, "data")?["dir"]
+            .as_str()
+            .context("run.json: data.dir")?,
+    );
+    s.subject.push(subject(
+        &format!("dataset/{ds_name}/tokenizer.json"),
+        &dataset.tokenizer_path(),
+        "tokenizer",
+    )?);
+    s.subject.push(subject(
+        &format!("dataset/{ds_name}/{}", crate::data::reader::MANIFEST_FILE),
+        &ds_dir.join(crate::data::reader::MANIFEST_FILE),
+        "dataset",
+    )?);
+    s.subject.push(subject(
+        "glue/predictions",
+        &inp.dir.join("glue/predictions"),
+        "predictions",
+    )?);
+
+    // Materials: the recipe files, the corpus and tokenizer, the GLUE data files.
+    for f in &inp.recipe.chain {
+        let d = hash::hash_path(f, &|_| {})?;
+        s.predicate.materials.push(Material::from_digest(
+            &f.display().to_string(),
+            Some("recipe"),
+            &d,
+        ));
+    }
+    let data = dataset.predicate_data();
+    for src in data["sources"].as_array().into_iter().flatten() {
+        let mut m: Material = serde_json::from_value(src.clone())
+            .context("dataset.json: a source is not a material")?;
+        m.role.get_or_insert_with(|| "corpus".into());
+        s.predicate.materials.push(m);
+    }
+    if let Ok(mut m) = serde_json::from_value::<Material>(data["tokenizer"].clone()) {
+        m.role.get_or_insert_with(|| "tokenizer".into());
+        s.predicate.materials.push(m);
+    }
+    let glue = info(st, "glue")?;
+    for m in glue["materials"].as_array().into_iter().flatten() {
+        s.predicate
+            .materials
+            .push(serde_json::from_value(m.clone()).context("run.json: glue.materials")?);
+    }
+
+    // Budget: pretraining's own accounting plus the uncounted phases of the run.
+    let mut budget = pre["budget"].clone();
+    let seconds = |stage: &str| st.stage(stage).map(|r| r.seconds).unwrap_or(0.0);
+    budget["phase_seconds"]["data_preparation"] = json!(seconds("data"));
+    budget["phase_seconds"]["glue_finetuning_and_evaluation"] = json!(seconds("glue"));
+    if let Some(u) = budget["uncounted_phases"].as_array_mut() {
+        u.push(json!("data preparation (tokenizer, packing)"));
+        u.push(json!("GLUE fine-tuning and evaluation"));
+    }
+
+    s.predicate.recipe = Some(json!({
+        "name": inp.recipe.name(),
+        "path": inp.recipe.path.display().to_string(),
+        "sha256": inp.recipe_sha256,
+        "resolved": inp.resolved,
+    }));
+    s.predicate.data = Some(data);
+    s.predicate.budget = Some(budget);
+    s.predicate.pretraining = Some(pre["pretraining"].clone());
+    s.predicate.glue = Some(glue["glue"].clone());
+    let stages: serde_json::Map<String, Value> = st
+        .stages
+        .iter()
+        .map(|(k, r)| {
+            (
+                k.clone(),
+                json!({"seconds": r.seconds, "completed": r.completed}),
+            )
+        })
+        .collect();
+    s.predicate.run = Some(json!({
+        "invocations": st.invocations,
+        "stages": stages,
+        "forced": st.forced,
+    }));
+    Ok(s)
+}

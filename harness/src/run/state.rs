@@ -1,0 +1,164 @@
+//! `run.json`: what a run directory holds and which stages are complete.
+//!
+//! A stage counts as complete only when `run.json` says so **and** every output it recorded
+//! still has the digest recorded then (sha256 of a file, or the in-toto dirHash of a
+//! directory). A later invocation checks those digests before it reuses a stage, so an output
+//! changed or damaged after the fact is caught, not built upon. `run.json` itself is rewritten
+//! atomically after every stage.
+use crate::error::Error;
+use crate::provenance::hash;
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// File name of the state inside a run directory.
+pub const STATE_FILE: &str = "run.json";
+/// Format tag of `run.json`.
+pub const SCHEMA: &str = "crambench.run/v1";
+
+/// The stages in order.
+pub const STAGES: [&str; 7] = [
+    "fingerprint",
+    "data",
+    "pretrain",
+    "glue",
+    "manifest",
+    "sign",
+    "report",
+];
+
+/// One finished stage.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StageRecord {
+    /// When it finished (RFC 3339).
+    pub completed: String,
+    /// Wall seconds it took (summed over invocations for pretraining).
+    pub seconds: f64,
+    /// Output path (relative to the run directory, or absolute outside it) → `sha256:<hex>` or
+    /// `dirHash:<hex>`.
+    pub outputs: BTreeMap<String, String>,
+    /// What later stages need from this one.
+    #[serde(default)]
+    pub info: Value,
+}
+
+/// One `crambench run` invocation on this directory.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Invocation {
+    pub started: String,
+    pub hardware_class: String,
+    pub crambench_version: String,
+}
+
+/// A check that `--force` overrode.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Forced {
+    pub what: String,
+    pub recorded: String,
+    pub now: String,
+    pub at: String,
+}
+
+/// The whole of `run.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunState {
+    pub schema: String,
+    pub recipe_name: String,
+    pub recipe_path: String,
+    /// sha256 of the resolved recipe's canonical JSON (budget override included).
+    pub recipe_sha256: String,
+    /// The hardware class of the first invocation.
+    pub hardware_class: String,
+    pub master_seed: u64,
+    pub master_from_os: bool,
+    pub created: String,
+    pub invocations: Vec<Invocation>,
+    #[serde(default)]
+    pub forced: Vec<Forced>,
+    pub stages: BTreeMap<String, StageRecord>,
+}
+
+impl RunState {
+    /// Read `dir/run.json` if it exists.
+    pub fn load(dir: &Path) -> Result<Option<Self>> {
+        let path = dir.join(STATE_FILE);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let bytes = crate::io::read_limited(&path, 16 << 20)?;
+        let st: RunState = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::input(
+                path.display(),
+                format!("not a crambench run state ({e}); the run directory is damaged"),
+            )
+        })?;
+        if st.schema != SCHEMA {
+            return Err(Error::input(
+                format!("{}: schema", path.display()),
+                format!("is {:?}, expected {SCHEMA:?}", st.schema),
+            )
+            .into());
+        }
+        Ok(Some(st))
+    }
+
+    /// Write `dir/run.json` atomically.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let mut bytes = serde_json::to_vec_pretty(self)?;
+        bytes.push(b'\n');
+        crate::io::write_atomic(&dir.join(STATE_FILE), &bytes, None)
+    }
+
+    /// The record of `stage` if it completed.
+    pub fn stage(&self, stage: &str) -> Option<&StageRecord> {
+        self.stages.get(stage)
+    }
+
+    /// Forget `stage` and every stage after it (they are redone).
+    pub fn invalidate_from(&mut self, stage: &str) {
+        let from = STAGES.iter().position(|s| *s == stage).unwrap_or(0);
+        for s in &STAGES[from..] {
+            self.stages.remove(*s);
+        }
+    }
+}
+
+/// The digest string recorded for `path` (`sha256:` for a file, `dirHash:` for a directory).
+pub fn digest_of(path: &Path) -> Result<String> {
+    let d = hash::hash_path(path, &|_| {})?;
+    let set = d.digest_set();
+    Ok(match (set.get("sha256"), set.get("dirHash")) {
+        (Some(h), _) => format!("sha256:{h}"),
+        (_, Some(h)) => format!("dirHash:{h}"),
+        _ => anyhow::bail!("{}: no digest", path.display()),
+    })
+}
+
+/// Resolve an output key of a stage record to a path (relative keys are under `dir`).
+pub fn output_path(dir: &Path, key: &str) -> PathBuf {
+    let p = Path::new(key);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        dir.join(p)
+    }
+}
+
+/// Check a completed stage's outputs. Returns the first output that is missing or changed,
+/// with what was found.
+pub fn check_outputs(dir: &Path, rec: &StageRecord) -> Result<Option<(String, String)>> {
+    for (key, want) in &rec.outputs {
+        let p = output_path(dir, key);
+        if !p.exists() {
+            return Ok(Some((key.clone(), "missing".into())));
+        }
+        let got = digest_of(&p)?;
+        if &got != want {
+            return Ok(Some((key.clone(), format!("{got}, recorded {want}"))));
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,211 @@
+//! `crambench compare` on fake runs: medians, spread and deltas per set, the aggregate under
+//! its rule, budget and hardware, the reference column, and warnings for anything not
+//! comparable.
+mod common;
+use common::fake_run::{keypair, write_fake_run, FakeRun};
+use common::run_in;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+fn trials(errors: &[usize]) -> Vec<Vec<(usize, usize)>> {
+    errors
+        .iter()
+        .map(|&e| {
+            (0..200)
+                .map(|i| {
+                    let gold = i % 2;
+                    (if i < e { 1 - gold } else { gold }, gold)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn setup() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = keypair(dir.path(), "k");
+    (dir, key)
+}
+
+fn compare_json(dir: &Path, args: &[&str]) -> Value {
+    let mut a = vec!["compare", "--json"];
+    a.extend_from_slice(args);
+    let (code, out, err) = run_in(dir, &a);
+    assert_eq!(code, 0, "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+fn row<'a>(c: &'a Value, set: &str, metric: &str) -> &'a Value {
+    c["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["set"] == set && r["metric"] == metric)
+        .unwrap_or_else(|| panic!("no row {set}/{metric}"))
+}
+
+fn close(v: &Value, want: f64) -> bool {
+    (v.as_f64().unwrap() - want).abs() < 1e-9
+}
+
+#[test]
+fn medians_spread_and_deltas_per_set() {
+    let (dir, key) = setup();
+    let mut a = FakeRun::default();
+    a.sets
+        .insert("demo-sentiment".into(), trials(&[40, 30, 50]));
+    let mut b = a.clone();
+    b.sets
+        .insert("demo-sentiment".into(), trials(&[20, 24, 30, 22, 25]));
+    b.allowed_device_hours = 0.05;
+    b.used_device_hours = 0.049;
+    write_fake_run(&dir.path().join("a"), &a, &key);
+    write_fake_run(&dir.path().join("b"), &b, &key);
+    let c = compare_json(dir.path(), &["a", "b/manifest.dsse.json"]);
+    assert_eq!(c["runs"].as_array().unwrap().len(), 2);
+    assert!(c["warnings"].as_array().unwrap().is_empty(), "{c:#}");
+    let r = row(&c, "demo-sentiment", "accuracy");
+    // a: 80, 85, 75 → median 80, spread 75–85; b: 90, 88, 85, 89, 87.5 → median 88.
+    let a0 = &r["cells"][0];
+    assert!(close(&a0["median"], 80.0) && close(&a0["min"], 75.0) && close(&a0["max"], 85.0));
+    assert_eq!(a0["n"], 3);
+    assert!(a0["delta"].is_null());
+    let b0 = &r["cells"][1];
+    assert!(close(&b0["median"], 88.0) && close(&b0["min"], 85.0) && close(&b0["max"], 90.0));
+    assert_eq!(b0["n"], 5);
+    assert!(close(&b0["delta"], 8.0));
+    // Aggregate under its rule, with the delta to the first run.
+    let agg_a = c["runs"][0]["aggregate"]["value"].as_f64().unwrap();
+    let agg_b = &c["runs"][1]["aggregate"];
+    assert_eq!(agg_b["rule"], "demo");
+    assert!(close(
+        &agg_b["delta"],
+        agg_b["value"].as_f64().unwrap() - agg_a
+    ));
+    // Budget and hardware.
+    assert!(close(&c["runs"][1]["allowed_device_hours"], 0.05));
+    assert!(close(&c["runs"][1]["used_device_hours"], 0.049));
+    assert_eq!(c["runs"][0]["hardware_class"], "cpu-x86-64-2c");
+
+    // The table for people shows the same.
+    let (code, out, _) = run_in(dir.path(), &["compare", "a", "b"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("80.00 (75.00–85.00, 3)"), "{out}");
+    assert!(out.contains("88.00 (85.00–90.00, 5)"), "{out}");
+    assert!(out.contains("+8.00"), "{out}");
+    assert!(out.contains("0.049/0.050 device-h"), "{out}");
+    assert!(!out.contains("WARNING"), "{out}");
+}
+
+#[test]
+fn mixed_rules_protocols_and_hardware_are_flagged_never_mixed() {
+    let (dir, key) = setup();
+    write_fake_run(&dir.path().join("a"), &FakeRun::default(), &key);
+    write_fake_run(
+        &dir.path().join("rule"),
+        &FakeRun {
+            rule: "cramming".into(),
+            ..FakeRun::default()
+        },
+        &key,
+    );
+    write_fake_run(
+        &dir.path().join("proto"),
+        &FakeRun {
+            protocol: "glue-bert".into(),
+            hardware_class: "gpu-a6000-48g-1".into(),
+            ..FakeRun::default()
+        },
+        &key,
+    );
+    let c = compare_json(dir.path(), &["a", "rule", "proto"]);
+    let w: Vec<&str> = c["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        w.iter().any(|s| s.contains("aggregate rule `cramming`")),
+        "{w:?}"
+    );
+    assert!(
+        w.iter().any(|s| s.contains("protocol \"glue-bert\"")),
+        "{w:?}"
+    );
+    assert!(
+        w.iter()
+            .any(|s| s.contains("hardware class `gpu-a6000-48g-1`")),
+        "{w:?}"
+    );
+    assert_eq!(w.len(), 3, "{w:?}");
+    // No aggregate delta across rules; no per-set delta across protocols; same-protocol
+    // per-set delta still there.
+    assert!(c["runs"][1]["aggregate"]["delta"].is_null());
+    assert!(close(&c["runs"][2]["aggregate"]["delta"], 0.0));
+    let r = row(&c, "demo-sentiment", "accuracy");
+    assert!(close(&r["cells"][1]["delta"], 0.0));
+    assert!(r["cells"][2]["delta"].is_null());
+    let (_, out, _) = run_in(dir.path(), &["compare", "a", "rule", "proto"]);
+    assert_eq!(out.matches("WARNING:").count(), 3, "{out}");
+    assert!(
+        out.contains("(cramming)") && out.contains("(demo)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn reference_column_shows_published_cells_and_leaves_gaps_empty() {
+    let (dir, key) = setup();
+    let mut glue = FakeRun {
+        rule: "cramming".into(),
+        protocol: "glue-sane".into(),
+        ..FakeRun::default()
+    };
+    glue.sets.clear();
+    glue.sets.insert("sst2".into(), trials(&[20, 18, 22]));
+    glue.sets.insert("rte".into(), trials(&[70, 66, 72]));
+    write_fake_run(&dir.path().join("g"), &glue, &key);
+    for id in ["crammed-bert-v1", "crammed-bert-v2-a6000"] {
+        let c = compare_json(dir.path(), &["g", "--reference", id]);
+        let reference = crambench::reference::row(id).unwrap();
+        for set in ["sst2", "rte"] {
+            let got = &row(&c, set, "accuracy")["reference"];
+            match reference.cells[set] {
+                Some(v) => assert!(close(got, v), "{id} {set}"),
+                None => assert!(got.is_null(), "{id} {set}"),
+            }
+        }
+        assert_eq!(c["reference"]["id"], id);
+        match reference.glue.get("cramming") {
+            Some(v) => assert!(close(&c["reference"]["aggregate"], *v)),
+            None => assert!(c["reference"]["aggregate"].is_null()),
+        }
+    }
+    let (code, _, err) = run_in(dir.path(), &["compare", "g", "--reference", "nope"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("crammed-bert-v1"), "{err}");
+}
+
+#[test]
+fn unusable_input_exits_2() {
+    let (dir, key) = setup();
+    write_fake_run(&dir.path().join("a"), &FakeRun::default(), &key);
+    std::fs::write(dir.path().join("junk.json"), "{not json").unwrap();
+    let (code, _, err) = run_in(dir.path(), &["compare", "a", "junk.json"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("junk.json"), "{err}");
+    let (code, _, err) = run_in(dir.path(), &["compare", "a", "missing-dir"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, _) = run_in(dir.path(), &["compare"]);
+    assert_eq!(code, 2);
+    // An attestation manifest (kind = attestation) is not a run.
+    let mut st: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("a/manifest.json")).unwrap())
+            .unwrap();
+    st["predicate"]["kind"] = "attestation".into();
+    std::fs::write(dir.path().join("att.json"), st.to_string()).unwrap();
+    let (code, _, err) = run_in(dir.path(), &["compare", "a", "att.json"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("kind"), "{err}");
+}

@@ -1,0 +1,307 @@
+//! The run report against hand-computed numbers: reference cells and deltas, empty cells left
+//! empty, the aggregate compared only under its own rule, HTML self-contained with three SVG
+//! charts and escaped text, and a missing or corrupt metrics log still rendering.
+mod common;
+use common::fake_run::{keypair, write_fake_run, FakeRun};
+use crambench::record::RunRecord;
+use crambench::reference::{self, ReferenceRow};
+use crambench::report;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// 200 (prediction, gold) rows of which the first `wrong` are wrong.
+fn rows(wrong: usize) -> Vec<(usize, usize)> {
+    (0..200)
+        .map(|i| {
+            let gold = i % 2;
+            (if i < wrong { 1 - gold } else { gold }, gold)
+        })
+        .collect()
+}
+
+/// sst2 trials 90 / 85 / 80 % (median 85.00), rte trials 75 / 70 / 72.5 % (median 72.50);
+/// the fake's aggregate is their mean, 78.75, under the rule name `cramming`.
+fn glue_run(recipe: &str) -> FakeRun {
+    let mut sets = BTreeMap::new();
+    sets.insert("sst2".to_string(), vec![rows(20), rows(30), rows(40)]);
+    sets.insert("rte".to_string(), vec![rows(50), rows(60), rows(55)]);
+    FakeRun {
+        recipe: recipe.into(),
+        sets,
+        rule: "cramming".into(),
+        protocol: "glue-sane".into(),
+        ..FakeRun::default()
+    }
+}
+
+fn make(dir: &Path, spec: &FakeRun) -> RunRecord {
+    let (key, _) = keypair(dir, "k");
+    let run = dir.join("run");
+    write_fake_run(&run, spec, &key);
+    RunRecord::open(&run).unwrap()
+}
+
+#[test]
+fn reference_cells_and_deltas_are_right() {
+    let d = tempfile::tempdir().unwrap();
+    let rec = make(d.path(), &glue_run("crammed-bert-v1-test"));
+    // crammed-bert-v1: sst2 92.2, rte 53.8, cramming average 78.6.
+    let r = report::render(&rec, reference::row("crammed-bert-v1").unwrap()).unwrap();
+    let md = &r.markdown;
+    assert!(
+        md.contains("| sst2 | accuracy | 85.00 | 90.00, 85.00, 80.00 | 92.20 | -7.20 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| rte | accuracy | 72.50 | 75.00, 70.00, 72.50 | 53.80 | +18.70 |"),
+        "{md}"
+    );
+    assert!(md.contains("Rule `cramming`: **78.75**"), "{md}");
+    assert!(md.contains("same rule: 78.60; Δ = +0.15."), "{md}");
+    // The reference's other published sets are named as not evaluated.
+    assert!(
+        md.contains("did not evaluate: cola, mnli-m, mnli-mm, mrpc, qnli, qqp, stsb."),
+        "{md}"
+    );
+    // Identity, budget and pretraining summary.
+    assert!(md.contains(&"cd".repeat(32)), "recipe sha256 missing");
+    assert!(md.contains("| Created | 2026-11-28T12:00:00Z |"), "{md}");
+    assert!(md.contains("| Hardware class | cpu-x86-64-2c |"), "{md}");
+    assert!(md.contains("| Device kind | cpu |"), "{md}");
+    assert!(md.contains("| Signed | yes (1 signature"), "{md}");
+    assert!(md.contains("| Allowed | 0.0250 device-hours |"), "{md}");
+    assert!(md.contains("| pretrain | 90.0 s (0.025 h) |"), "{md}");
+    assert!(
+        md.contains("| Final MLM loss | 5.5000 (mean over the last 10 micro-steps) |"),
+        "{md}"
+    );
+    assert!(md.contains("| Throughput | 50000 tokens/s |"), "{md}");
+    assert!(md.contains("| Tokens seen | 51,200 |"), "{md}");
+    assert!(
+        md.contains("50 step records read; 1 record of other kinds ignored."),
+        "{md}"
+    );
+    assert!(md.contains(
+        &rec.statement["subject"][0]["digest"]["dirHash"]
+            .as_str()
+            .unwrap()[..16]
+    ));
+    // The HTML has the same numbers.
+    let h = &r.html;
+    assert!(
+        h.contains("<td class=\"n\">92.20</td><td class=\"n neg\">-7.20</td>"),
+        "{h}"
+    );
+    assert!(h.contains("<td class=\"n\">53.80</td><td class=\"n pos\">+18.70</td>"));
+    assert!(h.contains("same rule: 78.60; Δ = +0.15."));
+}
+
+#[test]
+fn empty_reference_cells_stay_empty() {
+    let d = tempfile::tempdir().unwrap();
+    let rec = make(d.path(), &glue_run("crammed-bert-x"));
+    // crammed-bert-v2-a6000 publishes only the average (80.4); every cell is empty.
+    let r = report::render(&rec, reference::row("crammed-bert-v2-a6000").unwrap()).unwrap();
+    let md = &r.markdown;
+    assert!(
+        md.contains("| sst2 | accuracy | 85.00 | 90.00, 85.00, 80.00 |  |  |"),
+        "{md}"
+    );
+    assert!(md.contains("| rte | accuracy | 72.50 | 75.00, 70.00, 72.50 |  |  |"));
+    assert!(!md.contains("did not evaluate"), "{md}");
+    assert!(md.contains("same rule: 80.40; Δ = -1.65."), "{md}");
+    assert!(r
+        .html
+        .contains("<td class=\"n\">85.00</td><td>90.00, 85.00, 80.00</td><td class=\"n\"></td><td class=\"n\"></td>"));
+
+    // A reference with a different rule is not compared.
+    let mut other: ReferenceRow = reference::row("bert-base").unwrap().clone();
+    other.glue = BTreeMap::from([("bert-paper".to_string(), 79.6)]);
+    other.cells.insert("sst2".into(), None);
+    let r = report::render(&rec, &other).unwrap();
+    assert!(r
+        .markdown
+        .contains("| sst2 | accuracy | 85.00 | 90.00, 85.00, 80.00 |  |  |"));
+    assert!(
+        r.markdown
+            .contains("publishes no average under rule cramming (it has: bert-paper)"),
+        "{}",
+        r.markdown
+    );
+    assert!(!r.markdown.contains("79.60"));
+}
+
+#[test]
+fn demo_aggregate_is_never_compared() {
+    let d = tempfile::tempdir().unwrap();
+    let rec = make(d.path(), &FakeRun::default());
+    let r = report::render(&rec, reference::default_for_recipe("demo-cpu")).unwrap();
+    let md = &r.markdown;
+    assert!(md.contains("Rule `demo`:"), "{md}");
+    assert!(
+        md.contains("never compared with the reference's GLUE average"),
+        "{md}"
+    );
+    assert!(
+        !md.contains("80.70"),
+        "the reference average leaked into a demo report"
+    );
+    // Demo sets have no reference column: reference and delta cells are empty.
+    for line in md.lines().filter(|l| l.starts_with("| demo")) {
+        assert!(line.ends_with("|  |  |"), "{line}");
+    }
+}
+
+#[test]
+fn html_is_self_contained_with_three_charts() {
+    let d = tempfile::tempdir().unwrap();
+    let rec = make(d.path(), &FakeRun::default());
+    let h = report::render(&rec, reference::default_for_recipe("demo-cpu"))
+        .unwrap()
+        .html;
+    assert_eq!(h.matches("<svg").count(), 3, "three charts");
+    for bad in [
+        "src=", "href=", "url(", "@import", "<script", "<link", "<iframe", "<img",
+    ] {
+        assert!(!h.contains(bad), "HTML contains {bad}");
+    }
+    // The only URL is the SVG namespace.
+    let ns = "xmlns=\"http://www.w3.org/2000/svg\"";
+    assert_eq!(h.matches("https://").count(), 0, "external URL in HTML");
+    assert_eq!(
+        h.matches("http://").count(),
+        h.matches(ns).count(),
+        "external URL in HTML"
+    );
+    assert!(!h.contains("=\"//"), "protocol-relative URL in HTML");
+    assert!(h.contains("Content-Security-Policy"));
+    assert!(h.starts_with("<!DOCTYPE html>") && h.trim_end().ends_with("</html>"));
+}
+
+#[test]
+fn text_is_escaped() {
+    let d = tempfile::tempdir().unwrap();
+    let spec = FakeRun {
+        recipe: "<script>alert('x')</script>|a&b".into(),
+        ..FakeRun::default()
+    };
+    let rec = make(d.path(), &spec);
+    let r = report::render(&rec, reference::row("bert-base").unwrap()).unwrap();
+    assert!(!r.html.contains("<script"), "unescaped recipe name in HTML");
+    assert!(r
+        .html
+        .contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;|a&amp;b"));
+    assert!(
+        !r.markdown.contains("<script"),
+        "unescaped recipe name in Markdown"
+    );
+    assert!(
+        r.markdown
+            .contains("| Recipe | &lt;script&gt;alert('x')&lt;/script&gt;\\|a&amp;b |"),
+        "{}",
+        r.markdown
+    );
+}
+
+#[test]
+fn missing_or_corrupt_metrics_log_still_renders() {
+    let d = tempfile::tempdir().unwrap();
+    let rec = make(d.path(), &FakeRun::default());
+    let log = rec.metrics_log().unwrap();
+    let reference = reference::default_for_recipe("demo-cpu");
+
+    // Corrupt lines are skipped and counted; the curves remain.
+    let mut text = std::fs::read_to_string(&log).unwrap();
+    text.insert_str(0, "garbage\n{\"kind\":\"step\",\"loss\":\n");
+    text += "{\"kind\":\"checkpoint\",\"name\":\"x\"}\n\u{0}\u{1}binary";
+    std::fs::write(&log, &text).unwrap();
+    let r = report::render(&rec, reference).unwrap();
+    assert!(
+        r.markdown.contains(
+            "50 step records read; 3 malformed lines skipped; 2 records of other kinds ignored."
+        ),
+        "{}",
+        r.markdown
+    );
+    assert_eq!(r.html.matches("<svg").count(), 3);
+
+    // Only garbage: no curves, a clear note.
+    std::fs::write(&log, "not json\n").unwrap();
+    let r = report::render(&rec, reference).unwrap();
+    assert!(r.markdown.contains("No metrics log:"), "{}", r.markdown);
+    assert!(r.html.contains("No metrics log:"));
+    assert_eq!(r.html.matches("<svg").count(), 0);
+
+    // Missing.
+    std::fs::remove_file(&log).unwrap();
+    let r = report::render(&rec, reference).unwrap();
+    assert!(r.markdown.contains("No metrics log:") && r.markdown.contains("does not exist"));
+    assert_eq!(r.html.matches("<svg").count(), 0);
+    assert!(r.markdown.contains("| demo-sentiment |"));
+}
+
+#[test]
+fn long_curves_are_thinned() {
+    let d = tempfile::tempdir().unwrap();
+    let rec = make(d.path(), &FakeRun::default());
+    let log = rec.metrics_log().unwrap();
+    let mut text = String::new();
+    for s in 1..=20_000u64 {
+        text += &format!(
+            "{{\"kind\":\"step\",\"optimizer_step\":{s},\"elapsed_s\":{},\"loss\":{},\"lr\":{},\"tokens_per_second\":{}}}\n",
+            s as f64 * 0.1,
+            2.0 + 8.0 / (s as f64).sqrt(),
+            1e-3 * (s as f64 / 20_000.0),
+            40_000.0 + (s % 97) as f64
+        );
+    }
+    std::fs::write(&log, text).unwrap();
+    let r = report::render(&rec, reference::default_for_recipe("demo-cpu")).unwrap();
+    assert!(
+        r.markdown
+            .contains("20000 step records read; curves thinned to at most 2000 points."),
+        "{}",
+        r.markdown
+    );
+    assert_eq!(r.html.matches("<svg").count(), 3);
+    // 3 curves × ≤ 2000 points of ~20 bytes each, plus tables: well under 400 kB.
+    assert!(r.html.len() < 400_000, "HTML is {} bytes", r.html.len());
+}
+
+#[test]
+fn write_puts_both_files_atomically_in_out_dir() {
+    let d = tempfile::tempdir().unwrap();
+    let rec = make(d.path(), &FakeRun::default());
+    let reference = reference::default_for_recipe("demo-cpu");
+    let out = d.path().join("out/nested");
+    let (md, html) = report::write(&rec, reference, &out).unwrap();
+    assert_eq!(md, out.join("report.md"));
+    assert_eq!(html, out.join("report.html"));
+    let r = report::render(&rec, reference).unwrap();
+    assert_eq!(std::fs::read_to_string(&md).unwrap(), r.markdown);
+    assert_eq!(std::fs::read_to_string(&html).unwrap(), r.html);
+    // Rewriting replaces them; no temporary files are left behind.
+    report::write(&rec, reference, &out).unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["report.html", "report.md"]);
+}
+
+#[test]
+fn a_lone_statement_renders_without_curves() {
+    let d = tempfile::tempdir().unwrap();
+    let rec = make(d.path(), &FakeRun::default());
+    let alone = RunRecord::open(&d.path().join("run/manifest.json")).unwrap();
+    assert!(alone.root.is_none() || alone.metrics_log().is_none());
+    let r = report::render(&alone, reference::default_for_recipe("demo-cpu")).unwrap();
+    assert!(
+        r.markdown.contains("| Signed | no (unsigned statement) |"),
+        "{}",
+        r.markdown
+    );
+    assert!(r.markdown.contains("No metrics log:"));
+    drop(rec);
+}
