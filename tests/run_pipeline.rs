@@ -272,8 +272,9 @@ fn micro_recipe_end_to_end() {
     );
     assert_eq!(code, 0, "{out}{err}");
 
-    // 4. The worse candidate: 2 s of pretraining, signed with the default key (created on first
-    //    use). Its run meets a full disk twice on the way and resumes each time.
+    // 4. The worse candidate: 5 s of pretraining, signed with the default key (created on first
+    //    use). Its run meets a full disk while checkpointing, a SIGTERM in pretraining and a full
+    //    disk while writing the manifest, and resumes each time.
     let mut fault = env.to_vec();
     fault.push(("CRAMBENCH_FAULT_ENOSPC", "checkpoints/ckpt-"));
     let worse_args = [
@@ -284,7 +285,7 @@ fn micro_recipe_end_to_end() {
         "--seed",
         "12",
         "--budget",
-        "2s",
+        "5s",
         "--data-dir",
         "dc",
         "--device",
@@ -296,6 +297,51 @@ fn micro_recipe_end_to_end() {
     let worse = w.join("worse/micro");
     assert_eq!(stages(&worse), ["data", "fingerprint"]);
     assert!(!worse.join("pretrain/checkpoints/latest").exists());
+    // SIGTERM during pretraining: a checkpoint, exit 0, "stopped"; the rerun continues from it.
+    let mut child = common::crambench()
+        .current_dir(w)
+        .args(worse_args)
+        .env("CRAMBENCH_CONFIG_DIR", &cfg)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = worse.join("pretrain/metrics.jsonl");
+    let t0 = std::time::Instant::now();
+    loop {
+        // The first attempt's log is moved aside when pretraining starts again.
+        let moved = worse.join("pretrain.abandoned-1").is_dir();
+        let steps = std::fs::read_to_string(&log)
+            .ok()
+            .filter(|_| moved)
+            .map(|t| t.matches("\"kind\":\"step\"").count())
+            .unwrap_or(0);
+        if steps >= 10 {
+            break;
+        }
+        assert!(t0.elapsed().as_secs() < 300, "pretraining never started");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "ended before the signal"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("stopped"), "{stdout}");
+    assert!(worse.join("pretrain/checkpoints/latest").is_file());
+    assert_eq!(stages(&worse), ["data", "fingerprint"]);
     fault[1] = ("CRAMBENCH_FAULT_ENOSPC", "manifest.json");
     let (code, _, err) = cb(w, &fault, &worse_args);
     assert_eq!(code, 3, "full disk while writing the manifest: {err}");
@@ -318,6 +364,26 @@ fn micro_recipe_end_to_end() {
     );
     assert!(err.contains("created your signing key"), "{err}");
     assert!(cfg.join("keys/default.key").is_file());
+    // The budget survived the interruption: pretraining resumed from the signal's checkpoint,
+    // and the device time before and after adds up to the 5 s budget (plus the last step).
+    let wm: Value =
+        serde_json::from_slice(&std::fs::read(worse.join("manifest.json")).unwrap()).unwrap();
+    let summary: Value =
+        serde_json::from_slice(&std::fs::read(worse.join("pretrain/summary.json")).unwrap())
+            .unwrap();
+    assert!(summary["resumed_from"].is_string(), "{summary}");
+    let used_s = wm["predicate"]["budget"]["used_device_hours"]
+        .as_f64()
+        .unwrap()
+        * 3600.0;
+    assert!((5.0..40.0).contains(&used_s), "{used_s}");
+    assert_eq!(
+        wm["predicate"]["run"]["invocations"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
 
     // 5. A completed stage whose output changed is caught.
     let wm = worse.join("pretrain/summary.json");

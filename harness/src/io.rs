@@ -34,8 +34,12 @@ fn synced_temp<'a>(
         .suffix(".tmp")
         .tempfile_in(dir)
         .map_err(|e| Error::io(dir, e))?;
-    if let Some(mode) = mode {
+    {
+        // A temporary file is created 0600; without an explicit mode the result gets what a
+        // plain `File::create` would (0666 less the umask), so manifests and reports stay
+        // readable by others as users expect.
         use std::os::unix::fs::PermissionsExt;
+        let mode = mode.unwrap_or(0o666 & !umask());
         std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(mode))
             .map_err(|e| Error::io(tmp.path(), e))?;
     }
@@ -47,6 +51,22 @@ fn synced_temp<'a>(
     tmp.write_all(bytes).map_err(|e| Error::io(path, e))?;
     tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
     Ok((tmp, dir))
+}
+
+/// The process umask, read from `/proc/self/status` (changing it to read it would race with
+/// other threads); 022 where that is not available.
+fn umask() -> u32 {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("Umask:"))
+                    .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+            })
+            .unwrap_or(0o022)
+    })
 }
 
 /// fsync a directory so a rename inside it is durable.
@@ -108,6 +128,20 @@ pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn files_without_a_mode_follow_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("f.json");
+        write_atomic(&p, b"{}", None).unwrap();
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        // The same as a file the standard library creates under the process umask.
+        let plain = d.path().join("plain");
+        std::fs::File::create(&plain).unwrap();
+        let want = std::fs::metadata(&plain).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, want);
+    }
 
     #[test]
     fn atomic_write_replaces_and_new_refuses() {
