@@ -556,3 +556,36 @@ fn a_new_default_key_is_announced() {
     );
     assert_eq!(code, 0, "{se}");
 }
+
+#[test]
+fn trusted_keys_are_required_of_both_runs_when_given() {
+    let e = env();
+    let base = e.run("base", &FakeRun::default());
+    let cand = e.run("cand", &FakeRun::default());
+    let public = e.public.to_str().unwrap();
+    let (code, v, err) = e.gate(&base, &cand, "trusted", &["--trust", public]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(v["result"], "PASSED", "{v}");
+    // A key that signed neither run.
+    let (_, other) = keypair(&e.dir.path().join("other"), "other");
+    let (code, _, err) = e.gate(
+        &base,
+        &cand,
+        "untrusted",
+        &["--trust", other.to_str().unwrap()],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--baseline") && err.contains("signature"),
+        "{err}"
+    );
+    assert!(!e.dir.path().join("untrusted/gate.dsse.json").exists());
+    // A bare, unsigned statement as the candidate.
+    let bare = cand.join("manifest.json");
+    let (code, _, err) = e.gate(&base, &bare, "bare", &["--trust", public]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--candidate") && err.contains("not signed"),
+        "{err}"
+    );
+}

@@ -377,6 +377,18 @@ fn micro_recipe_end_to_end() {
         .unwrap()
         * 3600.0;
     assert!((5.0..40.0).contains(&used_s), "{used_s}");
+    // Throughput of the whole pretraining, not of the resumed process alone.
+    let pre = &wm["predicate"]["pretraining"];
+    let tps = pre["tokens_per_second"].as_f64().unwrap();
+    let whole = pre["tokens_seen"].as_f64().unwrap()
+        / wm["predicate"]["budget"]["phase_seconds"]["pretraining"]
+            .as_f64()
+            .unwrap();
+    assert!((tps - whole).abs() < 1e-6 * whole, "{tps} vs {whole}");
+    assert_eq!(
+        pre["tokens_per_second_basis"],
+        "whole pretraining (resumed)"
+    );
     assert_eq!(
         wm["predicate"]["run"]["invocations"]
             .as_array()

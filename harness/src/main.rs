@@ -510,17 +510,7 @@ fn cmd_sign(args: SignArgs) -> Result<ExitCode> {
 }
 
 fn cmd_verify(args: VerifyArgs) -> Result<ExitCode> {
-    let mut trusted = Vec::new();
-    for p in &args.keys {
-        if p.is_dir() {
-            trusted.extend(keys::load_public_key_dir(p)?);
-        } else {
-            trusted.push(keys::load_public_key(p)?);
-        }
-    }
-    if trusted.is_empty() {
-        return Err(Error::input("--key", "no public keys found").into());
-    }
+    let trusted = keys::load_trusted(&args.keys, "--key")?;
     let source = args.envelope.display().to_string();
     let env = dsse::Envelope::read(&args.envelope)?;
     let decoded = env.decode(&source)?;

@@ -31,6 +31,10 @@ pub struct GateArgs {
     /// Output directory for gate-summary.md and gate.dsse.json.
     #[arg(long, value_name = "DIR", default_value = "gate-out")]
     pub out: PathBuf,
+    /// Public key (file, or directory of `.pub` files) whose signature both runs' manifests
+    /// must carry; repeatable. A run no trusted key signed is unusable input (exit 2).
+    #[arg(long = "trust", value_name = "PUB")]
+    pub trust: Vec<PathBuf>,
     /// Compare runs from different hardware classes (reported as a warning).
     #[arg(long)]
     pub allow_hardware_mismatch: bool,
@@ -66,6 +70,13 @@ pub fn run(a: GateArgs) -> Result<ExitCode> {
     let (thresholds, tfile) = gate::load_thresholds(&a.thresholds)?;
     let baseline = RunRecord::open(&a.baseline).context("reading the baseline")?;
     let candidate = RunRecord::open(&a.candidate).context("reading the candidate")?;
+    if !a.trust.is_empty() {
+        let trusted = keys::load_trusted(&a.trust, "--trust")?;
+        for (what, r) in [("--baseline", &baseline), ("--candidate", &candidate)] {
+            r.verify(&trusted, 1)
+                .map_err(|e| Error::input(what, format!("{e:#}")))?;
+        }
+    }
     let report = gate::evaluate(
         &baseline,
         &candidate,

@@ -88,6 +88,23 @@ pub fn generate(dir: &Path, name: &str) -> Result<KeyPairFiles> {
     })
 }
 
+/// Trusted public keys from `paths`, each a `.pub` file or a directory of them; an empty
+/// result is bad input naming `what` (the option).
+pub fn load_trusted(paths: &[PathBuf], what: &str) -> Result<Vec<PublicKey>> {
+    let mut trusted = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            trusted.extend(load_public_key_dir(p)?);
+        } else {
+            trusted.push(load_public_key(p)?);
+        }
+    }
+    if trusted.is_empty() {
+        return Err(Error::input(what, "no public keys found").into());
+    }
+    Ok(trusted)
+}
+
 /// crambench's configuration directory: `$CRAMBENCH_CONFIG_DIR`, else
 /// `$XDG_CONFIG_HOME/crambench`, else `$HOME/.config/crambench`.
 pub fn config_dir() -> Result<PathBuf> {

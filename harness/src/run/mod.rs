@@ -572,11 +572,22 @@ impl Ctx<'_> {
             .display()
             .to_string();
         let seconds = summary.budget.phase_seconds.get("pretraining").copied();
+        let mut pretraining = summary.predicate_pretraining();
+        if summary.resumed_from.is_some() {
+            // The trainer's tokens/s covers only its own process; a resumed run reports the
+            // throughput of the whole pretraining (tokens over counted seconds), so an
+            // interruption does not look like a slowdown (or, resumed after the last step,
+            // like no throughput at all).
+            if let Some(s) = seconds.filter(|s| *s > 0.0) {
+                pretraining["tokens_per_second"] = json!(summary.tokens_seen as f64 / s);
+                pretraining["tokens_per_second_basis"] = json!("whole pretraining (resumed)");
+            }
+        }
         Ok(StageResult::Done {
             outputs: vec!["pretrain/summary.json".into(), ckpt.clone()],
             info: json!({
                 "checkpoint": ckpt,
-                "pretraining": summary.predicate_pretraining(),
+                "pretraining": pretraining,
                 "budget": summary.predicate_budget(),
                 "seeds": summary.seeds,
                 "stop_reason": summary.stop_reason,
