@@ -3,7 +3,7 @@
 //!
 //! Modules follow the data's path, and a lower layer never imports a higher one:
 //!
-//! * [`error`], [`io`], [`rng`], [`stats`], [`torchrt`] — infrastructure: error classes and exit
+//! * [`error`], [`escape`], [`io`], [`rng`], [`stats`], [`torchrt`] — infrastructure: error classes and exit
 //!   codes, crash-safe file writes, the seeded random stream, descriptive statistics, loading libtorch's CUDA backend before the
 //!   first tch call.
 //! * [`provenance`] — what a run is pinned to: machine fingerprint, git state, content hashes,
@@ -25,6 +25,7 @@
 pub mod compare;
 pub mod data;
 pub mod error;
+pub mod escape;
 pub mod gate;
 pub mod glue;
 pub mod io;

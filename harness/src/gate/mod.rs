@@ -63,6 +63,7 @@ pub mod thresholds;
 pub mod ttest;
 
 use crate::error::Error;
+use crate::escape::markdown as md;
 use crate::glue::aggregate::Rule;
 use crate::glue::predictions::{self, Row};
 use crate::glue::tasks::{self, EvalSet};
@@ -974,9 +975,4 @@ fn fmt_num(v: f64) -> String {
             .trim_end_matches('.')
             .to_string()
     }
-}
-
-/// Escape `|` and newlines for a Markdown table cell.
-fn md(s: &str) -> String {
-    s.replace('|', "\\|").replace('\n', " ")
 }

@@ -3,6 +3,8 @@
 //! rules are never mixed in one table) and the rejected entries with all their reasons.
 use super::verify::{BuildOptions, EntryReport, GoldPolicy};
 use crate::error::Error;
+pub use crate::escape::html as html_escape;
+use crate::escape::markdown as md;
 use anyhow::Result;
 use serde::Serialize;
 use serde_json::json;
@@ -176,44 +178,6 @@ fn header(sets: &[String]) -> Vec<String> {
         .map(|s| s.to_string()),
     );
     h
-}
-
-/// Escape a Markdown table cell: pipes, backslashes, HTML and line breaks.
-fn md(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for ch in s.chars() {
-        match ch {
-            '|' => o += "\\|",
-            '\\' => o += "\\\\",
-            '<' => o += "&lt;",
-            '>' => o += "&gt;",
-            '&' => o += "&amp;",
-            '`' => o += "\\`",
-            '*' | '_' | '[' | ']' => {
-                o.push('\\');
-                o.push(ch)
-            }
-            '\n' | '\r' => o.push(' '),
-            c => o.push(c),
-        }
-    }
-    o
-}
-
-/// Escape HTML text and attribute values.
-pub fn html_escape(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for ch in s.chars() {
-        match ch {
-            '&' => o += "&amp;",
-            '<' => o += "&lt;",
-            '>' => o += "&gt;",
-            '"' => o += "&quot;",
-            '\'' => o += "&#39;",
-            c => o.push(c),
-        }
-    }
-    o
 }
 
 /// The Markdown page.

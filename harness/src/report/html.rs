@@ -1,28 +1,13 @@
 //! The HTML report (`report.html`): one self-contained page — inline CSS, the charts as inline
 //! SVG, no script, no external URL (a Content-Security-Policy meta tag forbids loading
 //! anything). Every text value from the manifest or the reference goes through [`escape`].
+pub use crate::escape::html as escape;
 use crate::report::charts::{self, Chart};
 use crate::report::facts::Facts;
 use crate::report::tables::{self, Cell, KeyValues};
 use crate::report::{format, markdown};
 use anyhow::Result;
 use std::fmt::Write;
-
-/// Escape text for HTML element content and quoted attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 const STYLE: &str =
     "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:60rem;\

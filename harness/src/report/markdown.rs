@@ -1,31 +1,11 @@
 //! The Markdown report (`report.md`): GitHub-flavoured tables, every text value from the
 //! manifest escaped so it renders as text (a `|` cannot break a table, a `<script>` stays
 //! visible text). Curves are only in the HTML page; this file says so.
+pub use crate::escape::markdown as escape;
 use crate::report::facts::{AggregateReference, Facts};
 use crate::report::format;
 use crate::report::tables::{self, Cell, KeyValues};
 use std::fmt::Write;
-
-/// Escape `text` for Markdown inline content and table cells: emphasis, code, link and table
-/// punctuation is backslash-escaped, `<`, `>` and `&` become entities (so no HTML reaches a
-/// renderer), line breaks become spaces.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '\\' | '`' | '*' | '_' | '[' | ']' | '|' | '~' => {
-                out.push('\\');
-                out.push(c);
-            }
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '\n' | '\r' => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// `text` as a code span (text with backticks or line breaks falls back to escaped text).
 fn code(text: &str) -> String {
