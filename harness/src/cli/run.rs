@@ -6,7 +6,7 @@
 //! rerunning the same command continues. Exit codes: 0 complete or cleanly stopped; 1 a
 //! completed stage's outputs changed on disk, or training diverged; 2 bad recipe or argument;
 //! 3 I/O failure (e.g. disk full — what was written before stays intact); 4 the run directory
-//! belongs to another recipe, seed or hardware class (override with --force).
+//! belongs to another recipe or hardware class (override with --force) or another seed.
 use anyhow::Result;
 use clap::Args;
 use crambench::run::{run as run_pipeline, RunOptions, RunOutcome};
@@ -28,8 +28,8 @@ pub struct RunArgs {
     /// directory, created on first use).
     #[arg(long, value_name = "KEY")]
     pub key: Option<PathBuf>,
-    /// Continue a run directory made from another recipe, seed-less override or hardware
-    /// class, or redo a stage whose outputs changed (recorded in the manifest).
+    /// Continue a run directory made from another recipe (or budget) or on another hardware
+    /// class, or redo a stage whose outputs changed (recorded in run.json and the manifest).
     #[arg(long)]
     pub force: bool,
     /// Master seed of a new run (default: drawn from the OS and recorded).

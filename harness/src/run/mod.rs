@@ -16,9 +16,9 @@
 //! 7. **report** — `report.md` and `report.html` beside the manifest.
 //!
 //! Rerunning the same command continues at the first incomplete stage. A run directory made
-//! from another recipe (or another `--budget`), with another seed, or on another hardware class
-//! is refused (exit 4) unless `--force`; every check `--force` overrides is recorded in the
-//! manifest (`predicate.run.forced`). A completed stage whose outputs no longer match their
+//! from another recipe (or another `--budget`) or on another hardware class is refused (exit 4)
+//! unless `--force`; every check `--force` overrides is recorded in `run.json` and in the
+//! manifest written after it (`predicate.run.forced`). Another `--seed` is always refused. A completed stage whose outputs no longer match their
 //! recorded digests is an error (exit 1) naming the file; with `--force` that stage and the ones
 //! after it are redone.
 pub mod assemble;
@@ -376,12 +376,14 @@ fn open_state(
             }
             if let Some(s) = opts.seed {
                 if s != st.master_seed {
-                    return Err(refuse(
-                        "with master seed",
-                        &st.master_seed.to_string(),
-                        &s.to_string(),
-                        "A run has one master seed: use another --out for another seed.",
-                    ));
+                    // Not overridable: every recorded seed derives from the master seed.
+                    return Err(Error::Refused(format!(
+                        "{}: this run directory was made with master seed {}, not {s}. A run \
+                         has one master seed: use another --out for another seed",
+                        dir.display(),
+                        st.master_seed
+                    ))
+                    .into());
                 }
             }
             for (what, recorded, now_v) in forced {
