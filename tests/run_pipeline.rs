@@ -14,17 +14,7 @@ fn micro() -> PathBuf {
 
 /// Run crambench in `dir` with extra environment; returns (code, stdout, stderr).
 fn cb(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
-    let mut c: Command = common::crambench();
-    c.current_dir(dir).args(args);
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let out = c.output().expect("spawn crambench");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    common::run_in_env(dir, env, args)
 }
 
 fn temp_files(dir: &Path) -> Vec<PathBuf> {

@@ -10,11 +10,17 @@ pub fn crambench() -> Command {
 
 /// Run crambench with `args` in `dir`; returns (exit code, stdout, stderr).
 pub fn run_in(dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out: Output = crambench()
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("spawn crambench");
+    run_in_env(dir, &[], args)
+}
+
+/// Like [`run_in`], with extra environment variables.
+pub fn run_in_env(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
+    let mut cmd = crambench();
+    cmd.current_dir(dir).args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out: Output = cmd.output().expect("spawn crambench");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
