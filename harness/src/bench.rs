@@ -221,20 +221,28 @@ fn bench_hash(size: &str, runs: usize, dir: &Path, json: bool) -> Result<ExitCod
             "crambench": ours_s, "sha256sum": theirs_s,
             "speed_ratio_crambench_over_sha256sum": ratio,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!("file: {bytes} bytes, sha256 {d_ours}; {runs} alternating runs per tool, page cache warm");
-        println!(
+        outln!("file: {bytes} bytes, sha256 {d_ours}; {runs} alternating runs per tool, page cache warm");
+        outln!(
             "{:<12} {:>10} {:>10} {:>10} {:>12}",
-            "tool", "median s", "min s", "max s", "median MB/s"
+            "tool",
+            "median s",
+            "min s",
+            "max s",
+            "median MB/s"
         );
         for (name, s) in [("crambench", &ours_s), ("sha256sum", &theirs_s)] {
-            println!(
+            outln!(
                 "{:<12} {:>10.3} {:>10.3} {:>10.3} {:>12.0}",
-                name, s.median_s, s.min_s, s.max_s, s.median_mb_per_s
+                name,
+                s.median_s,
+                s.min_s,
+                s.max_s,
+                s.median_mb_per_s
             );
         }
-        println!("crambench is {ratio:.2}x the speed of {version} (by median)");
+        outln!("crambench is {ratio:.2}x the speed of {version} (by median)");
     }
     Ok(ExitCode::Ok)
 }

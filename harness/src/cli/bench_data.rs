@@ -163,12 +163,16 @@ pub fn run(
             "python_end_to_end": stats(&t_e2e),
             "speed_ratio_crambench_over_python_encode": ratio,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!("{bytes} bytes of text ({copies} x State of the Union), {our_tokens} tokens, vocab {vocab}, {threads} thread(s), {runs} alternating runs");
-        println!(
+        outln!("{bytes} bytes of text ({copies} x State of the Union), {our_tokens} tokens, vocab {vocab}, {threads} thread(s), {runs} alternating runs");
+        outln!(
             "{:<34} {:>9} {:>9} {:>9} {:>12}",
-            "", "median s", "min s", "max s", "median MB/s"
+            "",
+            "median s",
+            "min s",
+            "max s",
+            "median MB/s"
         );
         for (name, xs) in [
             ("crambench (read+tokenise+pack)", &t_ours),
@@ -176,7 +180,7 @@ pub fn run(
             ("python (read+parse+encode_batch)", &t_e2e),
         ] {
             let s = stats(xs);
-            println!(
+            outln!(
                 "{:<34} {:>9.3} {:>9.3} {:>9.3} {:>12.1}",
                 name,
                 s["median_s"].as_f64().unwrap_or(f64::NAN),
@@ -185,7 +189,7 @@ pub fn run(
                 mb / s["median_s"].as_f64().unwrap_or(f64::NAN)
             );
         }
-        println!(
+        outln!(
             "crambench is {ratio:.2}x the speed of Python tokenizers {} encode_batch (by median)",
             w["tokenizers_version"].as_str().unwrap_or("?")
         );

@@ -346,10 +346,10 @@ pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
             "tch": ours, "pytorch": theirs, "pytorch_info": python_info,
             "step_time_ratio_tch_over_pytorch": ratio,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::Ok);
     }
-    println!(
+    outln!(
         "{model_name}: {n_params} parameters; micro-batch {} × {seq} tokens; {device:?} {}; {threads} threads; \
          {} timed steps (+{} warm-up) per implementation; {:.3} GFLOP per step",
         args.micro_batch,
@@ -360,17 +360,23 @@ pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
     );
     if let Some(g) = &gpu_name {
         match peak {
-            Some(p) => println!(
+            Some(p) => outln!(
                 "GPU {g}: datasheet peak {:.1} TFLOP/s ({})",
                 p / 1e12,
                 args.dtype
             ),
-            None => println!("GPU {g}: peak unknown, no MFU"),
+            None => outln!("GPU {g}: peak unknown, no MFU"),
         }
     }
-    println!(
+    outln!(
         "{:<22} {:>10} {:>8} {:>10} {:>10} {:>12} {:>7}",
-        "implementation", "median s", "IQR", "min s", "max s", "tokens/s", "MFU"
+        "implementation",
+        "median s",
+        "IQR",
+        "min s",
+        "max s",
+        "tokens/s",
+        "MFU"
     );
     let mut rows = vec![("tch".to_string(), &ours)];
     if let (Some(t), Some(info)) = (&theirs, &python_info) {
@@ -386,7 +392,7 @@ pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
         rows.push((label, t));
     }
     for (name, t) in rows {
-        println!(
+        outln!(
             "{:<22} {:>10.4} {:>7.1}% {:>10.4} {:>10.4} {:>12.0} {:>7}",
             name,
             t.median_s,
@@ -400,7 +406,7 @@ pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
         );
     }
     if let Some(r) = ratio {
-        println!(
+        outln!(
             "step time tch / pytorch (medians): {r:.3} ({})",
             if r <= 1.0 {
                 "tch no slower"

@@ -81,17 +81,17 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
     let site = leaderboard::build(&entries, &opts)?;
     let written = leaderboard::write_site(&site, &a.out)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&site)?);
+        outln!("{}", serde_json::to_string_pretty(&site)?);
         return Ok(ExitCode::Ok);
     }
     for t in &site.tracks {
         if t.entries.is_empty() {
             continue;
         }
-        println!("{} ({})", t.track.title, t.track.name);
+        outln!("{} ({})", t.track.title, t.track.name);
         for e in &t.entries {
             let (rule, v) = e.aggregate.clone().unwrap_or_default();
-            println!(
+            outln!(
                 "  {:>3}. {:<32} {:>7.2} ({rule})  {}",
                 e.rank.unwrap_or(0),
                 e.name,
@@ -101,12 +101,12 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
         }
     }
     for e in &site.rejected {
-        println!("rejected {}:", e.entry);
+        outln!("rejected {}:", e.entry);
         for r in &e.reasons {
-            println!("  - {r}");
+            outln!("  - {r}");
         }
     }
-    println!(
+    outln!(
         "{} accepted, {} rejected; wrote {}",
         site.accepted(),
         site.rejected.len(),

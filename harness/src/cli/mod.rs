@@ -2,9 +2,25 @@
 //! arguments and calls into the library. The helpers below are what every command shares:
 //! printing that respects pipes, JSON text, signal handling and the `--device` choice.
 use anyhow::{Context, Result};
+use crambench::ExitCode;
 use std::io::Write;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+
+/// `println!` for command output: through [`print`], so a closed pipe ends quietly (exit 0)
+/// instead of panicking. Used with `?` inside functions returning `anyhow::Result`.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::cli::print(&format!("{}\n", format_args!($($arg)*)))?
+    };
+}
+
+/// `print!` through [`print`] (see [`outln!`]).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::print(&format!($($arg)*))?
+    };
+}
 
 pub mod bench_data;
 pub mod bench_train;
@@ -28,6 +44,39 @@ pub fn print(text: &str) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         r => r.context("writing to stdout"),
     }
+}
+
+/// A panic anywhere (any thread) is a bug in crambench: print one line naming it and what to
+/// report, then exit 70 ([`ExitCode::Internal`], as the README documents) instead of Rust's
+/// default 101 with a backtrace. `RUST_BACKTRACE=1` still adds the backtrace. A write to a
+/// closed stdout that panicked (a stray `println!`) is the reader going away, not a bug: exit 0.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(no message)".into());
+        if msg.contains("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(ExitCode::Ok as i32);
+        }
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!(
+            "crambench: internal error (a bug in crambench {}): {}{at}; please report it to \
+             the crambench maintainers with the command line and this message (RUST_BACKTRACE=1 \
+             adds a backtrace)",
+            crambench::VERSION,
+            msg.replace('\n', " ")
+        );
+        if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+            eprintln!("{}", std::backtrace::Backtrace::force_capture());
+        }
+        std::process::exit(ExitCode::Internal as i32);
+    }));
 }
 
 /// Pretty JSON with a trailing newline (what `--json` prints).

@@ -21,17 +21,17 @@ pub struct SubmitArgs {
 pub fn run(a: SubmitArgs) -> Result<ExitCode> {
     let b = submit::submit(&a.run_dir, &a.out, &SubmitOptions::default())?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&b)?);
+        outln!("{}", serde_json::to_string_pretty(&b)?);
         return Ok(ExitCode::Ok);
     }
     let total: u64 = b.files.iter().map(|f| f.size).sum();
-    println!("entry      {}", b.entry.display());
-    println!("recipe     {}", b.recipe.as_deref().unwrap_or("?"));
+    outln!("entry      {}", b.entry.display());
+    outln!("recipe     {}", b.recipe.as_deref().unwrap_or("?"));
     if let Some((rule, v)) = &b.aggregate {
-        println!("aggregate  {v:.2} ({rule})");
+        outln!("aggregate  {v:.2} ({rule})");
     }
-    println!("statement  sha256 {}", b.payload_sha256);
-    println!(
+    outln!("statement  sha256 {}", b.payload_sha256);
+    outln!(
         "files      {} ({} bytes), listed with their SHA-256 in {}",
         b.files.len() + 1,
         total,

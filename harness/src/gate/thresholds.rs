@@ -1,13 +1,21 @@
-//! The gate's thresholds: a TOML file (default `CI/gate-thresholds.toml`, documented there).
-//! Every key is required; an unknown key or a value out of range is an error naming the file
-//! and the key.
+//! The gate's thresholds. Built in: [`BUILT_IN`], the repository's `CI/gate-thresholds.toml`
+//! (documented there) compiled into the binary, so `crambench gate` works from any directory.
+//! A thresholds file overrides them key by key (a key it leaves out keeps its built-in value);
+//! an unknown key or a value out of range is an error naming the file and the key.
 use crate::error::Error;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// The default thresholds file, relative to the working directory.
+/// The thresholds file used when `--thresholds` is not given and it exists, relative to the
+/// working directory (a repository laid out like this one); else the built-in values.
 pub const DEFAULT_PATH: &str = "CI/gate-thresholds.toml";
+
+/// The built-in thresholds: the text of this repository's `CI/gate-thresholds.toml`.
+pub const BUILT_IN: &str = include_str!("../../../CI/gate-thresholds.toml");
+
+/// What names the built-in thresholds in messages and attestations.
+pub const BUILT_IN_NAME: &str = "(built-in thresholds)";
 
 /// Largest thresholds file read.
 const LIMIT: u64 = 1 << 20;
@@ -43,18 +51,27 @@ impl Thresholds {
         Thresholds::parse(text, &name)
     }
 
-    /// Parse thresholds from TOML text; `name` names the file in errors.
+    /// The built-in thresholds ([`BUILT_IN`]).
+    pub fn built_in() -> Thresholds {
+        Thresholds::parse_complete(BUILT_IN, BUILT_IN_NAME).expect("built-in thresholds parse")
+    }
+
+    /// Parse a thresholds file's TOML text over the built-in values; `name` names the file in
+    /// errors.
     pub fn parse(text: &str, name: &str) -> Result<Thresholds> {
-        let table = text.parse::<toml::Table>().map_err(|e| {
-            let msg = match e.span() {
-                Some(span) => {
-                    let line = text[..span.start].matches('\n').count() + 1;
-                    format!("line {line}: {}", e.message())
-                }
-                None => e.message().to_string(),
-            };
-            Error::input(name, msg)
-        })?;
+        let mut table = toml_table(BUILT_IN, BUILT_IN_NAME)?;
+        for (k, v) in toml_table(text, name)? {
+            table.insert(k, v);
+        }
+        Thresholds::from_table(table, name)
+    }
+
+    /// Parse thresholds that must give every key (the built-in file itself).
+    fn parse_complete(text: &str, name: &str) -> Result<Thresholds> {
+        Thresholds::from_table(toml_table(text, name)?, name)
+    }
+
+    fn from_table(table: toml::Table, name: &str) -> Result<Thresholds> {
         let t: Thresholds =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let at = e.path().to_string();
@@ -111,6 +128,20 @@ impl Thresholds {
     }
 }
 
+/// Parse TOML text into a table; syntax errors name the file and line.
+fn toml_table(text: &str, name: &str) -> Result<toml::Table> {
+    text.parse::<toml::Table>().map_err(|e| {
+        let msg = match e.span() {
+            Some(span) => {
+                let line = text[..span.start].matches('\n').count() + 1;
+                format!("line {line}: {}", e.message())
+            }
+            None => e.message().to_string(),
+        };
+        Error::input(name, msg).into()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,7 +165,22 @@ mod tests {
         )
         .unwrap_err();
         assert!(format!("{e:#}").contains("bootstrap_resamples"));
-        let e = Thresholds::parse(&OK.replace("seed = 7\n", ""), "t.toml").unwrap_err();
-        assert!(format!("{e:#}").contains("seed"), "{e:#}");
+        // A key the file leaves out keeps its built-in value.
+        let t = Thresholds::parse(&OK.replace("seed = 7\n", ""), "t.toml").unwrap();
+        assert_eq!(t.seed, Thresholds::built_in().seed);
+        assert_eq!(t.bootstrap_resamples, 1000);
+        let t = Thresholds::parse("alpha = 0.01\n", "t.toml").unwrap();
+        assert_eq!(t.alpha, 0.01);
+        assert_eq!(
+            t.loss_max_increase,
+            Thresholds::built_in().loss_max_increase
+        );
+    }
+
+    #[test]
+    fn built_in_thresholds_are_complete() {
+        // Every key is in the built-in file (parse_complete would fail otherwise).
+        let t = Thresholds::built_in();
+        assert_eq!(t, Thresholds::parse("", "empty.toml").unwrap());
     }
 }
