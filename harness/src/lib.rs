@@ -18,10 +18,13 @@
 //! * [`reference`] — the paper's published GLUE-dev rows as data.
 //! * [`run`] — `crambench run`: every stage from recipe to signed manifest, resumable.
 //! * [`record`] — reading a finished run (directory, bundle or envelope) for the tools after it.
+//! * [`audit`] — verifying a run's artifacts against its signed manifest (digests, re-scored
+//!   predictions, medians, aggregate): one implementation for verify, gate, submit, leaderboard.
 //! * [`leaderboard`] — submission bundles, track rules, verified and ranked leaderboard site.
 //! * [`report`] — the run report: Markdown and a self-contained HTML page with curves.
 //! * [`compare`], [`gate`] — runs side by side; the CI regression gate with its signed
 //!   test-result attestation.
+pub mod audit;
 pub mod compare;
 pub mod data;
 pub mod error;

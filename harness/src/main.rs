@@ -9,8 +9,9 @@ use crambench::manifest::{dsse, keys, schema, statement};
 use crambench::provenance::{fingerprint, hash, seeds};
 use std::path::{Path, PathBuf};
 
-mod bench;
+#[macro_use]
 mod cli;
+mod bench;
 use cli::{json_text, print as out};
 
 #[derive(Parser)]
@@ -183,18 +184,27 @@ struct SignArgs {
 
 #[derive(Args)]
 struct VerifyArgs {
-    envelope: PathBuf,
-    /// Trusted public keys (PEM files or directories of .pub/.pem files).
-    #[arg(long = "key", value_name = "PUB", required = true)]
+    /// A run directory or a `crambench submit` bundle (the signature, then every artifact), or
+    /// a DSSE envelope file (the signature only).
+    path: PathBuf,
+    /// Trusted public keys (PEM files or directories of .pub/.pem files). Default: your own
+    /// public key (the crambench config directory's keys/default.pub).
+    #[arg(long = "key", value_name = "PUB")]
     keys: Vec<PathBuf>,
     /// Number of distinct trusted keys that must have signed.
     #[arg(long, default_value_t = 1)]
     threshold: usize,
+    /// GLUE data root whose dev files give the gold labels for re-scoring GLUE predictions
+    /// (default: the predictions files' own gold column; demo sets use the embedded dev sets).
+    #[arg(long, value_name = "DIR")]
+    glue_data: Option<PathBuf>,
+    /// Print the result as JSON instead of a table.
     #[arg(long)]
     json: bool,
 }
 
 fn main() {
+    cli::install_panic_hook();
     // Before any tch call: register libtorch's CUDA backend where it exists.
     crambench::torchrt::load_cuda_backend();
     let cli = match Cli::try_parse() {
@@ -510,52 +520,98 @@ fn cmd_sign(args: SignArgs) -> Result<ExitCode> {
 }
 
 fn cmd_verify(args: VerifyArgs) -> Result<ExitCode> {
-    let trusted = keys::load_trusted(&args.keys, "--key")?;
-    let source = args.envelope.display().to_string();
-    let env = dsse::Envelope::read(&args.envelope)?;
-    let decoded = env.decode(&source)?;
+    let key_paths = if args.keys.is_empty() {
+        match keys::default_public_key() {
+            Some(p) => {
+                eprintln!(
+                    "verify: trusting your own public key {} (pass --key PUB to trust others)",
+                    p.display()
+                );
+                vec![p]
+            }
+            None => {
+                return Err(Error::input(
+                    "--key",
+                    "no trusted public key given, and you have no default key yet \
+                     (crambench run creates one); pass --key PUB (a .pub file or a directory)",
+                )
+                .into())
+            }
+        }
+    } else {
+        args.keys.clone()
+    };
+    let trusted = keys::load_trusted(&key_paths, "--key")?;
+    let source = args.path.display().to_string();
+    let is_dir = args.path.is_dir();
+    // A run directory or bundle: its envelope; a file: the envelope itself.
+    let (env, record) = if is_dir {
+        let record = crambench::record::RunRecord::open(&args.path)?;
+        let env = record.envelope.clone().ok_or_else(|| {
+            Error::Check(format!(
+                "{source}: not signed ({} missing; `crambench sign` adds a signature)",
+                crambench::record::ENVELOPE_FILE
+            ))
+        })?;
+        (env, Some(record))
+    } else {
+        (dsse::Envelope::read(&args.path)?, None)
+    };
+    let env_source = match &record {
+        Some(r) => r.source.clone(),
+        None => source.clone(),
+    };
+    let decoded = env.decode(&env_source)?;
     let v = dsse::verify(&decoded, &trusted, args.threshold);
-    // Subjects are read from the verified bytes only.
+    // Subjects are read from the verified bytes only; artifacts are checked only against a
+    // verified statement.
     let statement: Option<serde_json::Value> = if v.ok {
         serde_json::from_slice(&decoded.payload).ok()
     } else {
         None
     };
-    let subjects = statement
-        .as_ref()
-        .and_then(|s| s.get("subject"))
-        .cloned()
-        .unwrap_or(serde_json::Value::Null);
+    let audit = match (&record, v.ok) {
+        (Some(r), true) => Some(crambench::audit::audit(
+            r,
+            &crambench::audit::Options {
+                materials: true,
+                gold: crambench::audit::GoldPolicy::Trusted,
+                glue_data: args.glue_data.clone(),
+                digests_only: false,
+            },
+            &mut crambench::audit::GoldCache::default(),
+        )),
+        _ => None,
+    };
+    let artifacts_ok = audit.as_ref().is_none_or(|a| a.ok());
+    let scope = match (&record, &audit) {
+        (None, _) => {
+            "signature only; artifacts not checked (pass the run directory or bundle to check them)"
+        }
+        (Some(_), None) => "artifacts not checked: the signature is not valid",
+        (Some(_), Some(_)) => "signature and artifacts",
+    };
+    let ok = v.ok && artifacts_ok;
     if args.json {
         let mut j = serde_json::to_value(&v)?;
-        j["envelope"] = source.clone().into();
-        j["subject"] = subjects;
+        j["envelope"] = env_source.clone().into();
+        j["subject"] = statement
+            .as_ref()
+            .and_then(|s| s.get("subject"))
+            .cloned()
+            .unwrap_or(serde_json::Value::Null);
+        j["checked"] = scope.into();
+        j["artifacts"] = match &audit {
+            Some(a) => serde_json::to_value(a)?,
+            None => serde_json::Value::Null,
+        };
+        j["ok"] = ok.into();
         out(&json_text(&j)?)?;
     } else {
         let mut t = format!(
-            "envelope     {source}\npayloadType  {}\npayload      sha256:{}\n",
+            "envelope     {env_source}\npayloadType  {}\npayload      sha256:{}\n",
             v.payload_type, v.payload_sha256
         );
-        if !v.ok {
-            t += "subject      (not shown: the payload is not verified)\n";
-        }
-        if let Some(items) = subjects.as_array() {
-            for s in items {
-                let digest = s["digest"]
-                    .as_object()
-                    .map(|m| {
-                        m.iter()
-                            .map(|(k, v)| format!("{k}:{}", v.as_str().unwrap_or("?")))
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    })
-                    .unwrap_or_default();
-                t += &format!(
-                    "subject      {}  {digest}\n",
-                    s["name"].as_str().unwrap_or("?")
-                );
-            }
-        }
         if v.signatures.is_empty() {
             t += "signatures   none\n";
         }
@@ -574,14 +630,52 @@ fn cmd_verify(args: VerifyArgs) -> Result<ExitCode> {
             t += &format!("signature {}  {:<9} {who}\n", s.index, s.status);
         }
         t += &format!(
-            "result       {} ({} distinct trusted key(s) signed; threshold {})\n",
+            "signed       {} ({} distinct trusted key(s) signed; threshold {})\n",
             if v.ok { "VALID" } else { "NOT VALID" },
             v.valid_keys.len(),
             v.threshold
         );
+        match &audit {
+            Some(a) => t += &a.to_table(),
+            None => {
+                if !v.ok {
+                    t += "subject      (not shown: the payload is not verified)\n";
+                }
+                for s in statement
+                    .as_ref()
+                    .and_then(|s| s["subject"].as_array())
+                    .into_iter()
+                    .flatten()
+                {
+                    let digest = s["digest"]
+                        .as_object()
+                        .map(|m| {
+                            m.iter()
+                                .map(|(k, v)| format!("{k}:{}", v.as_str().unwrap_or("?")))
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        })
+                        .unwrap_or_default();
+                    t += &format!(
+                        "subject      {}  {digest}\n",
+                        s["name"].as_str().unwrap_or("?")
+                    );
+                }
+            }
+        }
+        let failed = audit.as_ref().map(|a| a.failures().count()).unwrap_or(0);
+        t += &format!(
+            "result       {} ({scope}{})\n",
+            if ok { "VALID" } else { "NOT VALID" },
+            if failed > 0 {
+                format!("; {failed} artifact(s) do not match")
+            } else {
+                String::new()
+            }
+        );
         out(&t)?;
     }
-    Ok(if v.ok {
+    Ok(if ok {
         ExitCode::Ok
     } else {
         ExitCode::CheckFailed

@@ -25,6 +25,7 @@ use crate::error::Error;
 use crate::manifest::dsse::{self, Envelope, Verification};
 use crate::manifest::keys::PublicKey;
 use anyhow::Result;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -33,6 +34,44 @@ pub const ENVELOPE_FILE: &str = "manifest.dsse.json";
 pub const STATEMENT_FILE: &str = "manifest.json";
 pub const METRICS_LOG: &str = "pretrain/metrics.jsonl";
 pub const GLUE_DIR: &str = "glue";
+
+/// Resume bookkeeping of a run directory (written by `crambench run`).
+pub const RUN_STATE_FILE: &str = "run.json";
+
+/// The index file of a bundle.
+pub const BUNDLE_INDEX: &str = "bundle.json";
+/// Format id written into the index.
+pub const BUNDLE_FORMAT: &str = "crambench-bundle/v1";
+
+/// One file of a bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BundleFile {
+    /// Path relative to the bundle, `/`-separated.
+    pub path: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// Read a bundle's index (`bundle.json`), when the entry has one.
+pub fn read_index(entry: &Path) -> Result<Option<Vec<BundleFile>>> {
+    let p = entry.join(BUNDLE_INDEX);
+    if !p.is_file() {
+        return Ok(None);
+    }
+    let bytes = crate::io::read_limited(&p, 64 << 20)?;
+    let v: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::input(p.display(), format!("not JSON: {e}")))?;
+    if v["format"] != BUNDLE_FORMAT {
+        return Err(Error::input(
+            p.display(),
+            format!("format is {}, expected {BUNDLE_FORMAT:?}", v["format"]),
+        )
+        .into());
+    }
+    let files: Vec<BundleFile> = serde_json::from_value(v["files"].clone())
+        .map_err(|e| Error::input(format!("{}: files", p.display()), e))?;
+    Ok(Some(files))
+}
 
 /// Largest manifest read (a run's statement is tens of kB; the cap stops hostile input).
 const LIMIT: u64 = 64 << 20;

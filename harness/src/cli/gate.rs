@@ -21,9 +21,11 @@ pub struct GateArgs {
     /// The candidate run.
     #[arg(long, value_name = "NEW")]
     pub candidate: PathBuf,
-    /// Thresholds (TOML; see CI/gate-thresholds.toml).
-    #[arg(long, value_name = "FILE", default_value = gate::thresholds::DEFAULT_PATH)]
-    pub thresholds: PathBuf,
+    /// Thresholds (TOML; see CI/gate-thresholds.toml); keys it leaves out keep their built-in
+    /// values. Default: CI/gate-thresholds.toml when it exists in the working directory, else
+    /// the built-in thresholds.
+    #[arg(long, value_name = "FILE")]
+    pub thresholds: Option<PathBuf>,
     /// Private key to sign the attestation (default: the user's default key, created on
     /// first use).
     #[arg(long, value_name = "KEY")]
@@ -67,7 +69,7 @@ fn append_step_summary(path: &Path, text: &str) -> Result<()> {
 }
 
 pub fn run(a: GateArgs) -> Result<ExitCode> {
-    let (thresholds, tfile) = gate::load_thresholds(&a.thresholds)?;
+    let (thresholds, tfile) = gate::resolve_thresholds(a.thresholds.as_deref())?;
     let baseline = RunRecord::open(&a.baseline).context("reading the baseline")?;
     let candidate = RunRecord::open(&a.candidate).context("reading the candidate")?;
     if !a.trust.is_empty() {

@@ -65,7 +65,7 @@ pub mod ttest;
 use crate::error::Error;
 use crate::escape::markdown as md;
 use crate::glue::aggregate::Rule;
-use crate::glue::predictions::{self, Row};
+use crate::glue::predictions::Row;
 use crate::glue::tasks::{self, EvalSet};
 use crate::provenance::hash::sha256_hex;
 use crate::record::RunRecord;
@@ -198,6 +198,25 @@ pub struct GateReport {
     pub checks: Vec<Check>,
 }
 
+/// The thresholds in force and what they came from: `path` when given (over the built-in
+/// values); else [`thresholds::DEFAULT_PATH`] when it exists in the working directory; else the
+/// built-in values ([`thresholds::BUILT_IN`], named [`thresholds::BUILT_IN_NAME`]).
+pub fn resolve_thresholds(path: Option<&Path>) -> Result<(Thresholds, FileRef)> {
+    match path {
+        Some(p) => load_thresholds(p),
+        None if Path::new(thresholds::DEFAULT_PATH).is_file() => {
+            load_thresholds(Path::new(thresholds::DEFAULT_PATH))
+        }
+        None => Ok((
+            Thresholds::built_in(),
+            FileRef {
+                name: thresholds::BUILT_IN_NAME.into(),
+                sha256: sha256_hex(thresholds::BUILT_IN.as_bytes()),
+            },
+        )),
+    }
+}
+
 /// Read a thresholds file once: the parsed thresholds and the file's SHA-256.
 pub fn load_thresholds(path: &Path) -> Result<(Thresholds, FileRef)> {
     let bytes = crate::io::read_limited(path, 1 << 20)?;
@@ -263,7 +282,40 @@ pub fn evaluate(
 
     checks.push(throughput_check(baseline, candidate, thresholds));
     checks.push(loss_check(baseline, candidate, thresholds));
-    checks.extend(glue_checks(baseline, candidate, thresholds)?);
+    // Both runs' artifacts against their signed manifests (the one audit `verify`, `submit` and
+    // `leaderboard` use): a run whose files do not match what it signed is unusable input.
+    let opts = crate::audit::Options {
+        gold: crate::audit::GoldPolicy::Column,
+        ..Default::default()
+    };
+    let mut gold = crate::audit::GoldCache::default();
+    let ab = crate::audit::audit(baseline, &opts, &mut gold);
+    let ac = crate::audit::audit(candidate, &opts, &mut gold);
+    for (r, a) in [(baseline, &ab), (candidate, &ac)] {
+        // Files only, the most specific first (a predictions file names what changed; the
+        // predictions directory's dirHash only that something did); medians and the aggregate
+        // are what the checks compare.
+        use crate::audit::Kind;
+        let bad = a
+            .failures()
+            .find(|i| i.kind == Kind::Predictions)
+            .or_else(|| {
+                a.failures()
+                    .find(|i| matches!(i.kind, Kind::Subject | Kind::BundleFile))
+            });
+        if let Some(bad) = bad {
+            return Err(Error::input(
+                format!("{}: {}", r.source, bad.name),
+                format!(
+                    "{} ({}): the run's files do not match its signed manifest",
+                    bad.detail,
+                    bad.status.as_str()
+                ),
+            )
+            .into());
+        }
+    }
+    checks.extend(glue_checks((baseline, &ab), (candidate, &ac), thresholds)?);
 
     let result = if checks.iter().any(|c| c.status == Status::Refused) {
         Outcome::Refused
@@ -367,7 +419,16 @@ fn metrics_of(v: &Value) -> BTreeMap<String, f64> {
         .unwrap_or_default()
 }
 
-fn load_side(r: &RunRecord, set: &str, eval: Option<&EvalSet>) -> Result<SideSet> {
+/// One side of one set: the manifest's trial metrics and medians, and the predictions rows
+/// that [`crate::audit`] verified (digest and re-score; the gold column as gold, both runs being
+/// the user's own). A predictions file that does not match its signed manifest is unusable
+/// input, naming the file.
+fn load_side(
+    r: &RunRecord,
+    audit: &crate::audit::Audit,
+    set: &str,
+    eval: Option<&EvalSet>,
+) -> Result<SideSet> {
     let task = &r.glue().expect("checked by the caller")["tasks"][set];
     let trial_values: Vec<&Value> = task["trials"]
         .as_array()
@@ -378,75 +439,41 @@ fn load_side(r: &RunRecord, set: &str, eval: Option<&EvalSet>) -> Result<SideSet
         .map(|t| metrics_of(&t["metrics"]))
         .collect();
     let medians = metrics_of(&task["metrics"]);
-    let rows = (|| -> Result<std::result::Result<Vec<Vec<Row>>, String>> {
-        let Some(eval) = eval else {
-            return Ok(Err(format!(
-                "`{set}` is not an evaluation set crambench scores"
-            )));
-        };
-        if r.root.is_none() {
-            return Ok(Err(format!(
-                "{} is a lone manifest (no glue/predictions beside it)",
-                r.source
-            )));
+    if let Some(bad) = audit.items.iter().find(|i| {
+        i.kind == crate::audit::Kind::Predictions
+            && i.role.as_deref() == Some(set)
+            && i.status.is_failure()
+    }) {
+        return Err(Error::input(
+            format!("{}: {}", r.source, bad.name),
+            format!("{} ({})", bad.detail, bad.status.as_str()),
+        )
+        .into());
+    }
+    let rows = if eval.is_none() {
+        Err(format!("`{set}` is not an evaluation set crambench scores"))
+    } else if r.root.is_none() {
+        Err(format!(
+            "{} is a lone manifest (no glue/predictions beside it)",
+            r.source
+        ))
+    } else if trial_values.is_empty() {
+        Err("no trials".into())
+    } else {
+        match audit.rows(set) {
+            Some(rows) => Ok(rows.into_iter().map(<[Row]>::to_vec).collect()),
+            None => Err(audit
+                .items
+                .iter()
+                .find(|i| {
+                    i.kind == crate::audit::Kind::Predictions
+                        && i.role.as_deref() == Some(set)
+                        && i.status != crate::audit::Status::Verified
+                })
+                .map(|i| format!("{}: {} {}", i.name, i.status.as_str(), i.detail))
+                .unwrap_or_else(|| "no predictions".into())),
         }
-        if trial_values.is_empty() {
-            return Ok(Err("no trials".into()));
-        }
-        let mut all = Vec::new();
-        for (k, t) in trial_values.iter().enumerate() {
-            let Some(path) = r.predictions_file(set, k) else {
-                return Ok(Err(format!("trial {k} names no predictions file")));
-            };
-            // The path comes from the manifest: it must stay inside the run's glue/.
-            let rel = t["predictions"].as_str().unwrap_or("");
-            if Path::new(rel).is_absolute()
-                || Path::new(rel)
-                    .components()
-                    .any(|c| matches!(c, std::path::Component::ParentDir))
-            {
-                return Err(Error::input(
-                    format!("{}: glue.tasks.{set}.trials[{k}].predictions", r.source),
-                    format!("{rel:?} leaves the run directory"),
-                )
-                .into());
-            }
-            if !path.is_file() {
-                return Ok(Err(format!("{} not found", path.display())));
-            }
-            let bytes = crate::io::read_limited(&path, 256 << 20)?;
-            if let Some(want) = t["predictions_sha256"].as_str() {
-                let got = sha256_hex(&bytes);
-                if got != want {
-                    return Err(Error::input(
-                        path.display(),
-                        format!(
-                            "SHA-256 {got} does not match the manifest's predictions_sha256 {want}"
-                        ),
-                    )
-                    .into());
-                }
-            }
-            let rows = predictions::read(eval, &path)?;
-            let scored = predictions::score_rows(eval, &rows, &path.display().to_string())?;
-            for (m, v) in metrics_of(&t["metrics"]) {
-                if let Some(s) = scored.get(&m) {
-                    if (s - v).abs() > 1e-9 {
-                        return Err(Error::input(
-                            path.display(),
-                            format!(
-                                "re-scores to {m} = {s}, but the manifest ({}) says {v}",
-                                r.source
-                            ),
-                        )
-                        .into());
-                    }
-                }
-            }
-            all.push(rows);
-        }
-        Ok(Ok(all))
-    })()?;
+    };
     Ok(SideSet {
         trials,
         medians,
@@ -524,7 +551,11 @@ fn welch_check(ch: &mut Check, base: &[f64], cand: &[f64], t: &Thresholds, note:
     }
 }
 
-fn glue_checks(b: &RunRecord, c: &RunRecord, t: &Thresholds) -> Result<Vec<Check>> {
+fn glue_checks(
+    (b, ab): (&RunRecord, &crate::audit::Audit),
+    (c, ac): (&RunRecord, &crate::audit::Audit),
+    t: &Thresholds,
+) -> Result<Vec<Check>> {
     let margin = t.glue_min_drop_points;
     let limit = format!("not worse by > {margin} points at α = {}", t.alpha);
     let pp = "percent points";
@@ -570,7 +601,7 @@ fn glue_checks(b: &RunRecord, c: &RunRecord, t: &Thresholds) -> Result<Vec<Check
     let mut work = Vec::new();
     for set in &sets {
         let eval = tasks::eval_set(set).ok();
-        let sb = load_side(b, set, eval.as_ref())?;
+        let sb = load_side(b, &ab, set, eval.as_ref())?;
         let mut metrics: Vec<String> = terms
             .iter()
             .flatten()
@@ -591,7 +622,7 @@ fn glue_checks(b: &RunRecord, c: &RunRecord, t: &Thresholds) -> Result<Vec<Check
             }
             continue;
         }
-        let sc = load_side(c, set, eval.as_ref())?;
+        let sc = load_side(c, &ac, set, eval.as_ref())?;
         let paired = match (&sb.rows, &sc.rows, eval) {
             (Ok(rb), Ok(rc), Some(e)) => bootstrap::Paired::new(e, rb, rc),
             (Err(why), _, _) => Err(format!("baseline: {why}")),

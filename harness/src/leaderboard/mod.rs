@@ -14,144 +14,18 @@ pub mod tracks;
 pub mod verify;
 
 use crate::error::Error;
-use crate::record::{RunRecord, GLUE_DIR};
 use anyhow::Result;
-use serde::Serialize;
 use std::collections::BTreeMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
+pub use crate::audit::GoldPolicy;
 pub use render::{write_site, Site};
 pub use tracks::{Track, Tracks};
-pub use verify::{BuildOptions, EntryReport, GoldPolicy};
+pub use verify::{BuildOptions, EntryReport};
 
-/// Two numbers from a manifest and from re-computation agree within this (absolute; metrics
-/// are fractions, the aggregate percent points).
-pub const TOLERANCE: f64 = 1e-9;
-
-/// One trial's predictions as the signed manifest names them.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SignedPredictions {
-    /// Evaluation set id (`sst2`, `demo-sentiment`, …).
-    pub set: String,
-    /// Position in the set's `trials` array.
-    pub trial: usize,
-    /// Path relative to `glue/` (checked: relative, no `..`).
-    pub rel: String,
-    pub sha256: String,
-    /// The trial's metrics (fractions).
-    pub metrics: BTreeMap<String, f64>,
-    pub dev_examples: Option<u64>,
-}
-
-/// Whether `rel` is a plain relative path that stays inside its root (no `..`, not absolute,
-/// no empty or `.` components).
-pub fn safe_rel(rel: &str) -> bool {
-    !rel.is_empty()
-        && !rel.contains('\\')
-        && !rel.contains('\0')
-        && Path::new(rel)
-            .components()
-            .all(|c| matches!(c, Component::Normal(_)))
-        && !rel.split('/').any(|s| s.is_empty() || s == ".")
-}
-
-/// Metrics object → map; non-numbers are an error.
-fn metrics_of(
-    v: &serde_json::Value,
-    at: &str,
-) -> std::result::Result<BTreeMap<String, f64>, String> {
-    let obj = v
-        .as_object()
-        .ok_or_else(|| format!("{at}: metrics is not an object"))?;
-    obj.iter()
-        .map(|(k, x)| {
-            x.as_f64()
-                .map(|f| (k.clone(), f))
-                .ok_or_else(|| format!("{at}: metric {k} is not a number"))
-        })
-        .collect()
-}
-
-/// The per-set medians the signed manifest states (`glue.tasks.<set>.metrics`).
-pub fn manifest_medians(
-    record: &RunRecord,
-) -> std::result::Result<BTreeMap<String, BTreeMap<String, f64>>, String> {
-    let tasks = record
-        .glue()
-        .and_then(|g| g.get("tasks"))
-        .and_then(|t| t.as_object())
-        .ok_or("the manifest has no glue.tasks")?;
-    tasks
-        .iter()
-        .map(|(set, t)| {
-            Ok((
-                set.clone(),
-                metrics_of(&t["metrics"], &format!("glue.tasks.{set}"))?,
-            ))
-        })
-        .collect()
-}
-
-/// Every trial's predictions the signed manifest names, in set and trial order. Errors are
-/// messages naming the manifest field.
-pub fn manifest_predictions(
-    record: &RunRecord,
-) -> std::result::Result<Vec<SignedPredictions>, String> {
-    let tasks = record
-        .glue()
-        .and_then(|g| g.get("tasks"))
-        .and_then(|t| t.as_object())
-        .ok_or("the manifest has no glue.tasks")?;
-    if tasks.is_empty() {
-        return Err("glue.tasks is empty".into());
-    }
-    let mut out = Vec::new();
-    for (set, t) in tasks {
-        let trials = t["trials"]
-            .as_array()
-            .filter(|a| !a.is_empty())
-            .ok_or_else(|| format!("glue.tasks.{set}.trials: missing or empty"))?;
-        for (k, tr) in trials.iter().enumerate() {
-            let at = format!("glue.tasks.{set}.trials[{k}]");
-            let rel = tr["predictions"]
-                .as_str()
-                .ok_or_else(|| format!("{at}.predictions: missing"))?;
-            if !safe_rel(rel) {
-                return Err(format!(
-                    "{at}.predictions: {rel:?} is not a relative path inside glue/"
-                ));
-            }
-            let sha256 = tr["predictions_sha256"]
-                .as_str()
-                .filter(|s| crate::provenance::hash::is_sha256_hex(s))
-                .ok_or_else(|| format!("{at}.predictions_sha256: missing or not a SHA-256"))?;
-            out.push(SignedPredictions {
-                set: set.clone(),
-                trial: k,
-                rel: rel.to_string(),
-                sha256: sha256.to_string(),
-                metrics: metrics_of(&tr["metrics"], &at)?,
-                dev_examples: tr["dev_examples"].as_u64(),
-            });
-        }
-    }
-    Ok(out)
-}
-
-/// The `dirHash` of the signed `predictions` subject (`annotations.role = "predictions"`).
-pub fn predictions_subject(record: &RunRecord) -> Option<String> {
-    record.statement["subject"]
-        .as_array()?
-        .iter()
-        .find(|s| s["annotations"]["role"] == "predictions")
-        .and_then(|s| s["digest"]["dirHash"].as_str())
-        .map(str::to_string)
-}
-
-/// The path of a signed predictions file under an entry's root.
-pub fn predictions_path(root: &Path, p: &SignedPredictions) -> PathBuf {
-    root.join(GLUE_DIR).join(&p.rel)
-}
+pub use crate::audit::{
+    manifest_medians, manifest_predictions, safe_rel, SignedPredictions, TOLERANCE,
+};
 
 /// Expand the ENTRIES arguments: a directory holding `manifest.dsse.json`, `manifest.json` or
 /// `bundle.json` is one entry; any other directory contributes each of its subdirectories, in
@@ -219,7 +93,7 @@ pub fn build(entries: &[PathBuf], opts: &BuildOptions) -> Result<Site> {
             .into());
         }
     }
-    let mut gold = verify::GoldCache::default();
+    let mut gold = crate::audit::GoldCache::default();
     let mut reports: Vec<EntryReport> = entries
         .iter()
         .map(|e| verify::verify_entry(e, opts, &mut gold))

@@ -1,7 +1,8 @@
 //! The leaderboard site: `leaderboard.md`, `index.html` (static, self-contained, every entry
 //! string escaped) and `leaderboard.json`, one ranked table per track (aggregate descending;
 //! rules are never mixed in one table) and the rejected entries with all their reasons.
-use super::verify::{BuildOptions, EntryReport, GoldPolicy};
+use super::verify::{BuildOptions, EntryReport};
+use crate::audit::GoldPolicy;
 use crate::error::Error;
 pub use crate::escape::html as html_escape;
 use crate::escape::markdown as md;

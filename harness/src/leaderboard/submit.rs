@@ -28,35 +28,23 @@
 //! The bundle is built in a hidden temporary directory beside `ENTRY`, every file and directory
 //! fsynced, then renamed into place with `RENAME_NOREPLACE`: a failure (or a crash) leaves no
 //! `ENTRY`, and an existing `ENTRY` is never touched (exit 4).
-use super::{manifest_predictions, predictions_subject};
+use super::manifest_predictions;
 use crate::error::Error;
 use crate::record::{RunRecord, ENVELOPE_FILE, GLUE_DIR, METRICS_LOG};
 use anyhow::Result;
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::json;
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-/// The index file of a bundle.
-pub const BUNDLE_INDEX: &str = "bundle.json";
-/// Format id written into the index.
-pub const BUNDLE_FORMAT: &str = "crambench-bundle/v1";
+pub use crate::record::{read_index, BundleFile, BUNDLE_FORMAT, BUNDLE_INDEX};
 /// The resolved recipe's file name.
 pub const RECIPE_RESOLVED: &str = "recipe.resolved.json";
 /// GLUE results file, relative to the run root.
 pub const GLUE_JSON: &str = "glue/glue.json";
 /// Report files copied when present.
 pub const REPORT_FILES: [&str; 2] = ["report.md", "report.html"];
-
-/// One file of a bundle.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BundleFile {
-    /// Path relative to the bundle, `/`-separated.
-    pub path: String,
-    pub sha256: String,
-    pub size: u64,
-}
 
 /// What [`submit`] wrote.
 #[derive(Debug, Clone, Serialize)]
@@ -117,25 +105,35 @@ pub fn submit(run_dir: &Path, entry: &Path, opts: &SubmitOptions) -> Result<Bund
     }
     record.require_run()?;
 
-    // The predictions the signed manifest names, checked before anything is written.
+    // The run's artifacts against the signed manifest, before anything is written: every
+    // predictions file at its signed digest and re-scoring to the signed metrics, the
+    // predictions directory at the signed dirHash (nothing added or removed), the subjects
+    // present in the run directory (one implementation with `verify`, `gate`, `leaderboard`).
     let preds = manifest_predictions(&record).map_err(|e| Error::input(&record.source, e))?;
-    let mut expected = std::collections::BTreeMap::new();
-    for p in &preds {
-        let path = run_dir.join(GLUE_DIR).join(&p.rel);
-        let got = crate::provenance::hash::hash_file(&path, &|_| {})?;
-        if got.sha256 != p.sha256 {
-            return Err(Error::Check(format!(
-                "{}: sha256 {} differs from the signed manifest's predictions_sha256 {} ({} trial {})",
-                path.display(),
-                got.sha256,
-                p.sha256,
-                p.set,
-                p.trial
-            ))
-            .into());
-        }
-        expected.insert(format!("{GLUE_DIR}/{}", p.rel), p.sha256.clone());
+    // Digests only: the leaderboard re-scores against trusted gold.
+    let a = crate::audit::audit(
+        &record,
+        &crate::audit::Options {
+            digests_only: true,
+            ..Default::default()
+        },
+        &mut crate::audit::GoldCache::default(),
+    );
+    crate::audit::require_ok(&a, &run_dir.display().to_string())?;
+    if let Some(i) = a.unverified(crate::audit::Kind::Predictions).next() {
+        return Err(Error::Check(format!(
+            "{}: {} {} {}: a bundle needs every predictions file the manifest names",
+            run_dir.display(),
+            i.name,
+            i.status.as_str(),
+            i.detail
+        ))
+        .into());
     }
+    let expected: std::collections::BTreeMap<String, String> = preds
+        .iter()
+        .map(|p| (format!("{GLUE_DIR}/{}", p.rel), p.sha256.clone()))
+        .collect();
     let pred_dir = run_dir.join(GLUE_DIR).join("predictions");
     let listed = if pred_dir.is_dir() {
         crate::provenance::hash::hash_dir(&pred_dir, &|_| {})?
@@ -148,27 +146,6 @@ pub fn submit(run_dir: &Path, entry: &Path, opts: &SubmitOptions) -> Result<Bund
             "a symbolic link; bundles hold regular files only",
         )
         .into());
-    }
-    if let Some(signed) = predictions_subject(&record) {
-        if signed != listed.dir_hash {
-            let extra: Vec<String> = listed
-                .entries
-                .iter()
-                .map(|e| format!("{GLUE_DIR}/predictions/{}", e.path))
-                .filter(|p| !expected.contains_key(p))
-                .collect();
-            return Err(Error::Check(format!(
-                "{}: dirHash {} differs from the signed predictions subject {signed}{}",
-                pred_dir.display(),
-                listed.dir_hash,
-                if extra.is_empty() {
-                    String::new()
-                } else {
-                    format!("; files the manifest does not name: {}", extra.join(", "))
-                }
-            ))
-            .into());
-        }
     }
 
     // What goes in, by relative path.
@@ -395,25 +372,4 @@ fn rename_noreplace(from: &Path, to: &Path) -> Result<()> {
     }
     std::fs::rename(from, to).map_err(|e| Error::io(to, e))?;
     Ok(())
-}
-
-/// Read a bundle's index (`bundle.json`), when the entry has one.
-pub fn read_index(entry: &Path) -> Result<Option<Vec<BundleFile>>> {
-    let p = entry.join(BUNDLE_INDEX);
-    if !p.is_file() {
-        return Ok(None);
-    }
-    let bytes = crate::io::read_limited(&p, 64 << 20)?;
-    let v: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::input(p.display(), format!("not JSON: {e}")))?;
-    if v["format"] != BUNDLE_FORMAT {
-        return Err(Error::input(
-            p.display(),
-            format!("format is {}, expected {BUNDLE_FORMAT:?}", v["format"]),
-        )
-        .into());
-    }
-    let files: Vec<BundleFile> = serde_json::from_value(v["files"].clone())
-        .map_err(|e| Error::input(format!("{}: files", p.display()), e))?;
-    Ok(Some(files))
 }

@@ -15,37 +15,27 @@
 //!    allowlist;
 //! 4. the aggregate's rule is the track's, and [`aggregate`] over the signed per-set medians
 //!    gives the signed value (within [`TOLERANCE`]);
-//! 5. every predictions file is present with the signed `predictions_sha256`; the
-//!    `glue/predictions` directory has the signed `dirHash` (no file added); each file
-//!    re-scores to the signed trial metrics, and the median over trials to the signed set
-//!    metrics.
+//! 5. the artifacts ([`crate::audit`], the one implementation `verify`, `gate` and `submit`
+//!    share): every file `bundle.json` lists and every subject inside the entry at its digest
+//!    (the `glue/predictions` directory at the signed `dirHash`: no file added); every
+//!    predictions file present with the signed `predictions_sha256`, re-scoring to the signed
+//!    trial metrics, and the median over trials to the signed set metrics. Paths resolve inside
+//!    the entry only, with no symbolic link in any component; nothing outside it is read, and
+//!    no digest or error of a file outside it is reported.
 //!
 //! Gold labels for re-scoring ([`GoldPolicy::Trusted`], the default): the embedded demo dev sets
 //! ([`crate::glue::demo::load`]) for `demo-*` sets, the GLUE dev files under `--glue-data` for
 //! GLUE sets; a GLUE set without `--glue-data` is scored against the file's own gold column, and
 //! the entry carries a note saying so. [`GoldPolicy::Column`] uses the gold column everywhere
 //! (for synthetic test runs).
-use super::{manifest_medians, manifest_predictions, predictions_path, predictions_subject};
-use super::{Tracks, TOLERANCE};
-use crate::glue::aggregate::{aggregate, median, Rule};
-use crate::glue::tasks::{self, EvalSet, Example, Metrics};
-use crate::glue::{data, demo, predictions};
+use super::{manifest_medians, Tracks};
+use crate::audit::{self, GoldCache, GoldPolicy, Kind, Status};
+use crate::glue::aggregate::Rule;
 use crate::manifest::keys::PublicKey;
 use crate::record::RunRecord;
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-/// Where gold labels for re-scoring come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum GoldPolicy {
-    /// Embedded demo dev sets; GLUE dev files from `--glue-data` (gold column without it).
-    #[default]
-    Trusted,
-    /// The predictions files' own gold column.
-    Column,
-}
 
 /// What `leaderboard build` checks against.
 #[derive(Debug, Clone)]
@@ -92,81 +82,6 @@ pub struct EntryReport {
     pub gold: BTreeMap<String, String>,
     /// Rank within its track (accepted entries only; 1 = best).
     pub rank: Option<usize>,
-}
-
-/// Gold labels loaded once per set for all entries.
-#[derive(Default)]
-pub struct GoldCache {
-    sets: HashMap<String, Result<Vec<Example>, String>>,
-}
-
-impl GoldCache {
-    /// The trusted gold examples of `set`, or `None` when the policy or data says to use the
-    /// gold column; `Err` when trusted gold should exist but cannot be loaded.
-    fn get(
-        &mut self,
-        set: &EvalSet,
-        opts: &BuildOptions,
-    ) -> Option<Result<(&[Example], String), String>> {
-        if opts.gold == GoldPolicy::Column {
-            return None;
-        }
-        let source = if set.task.is_glue() {
-            format!("--glue-data {}", opts.glue_data.as_ref()?.display())
-        } else {
-            "embedded demo dev set".to_string()
-        };
-        let entry = self.sets.entry(set.id.to_string()).or_insert_with(|| {
-            let dev = if set.task.is_glue() {
-                glue_dev(opts.glue_data.as_deref().expect("checked above"), set)
-            } else {
-                demo::load(set.task).map(|td| {
-                    td.dev
-                        .into_iter()
-                        .filter(|(s, _)| s.id == set.id)
-                        .flat_map(|(_, ex)| ex)
-                        .collect()
-                })
-            }
-            .map_err(|e| format!("{e:#}"))?;
-            if dev.is_empty() {
-                return Err(format!("no dev examples of {}", set.id));
-            }
-            Ok(dev)
-        });
-        Some(match entry {
-            Ok(ex) => Ok((ex.as_slice(), source)),
-            Err(e) => Err(format!("gold labels of {} ({source}): {e}", set.id)),
-        })
-    }
-}
-
-/// The dev examples of a GLUE evaluation set under a GLUE data root (dev files only; the
-/// training files are not read).
-fn glue_dev(root: &Path, set: &EvalSet) -> anyhow::Result<Vec<Example>> {
-    let (_, (_, dev_files)) = data::locate(root, set.task)?;
-    let mut out = Vec::new();
-    for (s, files) in dev_files {
-        if s.id == set.id {
-            for f in files {
-                out.extend(data::load_dev_file(set, &f)?);
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// A regular file (symbolic links are not followed out of the entry).
-fn regular_file(path: &Path) -> Result<(), String> {
-    match path.symlink_metadata() {
-        Ok(m) if m.file_type().is_file() => Ok(()),
-        Ok(_) => Err(format!("{}: not a regular file", path.display())),
-        Err(e) => Err(format!("{}: {e}", path.display())),
-    }
-}
-
-fn close(a: f64, b: f64) -> bool {
-    (a - b).abs() <= TOLERANCE
 }
 
 /// Verify one entry (see the module doc). Never fails: problems become reasons.
@@ -231,34 +146,13 @@ fn check(
     if let Err(e) = record.require_run() {
         r.reasons.push(format!("{e:#}"));
     }
-    match super::submit::read_index(root) {
-        Ok(Some(files)) => {
-            for f in files {
-                if !super::safe_rel(&f.path) {
-                    r.reasons.push(format!(
-                        "bundle.json lists {:?}, not a path inside the entry",
-                        f.path
-                    ));
-                    continue;
-                }
-                if let Err(e) = regular_file(&root.join(&f.path)) {
-                    r.reasons.push(format!("bundle.json lists {}: {e}", f.path));
-                    continue;
-                }
-                match crate::provenance::hash::hash_file(&root.join(&f.path), &|_| {}) {
-                    Ok(d) if d.sha256 == f.sha256 => {}
-                    Ok(d) => r.reasons.push(format!(
-                        "{}: sha256 {} differs from bundle.json's {}",
-                        f.path, d.sha256, f.sha256
-                    )),
-                    Err(e) => r.reasons.push(format!("{}: {e:#}", f.path)),
-                }
-            }
-        }
-        Ok(None) => r
-            .notes
-            .push("no bundle.json (a run directory, not a `crambench submit` bundle)".into()),
-        Err(e) => r.reasons.push(format!("{e:#}")),
+    if root
+        .join(crate::record::BUNDLE_INDEX)
+        .symlink_metadata()
+        .is_err()
+    {
+        r.notes
+            .push("no bundle.json (a run directory, not a `crambench submit` bundle)".into());
     }
 
     // 2. signature.
@@ -304,7 +198,7 @@ fn check(
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
-        rescore(record, root, opts, gold, r);
+        artifacts(record, opts, gold, r);
         return;
     };
     r.track = Some(track.name.clone());
@@ -393,46 +287,27 @@ fn check(
         None => r.reasons.push("data.root_digest missing".into()),
     }
 
-    // 4. aggregate rule and value from the signed medians.
+    // 4. aggregate rule (its value is recomputed from the signed medians by the audit).
     let want = track.rule();
     match &r.aggregate {
         None => r.reasons.push("the manifest has no glue.aggregate".into()),
-        Some((rule, value)) => {
-            if rule != want.name() {
-                r.reasons.push(format!(
-                    "track {t}: aggregate rule is {rule}, the track's is {}",
-                    want.name()
-                ));
-            }
-            if let Ok(rule) = Rule::parse(rule) {
-                match manifest_medians(record) {
-                    Ok(m) => match aggregate(rule, &m) {
-                        Ok(a) if close(a.value, *value) => {}
-                        Ok(a) => r.reasons.push(format!(
-                            "aggregate {value} does not follow from the per-set medians under {}: they give {}",
-                            rule.name(),
-                            a.value
-                        )),
-                        Err(e) => r.reasons.push(format!("aggregate cannot be recomputed: {e:#}")),
-                    },
-                    Err(e) => r.reasons.push(e),
-                }
-            } else {
-                r.reasons.push(format!("unknown aggregate rule {rule}"));
-            }
+        Some((rule, _)) if Rule::parse(rule).is_err() => {
+            r.reasons.push(format!("unknown aggregate rule {rule}"))
         }
+        Some((rule, _)) if rule != want.name() => r.reasons.push(format!(
+            "track {t}: aggregate rule is {rule}, the track's is {}",
+            want.name()
+        )),
+        Some(_) => {}
     }
-    rescore(record, root, opts, gold, r);
+    artifacts(record, opts, gold, r);
 }
 
-/// 5. Predictions: presence, digests, directory digest, re-scoring, medians.
-fn rescore(
-    record: &RunRecord,
-    root: &Path,
-    opts: &BuildOptions,
-    gold: &mut GoldCache,
-    r: &mut EntryReport,
-) {
+/// 5. The entry's artifacts ([`audit::audit`]): bundle files, subjects inside the entry,
+/// predictions (digests, re-scores, medians) and the aggregate. Everything not verified that an
+/// entry must have becomes a reason; a subject an entry does not carry (the checkpoint, the
+/// dataset) is not required.
+fn artifacts(record: &RunRecord, opts: &BuildOptions, gold: &mut GoldCache, r: &mut EntryReport) {
     match manifest_medians(record) {
         Ok(m) => r.medians = m,
         Err(e) => {
@@ -440,146 +315,29 @@ fn rescore(
             return;
         }
     }
-    let preds = match manifest_predictions(record) {
-        Ok(p) => p,
-        Err(e) => {
-            r.reasons.push(e);
-            return;
-        }
-    };
-    let pred_dir = root.join(crate::record::GLUE_DIR).join("predictions");
-    match (
-        predictions_subject(record),
-        crate::provenance::hash::hash_dir(&pred_dir, &|_| {}),
-    ) {
-        (Some(signed), Ok(d)) if d.dir_hash != signed => r.reasons.push(format!(
-            "glue/predictions: dirHash {} differs from the signed predictions subject {signed}",
-            d.dir_hash
-        )),
-        (None, _) => r
-            .reasons
-            .push("the manifest has no predictions subject (role = predictions)".into()),
-        (_, Err(e)) => r.reasons.push(format!("glue/predictions: {e:#}")),
-        _ => {}
-    }
-    // Re-scored metrics per set, per trial.
-    let mut rescored: BTreeMap<String, Vec<Option<Metrics>>> = BTreeMap::new();
-    for sp in &preds {
-        let slot = rescored.entry(sp.set.clone()).or_default();
-        slot.push(None);
-        let at = format!("{} trial {} ({})", sp.set, sp.trial, sp.rel);
-        let path = predictions_path(root, sp);
-        if let Err(e) = regular_file(&path) {
-            r.reasons.push(format!("{at}: {e}"));
-            continue;
-        }
-        match crate::provenance::hash::hash_file(&path, &|_| {}) {
-            Ok(d) if d.sha256 == sp.sha256 => {}
-            Ok(d) => {
-                r.reasons.push(format!(
-                    "{at}: sha256 {} differs from the signed predictions_sha256 {}",
-                    d.sha256, sp.sha256
-                ));
-                continue;
-            }
-            Err(e) => {
-                r.reasons.push(format!("{at}: {e:#}"));
-                continue;
-            }
-        }
-        let set = match tasks::eval_set(&sp.set) {
-            Ok(s) => s,
-            Err(e) => {
-                r.reasons.push(format!("{}: {e:#}", sp.set));
-                continue;
-            }
+    let a = audit::audit(
+        record,
+        &audit::Options {
+            materials: false,
+            gold: opts.gold,
+            glue_data: opts.glue_data.clone(),
+            digests_only: false,
+        },
+        gold,
+    );
+    for i in &a.items {
+        let required = match i.kind {
+            Kind::Subject => i.role.as_deref() == Some("predictions"),
+            Kind::Medians => i.status != Status::NotChecked,
+            _ => true,
         };
-        let rows = match predictions::read(&set, &path) {
-            Ok(rows) => rows,
-            Err(e) => {
-                r.reasons.push(format!("{at}: {e:#}"));
-                continue;
-            }
-        };
-        if let Some(n) = sp.dev_examples {
-            if n != rows.len() as u64 {
-                r.reasons.push(format!(
-                    "{at}: {} predictions, the manifest says dev_examples = {n}",
-                    rows.len()
-                ));
-            }
-        }
-        let src = path.display().to_string();
-        let scored = match gold.get(&set, opts) {
-            Some(Ok((ex, source))) => {
-                r.gold.insert(sp.set.clone(), source);
-                predictions::score_against(&set, &rows, ex, &src)
-            }
-            Some(Err(e)) => {
-                r.reasons.push(e);
-                continue;
-            }
-            None => {
-                r.gold
-                    .insert(sp.set.clone(), "gold column of the predictions file".into());
-                predictions::score_rows(&set, &rows, &src)
-            }
-        };
-        let m = match scored {
-            Ok(m) => m,
-            Err(e) => {
-                r.reasons.push(format!("{at}: cannot be re-scored: {e:#}"));
-                continue;
-            }
-        };
-        for (k, v) in &sp.metrics {
-            match m.get(k) {
-                Some(x) if close(*x, *v) => {}
-                Some(x) => r
-                    .reasons
-                    .push(format!("{at}: {k} re-scores to {x}, the manifest says {v}")),
-                None => r.reasons.push(format!(
-                    "{at}: the manifest states {k}, which {} does not have",
-                    sp.set
-                )),
-            }
-        }
-        *slot.last_mut().expect("pushed above") = Some(m);
-    }
-    // Medians of the re-scored trials against the signed set metrics.
-    for (set, trials) in &rescored {
-        if trials.iter().any(Option::is_none) {
-            continue; // already a reason
-        }
-        let Some(signed) = r.medians.get(set) else {
-            continue;
-        };
-        for (k, v) in signed {
-            let vals: Vec<f64> = trials
-                .iter()
-                .filter_map(|m| m.as_ref().and_then(|m| m.get(k)).copied())
-                .collect();
-            match median(&vals) {
-                Some(x) if vals.len() == trials.len() && close(x, *v) => {}
-                Some(x) if vals.len() == trials.len() => r.reasons.push(format!(
-                    "{set}: median {k} over the re-scored trials is {x}, the manifest says {v}"
-                )),
-                _ => r.reasons.push(format!(
-                    "{set}: the manifest states median {k}, which the trials do not have"
-                )),
-            }
+        if i.status != Status::Verified && (required || i.status.is_failure()) {
+            r.reasons.push(match i.status {
+                Status::Mismatch => format!("{}: {}", i.name, i.detail),
+                st => format!("{}: {} ({})", i.name, st.as_str(), i.detail),
+            });
         }
     }
-    if r.gold.values().any(|g| g.starts_with("gold column")) && opts.gold == GoldPolicy::Trusted {
-        let sets: Vec<&str> = r
-            .gold
-            .iter()
-            .filter(|(_, g)| g.starts_with("gold column"))
-            .map(|(s, _)| s.as_str())
-            .collect();
-        r.notes.push(format!(
-            "re-scored against the submitted gold column for {} (pass --glue-data for trusted gold)",
-            sets.join(", ")
-        ));
-    }
+    r.gold = a.gold;
+    r.notes.extend(a.notes);
 }

@@ -148,6 +148,13 @@ pub fn signing_key_or_default(explicit: Option<&Path>) -> Result<(SigningKey, Pa
     Ok((load_signing_key(&path)?, path, created))
 }
 
+/// The user's default public key (`<config dir>/keys/default.pub`, written beside the key that
+/// `crambench run` creates on first use), when it exists.
+pub fn default_public_key() -> Option<PathBuf> {
+    let p = config_dir().ok()?.join("keys").join("default.pub");
+    p.is_file().then_some(p)
+}
+
 /// Load a private key, refusing one that the group or others can read.
 pub fn load_signing_key(path: &Path) -> Result<SigningKey> {
     use std::os::unix::fs::PermissionsExt;

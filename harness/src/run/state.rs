@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// File name of the state inside a run directory.
-pub const STATE_FILE: &str = "run.json";
+pub const STATE_FILE: &str = crate::record::RUN_STATE_FILE;
 /// Format tag of `run.json`.
 pub const SCHEMA: &str = "crambench.run/v1";
 
