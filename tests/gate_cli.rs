@@ -494,8 +494,9 @@ fn unusable_input_exits_2() {
         "{err}"
     );
 
-    // No thresholds file at the default path (CI/gate-thresholds.toml in the working dir).
-    let (code, _, err) = run_in(
+    // No thresholds file at the default path (CI/gate-thresholds.toml in the working dir):
+    // the built-in thresholds, named as such in the summary.
+    let (code, out, err) = run_in(
         e.dir.path(),
         &[
             "gate",
@@ -503,10 +504,23 @@ fn unusable_input_exits_2() {
             base.to_str().unwrap(),
             "--candidate",
             base.to_str().unwrap(),
+            "--out",
+            "builtin-out",
+            "--key",
+            e.key.to_str().unwrap(),
+            "--json",
         ],
     );
-    assert_eq!(code, 2);
-    assert!(err.contains("CI/gate-thresholds.toml"), "{err}");
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v["thresholds_file"]["name"], "(built-in thresholds)",
+        "{out}"
+    );
+    assert_eq!(
+        v["thresholds"]["bootstrap_resamples"],
+        crambench::gate::thresholds::Thresholds::built_in().bootstrap_resamples
+    );
 
     // A predictions file changed after the manifest was signed.
     let cand = e.run("cand", &FakeRun::default());

@@ -21,6 +21,7 @@ fn score_uses_the_gold_column_or_a_gold_file() {
             "mrpc",
             "--predictions",
             pp,
+            "--any-size",
             "--json",
         ],
     );
@@ -84,10 +85,76 @@ fn score_uses_the_gold_column_or_a_gold_file() {
     // Without --gold, every row needs a gold label.
     let (code, _, err) = run_in(
         dir.path(),
-        &["glue", "score", "--task", "mrpc", "--predictions", pp],
+        &[
+            "glue",
+            "score",
+            "--task",
+            "mrpc",
+            "--predictions",
+            pp,
+            "--any-size",
+        ],
     );
     assert_eq!(code, 2);
     assert!(err.contains("no gold label"), "{err}");
+}
+
+/// A predictions file must cover the task's dev set: a demo file (600 rows) is not SST-2 (872).
+#[test]
+fn score_refuses_a_file_of_another_size_and_lists_valid_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("demo.tsv");
+    let mut text = String::from("idx\tprediction\tgold\n");
+    for i in 0..600 {
+        text += &format!("{i}\t{}\t{}\n", i % 2, (i / 2) % 2);
+    }
+    std::fs::write(&p, &text).unwrap();
+    let pp = p.to_str().unwrap();
+    let (code, _, err) = run_in(
+        dir.path(),
+        &["glue", "score", "--task", "sst2", "--predictions", pp],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("600 prediction rows") && err.contains("872"),
+        "{err}"
+    );
+    // Its own task scores it.
+    let (code, out, err) = run_in(
+        dir.path(),
+        &[
+            "glue",
+            "score",
+            "--task",
+            "demo-sentiment",
+            "--predictions",
+            pp,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("accuracy"), "{out}");
+    // An unknown id lists the valid ones.
+    let (code, _, err) = run_in(
+        dir.path(),
+        &["glue", "score", "--task", "sst3", "--predictions", pp],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("valid:") && err.contains("mnli-mm") && err.contains("demo-sentiment"),
+        "{err}"
+    );
+}
+
+/// The dev sizes `glue score` checks against are the sizes of the data crambench loads.
+#[test]
+fn dev_sizes_match_the_demo_data_and_the_fixtures() {
+    use crambench::glue::{demo, tasks::Task};
+    for t in Task::DEMO {
+        let d = demo::load(t).unwrap();
+        for (set, ex) in &d.dev {
+            assert_eq!(ex.len(), set.dev_examples(), "{}", set.id);
+        }
+    }
 }
 
 #[test]
@@ -102,7 +169,15 @@ fn score_regression_and_bad_files() {
     let pp = p.to_str().unwrap();
     let (code, out, err) = run_in(
         dir.path(),
-        &["glue", "score", "--task", "stsb", "--predictions", pp],
+        &[
+            "glue",
+            "score",
+            "--task",
+            "stsb",
+            "--predictions",
+            pp,
+            "--any-size",
+        ],
     );
     assert_eq!(code, 0, "{err}");
     assert!(

@@ -67,6 +67,7 @@ fn make_checkpoint(dir: &Path) -> PathBuf {
         serde_json::to_vec_pretty(&arch).unwrap(),
     )
     .unwrap();
+    crambench::train::checkpoint::seal(&ck, 0).unwrap();
     ck
 }
 
@@ -154,6 +155,7 @@ fn glue_run_on_both_layouts_and_rescore() {
                     set,
                     "--predictions",
                     p.to_str().unwrap(),
+                    "--any-size",
                     "--json",
                 ],
             );
@@ -262,6 +264,7 @@ fn refusals_and_bad_checkpoints() {
     }
     let t = tch::Tensor::zeros([2], (tch::Kind::Float, tch::Device::Cpu));
     tch::Tensor::write_safetensors(&[("unrelated", &t)], bad.join("model.safetensors")).unwrap();
+    crambench::train::checkpoint::seal(&bad, 0).unwrap();
     std::fs::write(&recipe, "[glue]\nbatch_size = 1\nepochs = 1\ntrials = 1\n").unwrap();
     let mut args = vec![
         "glue",
@@ -285,6 +288,34 @@ fn refusals_and_bad_checkpoints() {
     let (code, _, err) = run_in(dir.path(), &args);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("encoder weights missing"), "{err}");
+    // One flipped bit in the weights: refused before fine-tuning (exit 1, the file named); a
+    // checkpoint without meta.json is not a complete checkpoint (exit 2).
+    let flipped = dir.path().join("flipped");
+    std::fs::create_dir_all(&flipped).unwrap();
+    for f in [
+        "arch.json",
+        "tokenizer.json",
+        "model.safetensors",
+        "meta.json",
+    ] {
+        std::fs::copy(ck.join(f), flipped.join(f)).unwrap();
+    }
+    let w = flipped.join("model.safetensors");
+    let mut bytes = std::fs::read(&w).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&w, bytes).unwrap();
+    args[3] = flipped.to_str().unwrap();
+    let (code, _, err) = run_in(dir.path(), &args);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("model.safetensors does not match meta.json"),
+        "{err}"
+    );
+    std::fs::remove_file(flipped.join("meta.json")).unwrap();
+    let (code, _, err) = run_in(dir.path(), &args);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a complete checkpoint"), "{err}");
 }
 
 #[test]

@@ -84,6 +84,7 @@ fn tiny_recipe_stops_at_the_budget() {
             "--threads",
             "1",
             "--json",
+            "--synthetic",
         ],
     );
     assert_eq!(code, 0, "{stderr}");
@@ -120,6 +121,7 @@ fn tiny_recipe_trains_and_logs() {
             "--threads",
             "1",
             "--json",
+            "--synthetic",
         ],
     );
     assert_eq!(code, 0, "{stderr}");
@@ -203,6 +205,7 @@ fn sigkill_then_resume_continues_the_run() {
         "--threads",
         "1",
         "--json",
+        "--synthetic",
     ];
     let mut child = spawn(d.path(), &args);
     let latest = d.path().join("run/checkpoints/latest");
@@ -240,6 +243,7 @@ fn sigkill_then_resume_continues_the_run() {
         "--threads",
         "1",
         "--json",
+        "--synthetic",
         "--resume",
     ];
     let t = Instant::now();
@@ -298,6 +302,7 @@ fn sigterm_saves_a_checkpoint_and_exits_cleanly() {
         "--threads",
         "1",
         "--json",
+        "--synthetic",
     ];
     let child = spawn(d.path(), &args);
     let metrics = d.path().join("run/metrics.jsonl");
@@ -511,6 +516,7 @@ fn every_tiny_recipe_runs_end_to_end() {
                 "--threads",
                 "1",
                 "--json",
+                "--synthetic",
             ],
         );
         assert_eq!(code, 0, "{name}: {stderr}");
@@ -527,4 +533,95 @@ fn every_tiny_recipe_runs_end_to_end() {
         );
         assert_eq!(s["skipped_steps"], 0, "{name}");
     }
+}
+
+/// Pretraining reads the recipe's `[data]` (prepared into the cache) unless `--synthetic` is
+/// asked for by name; a recipe without `[data]` and neither flag is refused before training.
+#[test]
+fn pretrain_uses_the_recipes_data_or_refuses() {
+    let d = tempfile::tempdir().unwrap();
+    let tiny = common::repo_root().join("baselines/crammed-bert-tiny.toml");
+    let t = Instant::now();
+    let (code, _, err) = common::run_in(
+        d.path(),
+        &[
+            "pretrain",
+            tiny.to_str().unwrap(),
+            "--budget",
+            "2s",
+            "--out",
+            "run",
+            "--device",
+            "cpu",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    // crammed-bert-tiny inherits crammed-bert's [data], whose pins are placeholders.
+    assert!(
+        err.contains("data.sources") && err.contains("--synthetic"),
+        "{err}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(30));
+    assert!(!d.path().join("run").exists(), "nothing trained");
+
+    let demo = common::repo_root().join("baselines/demo-cpu.toml");
+    let (code, out, err) = common::run_in(
+        d.path(),
+        &[
+            "pretrain",
+            demo.to_str().unwrap(),
+            "--budget",
+            "2s",
+            "--out",
+            "run",
+            "--seed",
+            "5",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--data-dir",
+            "dc",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("SYNTHETIC"), "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let ds = std::fs::read_dir(d.path().join("dc"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().starts_with("wp4096x64-"))
+        .expect("the recipe's dataset was prepared into --data-dir");
+    let dataset = crambench::data::PackedDataset::open(&ds.path()).unwrap();
+    let root = dataset.root_digest();
+    let ck = crambench::train::checkpoint::load_latest(&d.path().join("run"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        ck.state.data_digest, root,
+        "trained on the recipe's corpus: {v}"
+    );
+
+    // --synthetic says so.
+    let (code, _, err) = common::run_in(
+        d.path(),
+        &[
+            "pretrain",
+            demo.to_str().unwrap(),
+            "--budget",
+            "1s",
+            "--out",
+            "syn",
+            "--seed",
+            "5",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--synthetic",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("SYNTHETIC"), "{err}");
 }

@@ -18,6 +18,41 @@ pub fn injected_fault(path: &Path) -> Option<std::io::Error> {
         .then(|| std::io::Error::from_raw_os_error(libc::ENOSPC))
 }
 
+/// A test hook for crash tests: when the environment variable `CRAMBENCH_TEST_CRASH_AT` is
+/// `NAME` or `NAME#K`, the process kills itself with SIGKILL at the first (or K-th) time it
+/// passes the point called `NAME` — what a power cut or the OOM killer does there. The points:
+/// `write:<file name>` (a crash-safe write, after its temporary file is complete and before the
+/// rename), `data-publish`, `pretrain-step`, `checkpoint-payload`, `checkpoint-renamed`,
+/// `glue-trial`, `glue-publish`. `panic:NAME[#K]` panics there instead (the panic hook's test).
+/// Unset (always, outside tests) it costs one environment lookup.
+pub fn crash_point(name: &str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static AT: std::sync::OnceLock<Option<(String, u64)>> = std::sync::OnceLock::new();
+    static SEEN: AtomicU64 = AtomicU64::new(0);
+    let at = AT.get_or_init(|| {
+        let v = std::env::var("CRAMBENCH_TEST_CRASH_AT").ok()?;
+        Some(match v.rsplit_once('#') {
+            Some((n, k)) => (n.to_string(), k.parse().unwrap_or(1)),
+            None => (v, 1),
+        })
+    });
+    if let Some((want, k)) = at {
+        let (panic, want) = match want.strip_prefix("panic:") {
+            Some(w) => (true, w),
+            None => (false, want.as_str()),
+        };
+        if want == name && SEEN.fetch_add(1, Ordering::SeqCst) + 1 == *k {
+            if panic {
+                panic!("test panic at crash point {name}");
+            }
+            // SAFETY: kill(2) on our own pid; SIGKILL cannot be caught.
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+        }
+    }
+}
+
 /// Write `bytes` to a new temporary file next to `path` (permissions `mode` set before any byte
 /// is written, so a secret never exists with looser permissions) and fsync it.
 fn synced_temp<'a>(
@@ -80,6 +115,10 @@ fn sync_dir(dir: &Path) {
 /// permissions on the new file.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<()> {
     let (tmp, dir) = synced_temp(path, bytes, mode)?;
+    crash_point(&format!(
+        "write:{}",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ));
     tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
     sync_dir(dir);
     Ok(())
@@ -125,6 +164,98 @@ pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::io(path, e).into())
 }
 
+/// An exclusive advisory lock (`flock`) on a lock file, held until dropped; the file says who
+/// holds it (pid and start time), so a second process is refused with the holder's name. The
+/// kernel releases the lock when its holder dies, however it dies (SIGKILL included), so a lock
+/// file left behind never blocks anyone.
+#[derive(Debug)]
+pub struct Lock {
+    _file: std::fs::File,
+    pub path: std::path::PathBuf,
+}
+
+impl Lock {
+    /// Take the lock at `path` (created if missing), or fail with [`Error::Refused`] naming
+    /// the holder; `what` says what is locked ("run directory …").
+    pub fn acquire(path: &Path, what: &str) -> Result<Lock> {
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        match f.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let holder = std::fs::read_to_string(path).unwrap_or_default();
+                let holder = holder.trim();
+                return Err(Error::Refused(format!(
+                    "{what} is in use by another crambench process ({}); wait for it to finish \
+                     or stop it (lock {})",
+                    if holder.is_empty() {
+                        "holder unknown"
+                    } else {
+                        holder
+                    },
+                    path.display()
+                ))
+                .into());
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(path, e).into()),
+        }
+        use std::io::Seek;
+        let info = format!(
+            "pid {}, started {}\n",
+            std::process::id(),
+            crate::manifest::statement::now_rfc3339()
+        );
+        f.set_len(0)
+            .and_then(|_| f.seek(std::io::SeekFrom::Start(0)))
+            .and_then(|_| f.write_all(info.as_bytes()))
+            .and_then(|_| f.sync_all())
+            .map_err(|e| Error::io(path, e))?;
+        Ok(Lock {
+            _file: f,
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+/// Whether `name` is a temporary file of [`write_atomic`] (`.crambench-*.tmp`).
+pub fn is_atomic_temp(name: &str) -> bool {
+    name.starts_with(".crambench-") && name.ends_with(".tmp")
+}
+
+/// Remove what killed processes left under `dir` (recursively, symbolic links not followed):
+/// temporary files of [`write_atomic`] and directories whose names `stale_dir` accepts. Only
+/// call it while holding the lock that every writer of `dir` takes, so nothing removed can
+/// belong to a live process. Returns what was removed.
+pub fn remove_stale(dir: &Path, stale_dir: &dyn Fn(&str) -> bool) -> Vec<std::path::PathBuf> {
+    let mut removed = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_dir() && stale_dir(&name) {
+                if std::fs::remove_dir_all(e.path()).is_ok() {
+                    removed.push(e.path());
+                }
+            } else if t.is_dir() {
+                stack.push(e.path());
+            } else if t.is_file() && is_atomic_temp(&name) && std::fs::remove_file(e.path()).is_ok()
+            {
+                removed.push(e.path());
+            }
+        }
+    }
+    removed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +286,39 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         // no temporary files left behind
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_is_refused_naming_the_holder_and_released_on_drop() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join(".lock");
+        let l = Lock::acquire(&p, "run directory x").unwrap();
+        let e = Lock::acquire(&p, "run directory x").unwrap_err();
+        assert_eq!(crate::error::exit_code_of(&e), crate::ExitCode::Refused);
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
+        drop(l);
+        Lock::acquire(&p, "run directory x").unwrap();
+    }
+
+    #[test]
+    fn stale_temporaries_are_removed_and_results_kept() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("a/.tmp-ckpt-1-99")).unwrap();
+        std::fs::write(d.path().join("a/.crambench-x.tmp"), b"half").unwrap();
+        std::fs::write(d.path().join("a/result.json"), b"{}").unwrap();
+        std::fs::create_dir_all(d.path().join("a/ckpt-1")).unwrap();
+        let removed = remove_stale(d.path(), &|n| n.starts_with(".tmp-ckpt-"));
+        assert_eq!(removed.len(), 2, "{removed:?}");
+        assert!(d.path().join("a/result.json").is_file());
+        assert!(d.path().join("a/ckpt-1").is_dir());
     }
 }

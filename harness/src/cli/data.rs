@@ -43,7 +43,7 @@ pub fn run(cmd: DataCmd) -> Result<ExitCode> {
                 text += &format!("  {},\n", data::source::pin_toml(p, &|_| {})?);
             }
             text += "]\n";
-            print!("{text}");
+            out!("{text}");
             Ok(ExitCode::Ok)
         }
     }
@@ -57,16 +57,12 @@ fn prepare(
 ) -> Result<ExitCode> {
     let r = crambench::recipe::Recipe::load(&recipe)?;
     let cfg: DataConfig = r.section("data")?;
-    let out_root = out
-        .or_else(|| std::env::var_os("CRAMBENCH_DATA_DIR").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("data-cache"));
-    let opts = PrepareOptions {
-        out_root,
-        base_dir: recipe.parent().map(|p| p.to_path_buf()).unwrap_or_default(),
-        hub_root: None,
+    let opts = PrepareOptions::for_recipe(
+        &recipe,
+        crambench::data::prepare::data_root(out),
         threads,
-        progress: !json,
-    };
+        !json,
+    );
     let t = std::time::Instant::now();
     let p = data::prepare(&cfg, &recipe.display().to_string(), &opts)?;
     let m = p.dataset.manifest();
@@ -77,29 +73,29 @@ fn prepare(
             "seconds": t.elapsed().as_secs_f64(),
             "dataset": m,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         let c = &m.processing.counts;
-        println!(
+        outln!(
             "dataset      {}{}",
             p.dir.display(),
             if p.reused { "  (reused)" } else { "" }
         );
-        println!("root digest  {}", m.root_digest);
-        println!(
+        outln!("root digest  {}", m.root_digest);
+        outln!(
             "tokenizer    {}  sha256:{}  vocab {}",
             p.dataset.tokenizer_path().display(),
             m.tokenizer.digest["sha256"],
             m.vocab_size
         );
-        println!(
+        outln!(
             "blocks       {} x {} ids ({}), {} shard(s)",
             m.num_blocks,
             m.seq_len,
             m.dtype,
             m.shards.len()
         );
-        println!(
+        outln!(
             "documents    {} read, {} duplicates, {} trash, {} kept; {} tokens, {} dropped by cap",
             c.documents,
             c.duplicates_removed,
@@ -110,9 +106,9 @@ fn prepare(
         );
         let bad: u64 = c.read.iter().flat_map(|r| r.bad_records.values()).sum();
         if bad > 0 {
-            println!("skipped      {bad} bad record(s) (see dataset.json processing.counts.read)");
+            outln!("skipped      {bad} bad record(s) (see dataset.json processing.counts.read)");
         }
-        println!("time         {:.1} s", t.elapsed().as_secs_f64());
+        outln!("time         {:.1} s", t.elapsed().as_secs_f64());
     }
     Ok(ExitCode::Ok)
 }

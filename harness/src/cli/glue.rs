@@ -64,6 +64,11 @@ pub struct ScoreArgs {
     /// joined by idx: every dev example must be predicted, and nothing else.
     #[arg(long, value_name = "FILE")]
     pub gold: Option<PathBuf>,
+    /// Without --gold, accept a file with another number of rows than the task's dev set (a
+    /// subset, or a test fixture) and score its gold column.
+    #[arg(long)]
+    pub any_size: bool,
+    /// Print the metrics as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
 }
@@ -93,7 +98,25 @@ fn score(a: ScoreArgs) -> Result<ExitCode> {
             let gold = data::load_dev_file(&set, g)?;
             predictions::score_against(&set, &rows, &gold, &source)?
         }
-        None => predictions::score_rows(&set, &rows, &source)?,
+        None => {
+            // Without a dev file the rows must be the whole dev set of the task named: a file
+            // of another task (or a partial one) would otherwise score as this one.
+            let want = set.dev_examples();
+            if rows.len() != want && !a.any_size {
+                return Err(crambench::Error::input(
+                    &source,
+                    format!(
+                        "{} prediction rows, but the {} dev set has {want} examples: is this \
+                         another task's file? (pass --gold DEV_FILE to score against a dev file \
+                         of another size, or --any-size for a subset)",
+                        rows.len(),
+                        set.id
+                    ),
+                )
+                .into());
+            }
+            predictions::score_rows(&set, &rows, &source)?
+        }
     };
     let sha = crambench::provenance::hash::hash_file(&a.predictions, &|_| {})?.sha256;
     if a.json {

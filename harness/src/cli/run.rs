@@ -57,11 +57,7 @@ pub struct RunArgs {
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let stop = super::stop_on_signals()?;
     let device = super::device(args.device.as_deref())?;
-    let data_root = args
-        .data_dir
-        .clone()
-        .or_else(|| std::env::var_os("CRAMBENCH_DATA_DIR").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("data-cache"));
+    let data_root = crambench::data::prepare::data_root(args.data_dir.clone());
     let outcome = run_pipeline(&RunOptions {
         recipe: args.recipe.clone(),
         out_root: args.out.clone(),

@@ -9,8 +9,9 @@
 //! 1 the loss stayed non-finite (the message names the micro-step; the last good checkpoint is
 //! kept) or a checkpoint failed its digest check; 2 bad recipe or argument (names file and key);
 //! 3 I/O failure; 4 `--out` already holds a run and `--resume` was not given; 130 second signal.
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
+use crambench::train::run::PretrainData;
 use crambench::train::{pretrain_recipe, PretrainOptions, PretrainSummary};
 use crambench::ExitCode;
 use std::path::PathBuf;
@@ -34,9 +35,17 @@ pub struct PretrainArgs {
     /// cpu, cuda or cuda:N (default: cuda if available).
     #[arg(long)]
     pub device: Option<String>,
-    /// A prepared dataset directory (`crambench data prepare`); default: the synthetic stream.
-    #[arg(long, value_name = "DIR")]
+    /// A prepared dataset directory (`crambench data prepare`). Default: the recipe's [data]
+    /// table, prepared into (or reused from) the dataset cache.
+    #[arg(long, value_name = "DIR", conflicts_with = "synthetic")]
     pub data: Option<PathBuf>,
+    /// Train on the synthetic random-token stream instead of a corpus (tests and benchmarks;
+    /// never a real result). The only way to pretrain a recipe without a [data] table.
+    #[arg(long)]
+    pub synthetic: bool,
+    /// Dataset cache for the recipe's [data] (default: $CRAMBENCH_DATA_DIR, else ./data-cache).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
     /// CPU threads for libtorch's intra-op parallelism (default: libtorch's choice).
     #[arg(long)]
     pub threads: Option<i32>,
@@ -62,6 +71,7 @@ pub fn run(args: PretrainArgs) -> Result<ExitCode> {
             .unwrap_or_default();
         PathBuf::from("runs").join(stem)
     });
+    let data = pretrain_data(&args)?;
     let summary = pretrain_recipe(
         &args.recipe,
         &PretrainOptions {
@@ -72,7 +82,7 @@ pub fn run(args: PretrainArgs) -> Result<ExitCode> {
             device,
             progress: !args.json,
             stop,
-            data: args.data.clone(),
+            data,
         },
     )?;
     let text = if args.json {
@@ -82,6 +92,48 @@ pub fn run(args: PretrainArgs) -> Result<ExitCode> {
     };
     super::print(&text)?;
     Ok(ExitCode::Ok)
+}
+
+/// `--data DIR`, `--synthetic`, or the recipe's own `[data]` (prepared or reused); a recipe
+/// without `[data]` and neither flag is refused before anything is trained.
+fn pretrain_data(args: &PretrainArgs) -> Result<PretrainData> {
+    if let Some(d) = &args.data {
+        return Ok(PretrainData::Dataset(d.clone()));
+    }
+    if args.synthetic {
+        return Ok(PretrainData::Synthetic);
+    }
+    let recipe = crambench::recipe::Recipe::load(&args.recipe)?;
+    // The whole recipe is checked before any data is prepared.
+    crambench::train::run::resolved(&recipe, args.budget.as_deref(), None)?;
+    if !recipe.has_section("data") {
+        return Err(crambench::Error::input(
+            args.recipe.display(),
+            "the recipe has no [data] table, so there is no corpus to pretrain on: pass --data \
+             DIR (a prepared dataset) or --synthetic (random tokens, for tests and benchmarks)",
+        )
+        .into());
+    }
+    let cfg: crambench::data::config::DataConfig = recipe.section("data")?;
+    let opts = crambench::data::prepare::PrepareOptions::for_recipe(
+        &args.recipe,
+        crambench::data::prepare::data_root(args.data_dir.clone()),
+        None,
+        !args.json,
+    );
+    let p = crambench::data::prepare(&cfg, &args.recipe.display().to_string(), &opts).context(
+        "preparing the recipe's [data] (pass --data DIR for a prepared dataset, or \
+             --synthetic for random tokens in tests and benchmarks)",
+    )?;
+    if !args.json {
+        eprintln!(
+            "pretraining on {} ({} dataset {})",
+            p.dir.display(),
+            if p.reused { "reused" } else { "prepared" },
+            p.dataset.manifest().name
+        );
+    }
+    Ok(PretrainData::Dataset(p.dir))
 }
 
 fn table(s: &PretrainSummary) -> String {

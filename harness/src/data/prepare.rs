@@ -57,6 +57,32 @@ pub struct PrepareOptions {
     pub progress: bool,
 }
 
+impl PrepareOptions {
+    /// Options for the `[data]` table of the recipe at `recipe`: relative sources are relative
+    /// to the recipe's directory; the hub cache is the default one.
+    pub fn for_recipe(
+        recipe: &Path,
+        out_root: PathBuf,
+        threads: Option<usize>,
+        progress: bool,
+    ) -> PrepareOptions {
+        PrepareOptions {
+            out_root,
+            base_dir: recipe.parent().map(Path::to_path_buf).unwrap_or_default(),
+            hub_root: None,
+            threads,
+            progress,
+        }
+    }
+}
+
+/// The dataset cache: `explicit` (`--data-dir`), else `$CRAMBENCH_DATA_DIR`, else `./data-cache`.
+pub fn data_root(explicit: Option<PathBuf>) -> PathBuf {
+    explicit
+        .or_else(|| std::env::var_os("CRAMBENCH_DATA_DIR").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("data-cache"))
+}
+
 /// The result of [`prepare`].
 #[derive(Debug)]
 pub struct Prepared {
@@ -191,6 +217,31 @@ pub fn prepare(cfg: &DataConfig, what: &str, opts: &PrepareOptions) -> Result<Pr
         });
     }
     std::fs::create_dir_all(&opts.out_root).map_err(|e| Error::io(&opts.out_root, e))?;
+    // One builder of this dataset at a time; under the lock, what a killed builder left
+    // (`.build-<name>-*`) is removed.
+    let _lock = crate::io::Lock::acquire(
+        &opts.out_root.join(format!(".{name}.lock")),
+        &format!("dataset {name} in {}", opts.out_root.display()),
+    )?;
+    if dir.join(super::reader::MANIFEST_FILE).is_file() {
+        // Built by the process that held the lock before us.
+        let dataset =
+            PackedDataset::open(&dir).with_context(|| format!("reusing {}", dir.display()))?;
+        return Ok(Prepared {
+            dir,
+            reused: true,
+            dataset,
+        });
+    }
+    let prefix = format!(".build-{name}-");
+    for e in std::fs::read_dir(&opts.out_root)
+        .map_err(|e| Error::io(&opts.out_root, e))?
+        .flatten()
+    {
+        if e.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
     let build = tempfile::Builder::new()
         .prefix(&format!(".build-{name}-"))
         .tempdir_in(&opts.out_root)
@@ -213,6 +264,7 @@ pub fn prepare(cfg: &DataConfig, what: &str, opts: &PrepareOptions) -> Result<Pr
     })?;
     let _ = manifest;
     // Publish: rename the finished build directory into place (atomic on one file system).
+    crate::io::crash_point("data-publish");
     let tmp = build.keep();
     match std::fs::rename(&tmp, &dir) {
         Ok(()) => {}

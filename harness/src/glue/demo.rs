@@ -22,6 +22,9 @@ pub const SENTIMENT_TSV: &[u8] = include_bytes!("../../assets/glue-demo/sentimen
 pub const SENTIMENT_SHA256: &str =
     "1018490091d0333e1b5d4cdf5f952611df97ec9052e205e654f7247b3b1607ef";
 
+/// Dev examples of `demo-sentiment` (every fifth of the 3,000 rows).
+pub const SENTIMENT_DEV: usize = 600;
+
 /// Pairs per split of `demo-next-sentence`.
 pub const NEXT_SENTENCE_TRAIN: usize = 2400;
 pub const NEXT_SENTENCE_DEV: usize = 600;

@@ -60,6 +60,17 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// Load `dir/{model.safetensors, arch.json, tokenizer.json}`.
     pub fn load(dir: &Path) -> Result<Self> {
+        // Every file is checked against meta.json before anything is read from it.
+        let meta = crate::train::checkpoint::verify_files(dir)?;
+        for required in ["model.safetensors", "arch.json", "tokenizer.json"] {
+            if !meta.files.contains_key(required) {
+                return Err(Error::input(
+                    dir.join("meta.json").display(),
+                    format!("lists no {required}: not a checkpoint fine-tuning can use"),
+                )
+                .into());
+            }
+        }
         let arch_path = dir.join("arch.json");
         let bytes = crate::io::read_limited(&arch_path, 1 << 20)?;
         let arch: ArchConfig = serde_json::from_slice(&bytes)
@@ -450,6 +461,7 @@ pub fn run(cfg: &GlueConfig, opts: &RunOptions) -> Result<GlueResults> {
                     std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
                 }
                 let sha = predictions::write(&path, &preds)?;
+                crate::io::crash_point("glue-trial");
                 if opts.progress {
                     let m: Vec<String> = metrics
                         .iter()

@@ -93,6 +93,39 @@ pub struct EvalSet {
     pub id: &'static str,
 }
 
+impl EvalSet {
+    /// The number of examples of this set's dev split: GLUE's published dev sets (the
+    /// `nyu-mll/glue` validation splits and `download_glue_data.py`'s `dev.tsv` files agree), and
+    /// the embedded demo dev sets ([`crate::glue::demo`]).
+    pub fn dev_examples(&self) -> usize {
+        match self.id {
+            "cola" => 1043,
+            "sst2" => 872,
+            "mrpc" => 408,
+            "qqp" => 40430,
+            "stsb" => 1500,
+            "mnli-m" => 9815,
+            "mnli-mm" => 9832,
+            "qnli" => 5463,
+            "rte" => 277,
+            "wnli" => 71,
+            "demo-sentiment" => crate::glue::demo::SENTIMENT_DEV,
+            "demo-next-sentence" => crate::glue::demo::NEXT_SENTENCE_DEV,
+            other => unreachable!("evaluation set ids are fixed; {other} is not one"),
+        }
+    }
+}
+
+/// Every evaluation set id, for messages that list the valid ones.
+pub fn eval_set_ids() -> Vec<&'static str> {
+    Task::ALL_GLUE
+        .iter()
+        .chain(Task::DEMO.iter())
+        .flat_map(|t| t.eval_sets())
+        .map(|s| s.id)
+        .collect()
+}
+
 impl Task {
     /// The GLUE tasks run by `--tasks all` (WNLI excluded, as in the paper and the reference).
     pub const DEFAULT_GLUE: [Task; 8] = [
@@ -354,5 +387,12 @@ pub fn eval_set(id: &str) -> Result<EvalSet> {
             );
         }
     }
-    Err(Error::input("--task", format!("unknown evaluation set `{id}`")).into())
+    Err(Error::input(
+        "--task",
+        format!(
+            "unknown evaluation set `{id}` (valid: {})",
+            eval_set_ids().join(", ")
+        ),
+    )
+    .into())
 }

@@ -22,6 +22,7 @@
 //! recorded digests is an error (exit 1) naming the file; with `--force` that stage and the ones
 //! after it are redone.
 pub mod assemble;
+pub mod preflight;
 pub mod state;
 
 use crate::data::{self, config::DataConfig, PackedDataset};
@@ -41,6 +42,10 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 use tch::Device;
+
+/// The lock file of a run directory ([`crate::io::Lock`]): held by the `crambench run` working
+/// in it.
+pub const LOCK_FILE: &str = ".crambench.lock";
 
 /// Options of `crambench run`.
 #[derive(Debug, Clone)]
@@ -146,8 +151,20 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         )
         .into());
     }
-    let name = recipe.name();
     let resolved = resolve_recipe(&recipe, opts.budget.as_deref())?;
+    // Everything the whole run needs, checked before the first long stage.
+    let pf = preflight::check(&recipe, opts)?;
+    stderr_line(
+        opts.progress,
+        &format!(
+            "preflight: recipe, data sources ({}), GLUE data for {} task(s), device, key and \
+             output checked; the run writes about {}",
+            preflight::human_bytes(pf.corpus_bytes),
+            pf.tasks.len(),
+            preflight::human_bytes(pf.estimated_write_bytes)
+        ),
+    );
+    let name = recipe.name();
     let recipe_sha256 = crate::recipe::resolved_sha256(&resolved)?;
     let dir = opts.out_root.join(&name);
 
@@ -157,6 +174,20 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         ..Default::default()
     });
     let now = now_rfc3339();
+
+    // One process at a time in a run directory; what a killed one left is removed under the
+    // lock (temporaries only: never a completed output).
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let _lock = crate::io::Lock::acquire(
+        &dir.join(LOCK_FILE),
+        &format!("run directory {}", dir.display()),
+    )?;
+    for p in crate::io::remove_stale(&dir, &|n| n.starts_with(".tmp-ckpt-")) {
+        stderr_line(
+            opts.progress,
+            &format!("removed {} (left by an interrupted run)", p.display()),
+        );
+    }
 
     let mut st = open_state(opts, &dir, &name, &recipe_sha256, &fp.hardware_class, &now)?;
     st.invocations.push(state::Invocation {
@@ -398,7 +429,7 @@ fn open_state(
         }
         None => {
             let nonempty = std::fs::read_dir(dir)
-                .map(|mut d| d.next().is_some())
+                .map(|d| d.flatten().any(|e| e.file_name() != LOCK_FILE))
                 .unwrap_or(false);
             if nonempty && !opts.force {
                 return Err(Error::Refused(format!(
@@ -482,18 +513,12 @@ impl Ctx<'_> {
         let p = data::prepare(
             &cfg,
             &self.opts.recipe.display().to_string(),
-            &data::prepare::PrepareOptions {
-                out_root: self.opts.data_root.clone(),
-                base_dir: self
-                    .opts
-                    .recipe
-                    .parent()
-                    .map(Path::to_path_buf)
-                    .unwrap_or_default(),
-                hub_root: None,
-                threads: self.opts.threads,
-                progress: self.opts.progress,
-            },
+            &data::prepare::PrepareOptions::for_recipe(
+                &self.opts.recipe,
+                self.opts.data_root.clone(),
+                self.opts.threads,
+                self.opts.progress,
+            ),
         )?;
         let dir = std::fs::canonicalize(&p.dir).map_err(|e| Error::io(&p.dir, e))?;
         let manifest_file = dir.join(data::reader::MANIFEST_FILE);
@@ -552,7 +577,7 @@ impl Ctx<'_> {
                 device: self.opts.device,
                 progress: self.opts.progress,
                 stop: self.opts.stop.clone(),
-                data: Some(data_dir),
+                data: crate::train::run::PretrainData::Dataset(data_dir),
             },
         )?;
         if summary.stop_reason == crate::train::trainer::StopReason::Signal {
@@ -643,6 +668,7 @@ impl Ctx<'_> {
                 .join(format!("glue.replaced-{}", std::process::id()));
             std::fs::rename(&final_dir, &aside).map_err(|e| Error::io(&final_dir, e))?;
         }
+        crate::io::crash_point("glue-publish");
         std::fs::rename(&partial, &final_dir).map_err(|e| Error::io(&final_dir, e))?;
         let materials: Vec<Value> = res
             .data

@@ -87,19 +87,22 @@ impl Checkpoint {
     }
 }
 
+/// `meta.json`: the digest of every file of a checkpoint.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Meta {
-    format: String,
-    micro_step: u64,
-    files: BTreeMap<String, FileEntry>,
+pub struct Meta {
+    pub format: String,
+    pub micro_step: u64,
+    /// File name → digest and size.
+    pub files: BTreeMap<String, FileEntry>,
 }
 
+/// One file of a checkpoint in `meta.json`.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct FileEntry {
-    sha256: String,
-    size: u64,
+pub struct FileEntry {
+    pub sha256: String,
+    pub size: u64,
 }
 
 fn fsync_path(path: &Path) -> Result<()> {
@@ -144,6 +147,7 @@ pub fn save(
     }
     std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
     write_payload(&tmp)?;
+    crate::io::crash_point("checkpoint-payload");
     std::fs::write(tmp.join("state.json"), serde_json::to_vec_pretty(state)?)
         .map_err(|e| Error::io(tmp.join("state.json"), e))?;
     std::fs::write(tmp.join("arch.json"), serde_json::to_vec_pretty(arch)?)
@@ -186,6 +190,7 @@ pub fn save(
     let dir = root.join(&name);
     std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
     fsync_path(&root)?;
+    crate::io::crash_point("checkpoint-renamed");
     crate::io::write_atomic(&root.join("latest"), format!("{name}\n").as_bytes(), None)?;
     prune(&root, &name, keep.max(1))?;
     Ok(dir)
@@ -218,8 +223,39 @@ fn prune(root: &Path, latest: &str, keep: usize) -> Result<()> {
     Ok(())
 }
 
-/// Verify a checkpoint directory against its `meta.json` and read its state.
-pub fn load_dir(dir: &Path) -> Result<Checkpoint> {
+/// Write `meta.json` for a checkpoint directory assembled by other means (an imported or a
+/// hand-built one): the sha256 and size of every regular file in it, so that every later load
+/// verifies them ([`verify_files`]).
+pub fn seal(dir: &Path, micro_step: u64) -> Result<()> {
+    let mut files = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == "meta.json"
+            || name.starts_with('.')
+            || !entry.file_type().is_ok_and(|t| t.is_file())
+        {
+            continue;
+        }
+        let (sha256, size) = file_sha256(&entry.path())?;
+        files.insert(name, FileEntry { sha256, size });
+    }
+    let meta = Meta {
+        format: META_FORMAT.into(),
+        micro_step,
+        files,
+    };
+    crate::io::write_atomic(
+        &dir.join("meta.json"),
+        &serde_json::to_vec_pretty(&meta)?,
+        None,
+    )
+}
+
+/// Check every file `meta.json` lists against its sha256 and size (what every load of a
+/// checkpoint does first: resuming, fine-tuning, evaluating). A checkpoint without `meta.json`
+/// is incomplete; a wrong digest is a damaged checkpoint ([`Error::Check`]).
+pub fn verify_files(dir: &Path) -> Result<Meta> {
     let meta_path = dir.join("meta.json");
     let bytes = crate::io::read_limited(&meta_path, JSON_LIMIT)
         .with_context(|| format!("{} is not a complete checkpoint", dir.display()))?;
@@ -233,6 +269,13 @@ pub fn load_dir(dir: &Path) -> Result<Checkpoint> {
         .into());
     }
     for (name, entry) in &meta.files {
+        if name.is_empty() || name.contains('/') || name.starts_with('.') {
+            return Err(Error::input(
+                meta_path.display(),
+                format!("files: {name:?} is not a file name inside the checkpoint"),
+            )
+            .into());
+        }
         let path = dir.join(name);
         let (sha, size) = file_sha256(&path)?;
         if sha != entry.sha256 || size != entry.size {
@@ -244,6 +287,13 @@ pub fn load_dir(dir: &Path) -> Result<Checkpoint> {
             .into());
         }
     }
+    Ok(meta)
+}
+
+/// Verify a checkpoint directory against its `meta.json` and read its state.
+pub fn load_dir(dir: &Path) -> Result<Checkpoint> {
+    let meta = verify_files(dir)?;
+    let meta_path = dir.join("meta.json");
     for required in [
         "model.safetensors",
         "optimizer.safetensors",

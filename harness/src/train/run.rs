@@ -5,9 +5,10 @@
 //! open, read in their recorded order, wrapping around); the dataset's sequence length and
 //! vocabulary size replace `train.seq_len` and `arch.vocab_size` in the resolved recipe (the
 //! reference takes the vocabulary from the tokenizer), and its `tokenizer.json` is copied into
-//! every checkpoint. Without `--data` pretraining reads the deterministic [`SyntheticStream`]
-//! (seeded by the `data-order` seed, `train.seq_len` tokens per block, the model's
-//! vocabulary). The data digest (dataset root digest, or the stream's parameters) is recorded in
+//! every checkpoint. Only when asked for by name ([`PretrainData::Synthetic`], `--synthetic`)
+//! does pretraining read the deterministic [`SyntheticStream`] instead (seeded by the
+//! `data-order` seed, `train.seq_len` tokens per block, the model's vocabulary), and it says so
+//! on stderr. The data digest (dataset root digest, or the stream's parameters) is recorded in
 //! checkpoints, and resume refuses other data.
 use super::config::TrainConfig;
 use super::synthetic::{BlockSource, SyntheticStream};
@@ -40,8 +41,17 @@ pub struct PretrainOptions {
     pub progress: bool,
     /// Set by signal handlers to stop with a checkpoint.
     pub stop: Arc<AtomicBool>,
-    /// A prepared dataset directory; `None` = the synthetic stream.
-    pub data: Option<PathBuf>,
+    /// What to train on.
+    pub data: PretrainData,
+}
+
+/// The data a pretraining run reads.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PretrainData {
+    /// A prepared dataset directory (`crambench data prepare`).
+    Dataset(PathBuf),
+    /// The synthetic token stream, for tests and benchmarks (never a real result).
+    Synthetic,
 }
 
 /// The resolved `[arch]` and `[train]` of a recipe (with a budget override applied), as JSON
@@ -100,8 +110,16 @@ pub fn pretrain_recipe(recipe_path: &Path, opts: &PretrainOptions) -> Result<Pre
     let setup = Instant::now();
     let recipe = Recipe::load(recipe_path)?;
     let dataset = match &opts.data {
-        Some(dir) => Some(crate::data::PackedDataset::open(dir)?),
-        None => None,
+        PretrainData::Dataset(dir) => Some(crate::data::PackedDataset::open(dir)?),
+        PretrainData::Synthetic => {
+            if opts.progress {
+                eprintln!(
+                    "pretraining on SYNTHETIC random tokens (--synthetic), not on a corpus: \
+                     for tests and benchmarks only"
+                );
+            }
+            None
+        }
     };
     let shape = dataset
         .as_ref()

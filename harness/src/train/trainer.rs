@@ -541,6 +541,7 @@ pub fn pretrain(job: Pretrain<'_>) -> Result<PretrainSummary> {
             st.scaler.update(!finite);
             opt.zero_grad();
             st.optimizer_steps += 1;
+            crate::io::crash_point("pretrain-step");
             let step_loss = mean(accum_losses.drain(..));
             accumulated = 0;
             let fs = fake_step(clock.elapsed_hours(), clock.wall_budget_hours(), cfg.steps);

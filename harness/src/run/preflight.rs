@@ -1,0 +1,292 @@
+//! Preflight: everything a whole `crambench run` will need, checked in seconds before the first
+//! long stage, so that nothing that can be known up front is discovered after hours of
+//! pretraining. Each failure is the usual named error (file and field) with its exit code.
+//!
+//! Checked, in order: the recipe's `name` is a string; the `[data]` table is valid and every
+//! local or hub source exists (with its pinned size); the `[glue]` task list names known tasks,
+//! the aggregate rule's sets are all run, and every GLUE task's files exist under `--glue-data`;
+//! the device is available; the signing key loads (or the default key can be created); the
+//! output directory is writable; the disks hold the estimated dataset and checkpoints.
+use crate::data::config::DataConfig;
+use crate::error::Error;
+use crate::glue::{config::GlueConfig, tasks::Task};
+use crate::recipe::Recipe;
+use anyhow::Result;
+use serde::Serialize;
+use std::path::Path;
+use tch::Device;
+
+/// What the preflight found (for the progress line).
+#[derive(Debug, Clone, Serialize)]
+pub struct Preflight {
+    /// GLUE and demo tasks the run will fine-tune.
+    pub tasks: Vec<String>,
+    /// Bytes of corpus the data stage will read (local sources; embedded corpora).
+    pub corpus_bytes: u64,
+    /// Estimated bytes the run writes: prepared dataset plus checkpoints.
+    pub estimated_write_bytes: u64,
+}
+
+/// The recipe's `glue.tasks`, parsed, with errors naming the recipe file and field (not the
+/// `--tasks` flag of `glue run`).
+pub fn glue_tasks(recipe: &Recipe, cfg: &GlueConfig) -> Result<Vec<Task>> {
+    Task::parse_list(&cfg.tasks.join(",")).map_err(|e| {
+        let msg = match e.downcast_ref::<Error>() {
+            Some(Error::Input { msg, .. }) => msg.clone(),
+            _ => format!("{e:#}"),
+        };
+        Error::input(format!("{}: glue.tasks", recipe.path.display()), msg).into()
+    })
+}
+
+/// Every evaluation set the aggregate rule needs must be among the sets run.
+pub fn check_aggregate_sets(recipe: &Recipe, cfg: &GlueConfig, tasks: &[Task]) -> Result<()> {
+    let run: Vec<&str> = tasks
+        .iter()
+        .flat_map(|t| t.eval_sets())
+        .map(|s| s.id)
+        .collect();
+    let missing: Vec<&str> = cfg
+        .aggregate
+        .terms()
+        .into_iter()
+        .flatten()
+        .map(|(set, _)| set)
+        .filter(|s| !run.contains(s))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::input(
+            format!("{}: glue.aggregate", recipe.path.display()),
+            format!(
+                "the rule {} needs {}, which glue.tasks does not run",
+                cfg.aggregate.name(),
+                missing.join(", ")
+            ),
+        )
+        .into());
+    }
+    Ok(())
+}
+
+/// Every GLUE (not demo) task's files exist under `glue_data`.
+pub fn check_glue_data(tasks: &[Task], glue_data: Option<&Path>, what: &str) -> Result<()> {
+    let glue: Vec<&Task> = tasks.iter().filter(|t| t.is_glue()).collect();
+    if glue.is_empty() {
+        return Ok(());
+    }
+    let Some(root) = glue_data else {
+        return Err(Error::input(
+            what,
+            format!(
+                "the GLUE tasks {} need GLUE data: pass --glue-data DIR (a glue_data/ TSV tree \
+                 or a nyu-mll/glue Parquet snapshot)",
+                glue.iter().map(|t| t.id()).collect::<Vec<_>>().join(", ")
+            ),
+        )
+        .into());
+    };
+    if !root.is_dir() {
+        return Err(Error::input(root.display(), "--glue-data: not a directory").into());
+    }
+    for t in glue {
+        crate::glue::data::locate(root, *t)?;
+    }
+    Ok(())
+}
+
+/// The device exists on this machine.
+pub fn check_device(device: Device) -> Result<()> {
+    if device.is_cuda() && !tch::Cuda::is_available() {
+        return Err(Error::input("--device", "CUDA is not available on this machine").into());
+    }
+    if let Device::Cuda(i) = device {
+        let n = tch::Cuda::device_count() as usize;
+        if i >= n {
+            return Err(Error::input(
+                format!("--device cuda:{i}"),
+                format!("this machine has {n} CUDA device(s)"),
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+/// Local and hub sources exist (directories or regular files; files at their pinned size).
+fn check_sources(cfg: &DataConfig, recipe: &Recipe) -> Result<u64> {
+    let base = recipe.path.parent().unwrap_or(Path::new("."));
+    let mut bytes = 0;
+    for (i, s) in cfg.sources.iter().chain(cfg.tokenizer.iter()).enumerate() {
+        let field = format!("{}: data.sources[{i}]", recipe.path.display());
+        if s.embedded.is_some() {
+            bytes += crate::data::source::SOTU_ZST.len() as u64 * 4;
+            continue;
+        }
+        let path = match (&s.path, &s.hub) {
+            (Some(p), _) => base.join(p),
+            (None, Some(h)) => crate::data::hub::cache_path(&crate::data::hub::cache_root(), h),
+            _ => continue, // DataConfig::validate names what is missing
+        };
+        let meta = std::fs::metadata(&path).map_err(|e| {
+            Error::input(
+                &field,
+                format!(
+                    "{}: {} (the data stage reads it)",
+                    path.display(),
+                    std::io::Error::from(e.kind())
+                ),
+            )
+        })?;
+        if meta.is_file() {
+            if let Some(want) = s.size {
+                if meta.len() != want {
+                    return Err(Error::input(
+                        format!("{field}.size"),
+                        format!(
+                            "{} is {} bytes, the pin says {want}",
+                            path.display(),
+                            meta.len()
+                        ),
+                    )
+                    .into());
+                }
+            }
+            bytes += meta.len();
+        } else if meta.is_dir() {
+            bytes += s.size.unwrap_or(0);
+        } else {
+            return Err(Error::input(
+                &field,
+                format!("{}: not a regular file or directory", path.display()),
+            )
+            .into());
+        }
+    }
+    Ok(bytes)
+}
+
+/// Free bytes on the file system holding `dir` (its nearest existing ancestor).
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let mut d = dir.to_path_buf();
+    while !d.exists() {
+        if !d.pop() {
+            d = ".".into();
+            break;
+        }
+    }
+    if d.as_os_str().is_empty() {
+        d = ".".into();
+    }
+    let c = std::ffi::CString::new(d.as_os_str().as_encoded_bytes()).ok()?;
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path and `s` a properly sized out-parameter.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return None;
+    }
+    Some(s.f_bavail as u64 * s.f_frsize as u64)
+}
+
+/// The directory can be created and written to.
+fn check_writable(dir: &Path, flag: &str) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    tempfile::Builder::new()
+        .prefix(".crambench-preflight-")
+        .tempfile_in(dir)
+        .map_err(|e| {
+            Error::input(
+                format!("{flag} {}", dir.display()),
+                format!("not writable: {e}"),
+            )
+        })?;
+    Ok(())
+}
+
+/// Everything `crambench run` checks before its first stage (see the module doc).
+pub fn check(recipe: &Recipe, opts: &super::RunOptions) -> Result<Preflight> {
+    if let Some(v) = recipe.table.get("name") {
+        if !v.is_str() {
+            return Err(Error::input(
+                format!("{}: name", recipe.path.display()),
+                format!("must be a string, not {}", v.type_str()),
+            )
+            .into());
+        }
+    }
+    let data: DataConfig = recipe.section("data")?;
+    data.validate(&recipe.path.display().to_string())?;
+    let corpus_bytes = check_sources(&data, recipe)?;
+
+    let glue = GlueConfig::from_recipe(recipe)?;
+    let tasks = glue_tasks(recipe, &glue)?;
+    check_aggregate_sets(recipe, &glue, &tasks)?;
+    check_glue_data(
+        &tasks,
+        opts.glue_data.as_deref(),
+        &format!("{}: glue.tasks", recipe.path.display()),
+    )?;
+    check_device(opts.device)?;
+
+    match &opts.key {
+        Some(k) => {
+            crate::manifest::keys::load_signing_key(k)?;
+        }
+        None => {
+            crate::manifest::keys::config_dir()?;
+        }
+    }
+    check_writable(&opts.out_root, "--out")?;
+    check_writable(&opts.data_root, "--data-dir")?;
+
+    // The prepared dataset (token ids: about half the bytes of raw text at 2 bytes a token of
+    // about 4 characters) and the checkpoints kept (weights and two Adam moments in fp32).
+    let arch: crate::model::ArchConfig = recipe.section("arch")?;
+    // Embeddings and the per-layer attention and feed-forward matrices (gated FFNs have one more
+    // input matrix; the estimate rounds that up with 3 of them).
+    let (h, i, l, v) = (
+        arch.hidden.max(0) as u64,
+        arch.intermediate.max(0) as u64,
+        arch.layers.max(0) as u64,
+        arch.vocab_size.max(0) as u64,
+    );
+    let params = v
+        .saturating_mul(h)
+        .saturating_add(l.saturating_mul(4 * h * h + 3 * h * i));
+    let keep = 2 + 1; // kept checkpoints plus the one being written
+    let estimated_write_bytes =
+        (corpus_bytes / 2).saturating_add(params.saturating_mul(4 * 3 * keep));
+    if let Some(free) = free_bytes(&opts.out_root) {
+        if free < estimated_write_bytes {
+            return Err(Error::Refused(format!(
+                "{}: {} free, but this run is estimated to write {} (dataset and checkpoints); \
+                 free some space or choose another --out / --data-dir",
+                opts.out_root.display(),
+                human_bytes(free),
+                human_bytes(estimated_write_bytes)
+            ))
+            .into());
+        }
+    }
+    Ok(Preflight {
+        tasks: tasks.iter().map(|t| t.id().to_string()).collect(),
+        corpus_bytes,
+        estimated_write_bytes,
+    })
+}
+
+/// `1.5 GB`-style sizes for messages.
+pub fn human_bytes(b: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < units.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
