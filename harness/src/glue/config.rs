@@ -9,7 +9,7 @@
 //! | `epochs` (at most 5) | 5 | 5 |
 //! | `schedule` | `cosine` (HF cosine with warmup, stepped per batch) | `constant` |
 //! | `warmup` (fraction of the task's steps) | 0.1 | 0.0 |
-//! | `frozen_warmup` | false | false |
+//! | `frozen_warmup` | true | true |
 //! | `betas`, `eps`, `weight_decay` (AdamW) | [0.9, 0.98], 1e-6, 0.0 | same |
 //! | `head_dim` | 1024 | 768 |
 //! | `dropout` (dropout on while fine-tuning) | true | true |
@@ -21,11 +21,14 @@
 //! by the spec; they are taken to be the shared `eval/optim/adam.yaml` values — an assumption,
 //! written out so a recipe can override it.
 //!
-//! **`frozen_warmup`** reproduces the reference's quirk (recipe.md §4.2): its scheduler turns
-//! the fraction 0.1 into `int(0.1·steps)` of the *first* task run and every later task reuses
-//! that step count (267 steps with CoLA first). Off by default: each task then warms up for
-//! `int(warmup·steps)` of its own steps. With it on, tasks run in the reference's order
-//! (CoLA first) whatever order `--tasks` names them in.
+//! **`frozen_warmup`** (default on) is what the reference does and what its published GLUE numbers
+//! were made with (recipe.md §4.2): `get_schedule_fn` in `cramming/backend/optimizers/schedulers.py`
+//! (JonasGeiping/cramming 196c991, the same at Last1.13release) overwrites the shared
+//! `cfg.eval.warmup_steps` with `int(0.1·steps)` of the *first* task run, and the conversion only
+//! happens for a value below 1, so every later task reuses that step count (267 steps with CoLA
+//! first: `int(0.1·(8551 // 16)·5)`). Tasks then run in the reference's order (CoLA first) whatever
+//! order `--tasks` names them in. `frozen_warmup = false` is the per-task variant: each task warms
+//! up for `int(warmup·steps)` of its own steps.
 //!
 //! More than 5 epochs is refused: the cramming rule caps downstream fine-tuning.
 use crate::error::Error;
@@ -107,7 +110,8 @@ pub struct GlueConfig {
     pub schedule: Schedule,
     /// Warmup as a fraction of the task's optimizer steps.
     pub warmup: f64,
-    /// Reproduce the reference's frozen-warmup quirk (see the module doc).
+    /// The reference's warm-up: the first task's step count reused by every later task (on by
+    /// default); `false`: each task warms up for `warmup` of its own steps (see the module doc).
     pub frozen_warmup: bool,
     /// AdamW betas, epsilon and (decoupled) weight decay.
     pub betas: [f64; 2],
@@ -167,7 +171,7 @@ impl TryFrom<GlueOverrides> for GlueConfig {
                 Schedule::Constant
             }),
             warmup: o.warmup.unwrap_or(if sane { 0.1 } else { 0.0 }),
-            frozen_warmup: o.frozen_warmup.unwrap_or(false),
+            frozen_warmup: o.frozen_warmup.unwrap_or(true),
             betas: o.betas.unwrap_or([0.9, 0.98]),
             eps: o.eps.unwrap_or(1e-6),
             weight_decay: o.weight_decay.unwrap_or(0.0),

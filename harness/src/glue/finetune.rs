@@ -226,6 +226,50 @@ pub fn collate(batch: &[&Encoded], cap: usize, device: Device) -> (Tensor, Tenso
     )
 }
 
+/// Position of a task in the reference's GLUE task list (`eval/GLUE_sane.yaml`: cola, mnli,
+/// mrpc, qnli, qqp, rte, sst2, stsb; wnli last), the order it fine-tunes them in. Demo tasks
+/// come after.
+pub fn upstream_rank(t: Task) -> usize {
+    match t {
+        Task::Cola => 0,
+        Task::Mnli => 1,
+        Task::Mrpc => 2,
+        Task::Qnli => 3,
+        Task::Qqp => 4,
+        Task::Rte => 5,
+        Task::Sst2 => 6,
+        Task::Stsb => 7,
+        Task::Wnli => 8,
+        Task::DemoSentiment => 9,
+        Task::DemoNextSentence => 10,
+    }
+}
+
+/// Warm-up steps of the tasks of one run, in the order they run.
+///
+/// The reference (`get_schedule_fn`, `cramming/backend/optimizers/schedulers.py` at 196c991 and
+/// Last1.13release) converts a warm-up below 1 into `int(warmup · steps)` and writes the count
+/// back into the shared eval config, so with [`GlueConfig::frozen_warmup`] (the default) the
+/// first task's count is reused by every later task; without it each task converts its own.
+#[derive(Debug, Default, Clone)]
+pub struct WarmupPlan {
+    frozen: Option<u64>,
+}
+
+impl WarmupPlan {
+    /// Warm-up steps of the next task, which runs `total` optimizer steps.
+    pub fn next(&mut self, cfg: &GlueConfig, total: u64) -> u64 {
+        if let (true, Some(w)) = (cfg.frozen_warmup, self.frozen) {
+            return w;
+        }
+        let w = crate::train::schedule::warmup_steps(cfg.warmup, total);
+        if cfg.frozen_warmup {
+            self.frozen = Some(w);
+        }
+        w
+    }
+}
+
 /// The learning-rate factor at optimizer step `s` (0-based) of `total`, with `warmup` warmup
 /// steps: HF `get_cosine_schedule_with_warmup` (num_cycles 0.5) or `get_constant_schedule_with_warmup`.
 pub fn lr_factor(schedule: Schedule, s: u64, warmup: u64, total: u64) -> f64 {
@@ -352,8 +396,9 @@ pub fn run(cfg: &GlueConfig, opts: &RunOptions) -> Result<GlueResults> {
     let amp = Amp::setup(cfg.precision, true, opts.device);
     let mut tasks = opts.tasks.clone();
     if cfg.frozen_warmup {
-        // The reference runs CoLA first; its warmup is what every later task reuses.
-        tasks.sort();
+        // The reference runs its task list in order (CoLA first); the first task's warm-up is
+        // what every later task reuses.
+        tasks.sort_by_key(|t| upstream_rank(*t));
     }
     let glue = tasks.iter().all(|t| t.is_glue());
     if !glue && tasks.iter().any(|t| t.is_glue()) {
@@ -366,7 +411,7 @@ pub fn run(cfg: &GlueConfig, opts: &RunOptions) -> Result<GlueResults> {
     std::fs::create_dir_all(opts.out).map_err(|e| Error::io(opts.out, e))?;
     let mut results = BTreeMap::new();
     let mut data_info = BTreeMap::new();
-    let mut frozen_warmup: Option<u64> = None;
+    let mut warmups = WarmupPlan::default();
     let mut ignored = Vec::new();
     let started = Instant::now();
     let pins = (!cfg.pins.is_empty()).then_some(&cfg.pins);
@@ -410,13 +455,7 @@ pub fn run(cfg: &GlueConfig, opts: &RunOptions) -> Result<GlueResults> {
             .into());
         }
         let total = steps_per_epoch * cfg.epochs as u64;
-        let warmup = match (cfg.frozen_warmup, frozen_warmup) {
-            (true, Some(w)) => w,
-            _ => (cfg.warmup * total as f64) as u64,
-        };
-        if cfg.frozen_warmup && frozen_warmup.is_none() {
-            frozen_warmup = Some(warmup);
-        }
+        let warmup = warmups.next(cfg, total);
         let train = encode(&ck.tokenizer, &data.train, max_len)?;
         let dev: Vec<(EvalSet, Vec<Encoded>)> = data
             .dev
