@@ -96,3 +96,119 @@ fn glue_per_task_warmup_is_a_named_switch() {
     let b = GlueConfig::from_toml("protocol = \"glue-bert\"", "t").unwrap();
     assert!(plan(&b).iter().all(|x| x.2 == 0));
 }
+
+/// D5: the cut of a pair is `tokenizers`' `longest_first`: when both segments are long each gets
+/// half the budget and the longer one (B on a tie) the odd token; the old one-token-at-a-time
+/// rule gave A the extra token in both of these cases.
+#[test]
+fn pair_truncation_is_tokenizers_longest_first() {
+    use crambench::glue::finetune::truncated_lengths;
+    // max_length 128 → 125 tokens for the two segments.
+    assert_eq!(truncated_lengths(100, 100, 125).unwrap(), (62, 63));
+    assert_eq!(truncated_lengths(90, 100, 125).unwrap(), (62, 63));
+    assert_eq!(truncated_lengths(100, 90, 125).unwrap(), (63, 62));
+    // Only the longer one is cut when the shorter fits in what is left.
+    assert_eq!(truncated_lengths(70, 60, 125).unwrap(), (65, 60));
+    assert_eq!(truncated_lengths(200, 64, 125).unwrap(), (63, 62));
+    assert_eq!(truncated_lengths(300, 0, 125).unwrap(), (125, 0));
+    assert_eq!(truncated_lengths(10, 20, 125).unwrap(), (10, 20));
+}
+
+fn interop(args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write;
+    let py = common::interop_python().expect("checked by the caller");
+    let mut child = std::process::Command::new(py)
+        .arg(common::repo_root().join("reference/interop/truncation.py"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = child.stdin.take().unwrap();
+    let text = stdin.unwrap_or("").to_string();
+    let writer = std::thread::spawn(move || input.write_all(text.as_bytes()).unwrap());
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(
+        out.status.success(),
+        "truncation.py: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// D5 against Python `tokenizers` on 12,000 random length pairs (segment lengths up to twice
+/// `max_length`, the specials of `[CLS] A [SEP] B [SEP]` counted in it).
+#[test]
+fn pair_truncation_equals_python_tokenizers_on_random_lengths() {
+    if common::interop_python().is_none() {
+        return;
+    }
+    let out = interop(&["lengths", "13", "12000"], None);
+    let mut n = 0;
+    let mut both_cut = 0;
+    for line in out.lines() {
+        let v: Vec<usize> = line.split(' ').map(|x| x.parse().unwrap()).collect();
+        let (na, nb, max_len, ka, kb) = (v[0], v[1], v[2], v[3], v[4]);
+        let got = crambench::glue::finetune::truncated_lengths(na, nb, max_len - 3).unwrap();
+        assert_eq!(got, (ka, kb), "a {na}, b {nb}, max_length {max_len}");
+        n += 1;
+        if ka < na && kb < nb {
+            both_cut += 1;
+        }
+    }
+    assert_eq!(n, 12000);
+    assert!(both_cut > 1000, "{both_cut} pairs with both segments cut");
+}
+
+/// D5 end to end on real sentence pairs: crambench's GLUE encoding equals Python `tokenizers`
+/// encoding the pair with the same `tokenizer.json` and `truncation` to `max_length`.
+#[test]
+fn glue_encoding_equals_python_tokenizers_on_real_pairs() {
+    if common::interop_python().is_none() {
+        return;
+    }
+    let pairs = crambench::glue::demo::load(Task::DemoNextSentence).unwrap();
+    let single = crambench::glue::demo::load(Task::DemoSentiment).unwrap();
+    let mut examples: Vec<_> = pairs.train.iter().take(1500).cloned().collect();
+    examples.extend(single.train.iter().take(300).cloned());
+    let texts: Vec<String> = examples
+        .iter()
+        .flat_map(|e| std::iter::once(e.text_a.clone()).chain(e.text_b.clone()))
+        .collect();
+    let tok = crambench::data::tokenizer::train(texts.iter(), 400, Default::default()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tok_path = dir.path().join("tokenizer.json");
+    crambench::data::tokenizer::save(&tok, &tok_path).unwrap();
+    let tok = crambench::data::tokenizer::load_tokenizer(&tok_path).unwrap();
+    let jsonl: String = examples
+        .iter()
+        .map(|e| {
+            serde_json::to_string(&[e.text_a.as_str(), e.text_b.as_deref().unwrap_or("")]).unwrap()
+                + "\n"
+        })
+        .collect();
+    let mut cut_both = 0;
+    for max_len in [12usize, 20, 32, 128] {
+        let ours = crambench::glue::finetune::encode(&tok, &examples, max_len).unwrap();
+        let theirs = interop(
+            &["pairs", tok_path.to_str().unwrap(), &max_len.to_string()],
+            Some(&jsonl),
+        );
+        let theirs: Vec<&str> = theirs.lines().collect();
+        assert_eq!(theirs.len(), ours.len());
+        for ((e, o), t) in examples.iter().zip(&ours).zip(&theirs) {
+            let t: Vec<i64> = t.split(' ').map(|x| x.parse().unwrap()).collect();
+            assert_eq!(
+                o.ids, t,
+                "max_length {max_len}: {:?} / {:?}",
+                e.text_a, e.text_b
+            );
+            if o.ids.len() == max_len {
+                cut_both += 1;
+            }
+        }
+    }
+    assert!(cut_both > 100, "{cut_both} truncated encodings");
+}

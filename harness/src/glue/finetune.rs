@@ -4,8 +4,10 @@
 //!
 //! Inputs are `<cls> A <sep> B <sep>`; single-sentence tasks pass an empty B, giving
 //! `<cls> A <sep> <sep>` as the reference does. A and B are tokenized without special tokens,
-//! then truncated longest-first (one token at a time from the longer, from B on a tie — the
-//! `tokenizers` rule) to `max_seq_len − 3`. Batches are padded to a multiple of 8 with `<pad>`
+//! then truncated to `max_seq_len − 3` by the `tokenizers` crate's own `longest_first` rule (what
+//! the reference's `tokenizer(a, b, max_length=128, truncation=True)` runs, in Hugging Face
+//! tokenizers since PR #389: keep the shorter segment whole if the longer one can absorb the
+//! cut, else give each half the budget, the longer segment the odd token). Batches are padded to a multiple of 8 with `<pad>`
 //! and a key-padding mask. Token type ids are not used.
 //!
 //! Training: AdamW (decoupled weight decay, libtorch's implementation), the `[glue]` schedule
@@ -35,7 +37,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::nn::OptimizerConfig;
 use tch::{nn, Device, Kind, Tensor};
-use tokenizers::Tokenizer;
+use tokenizers::utils::truncation::{
+    truncate_encodings, TruncationDirection, TruncationParams, TruncationStrategy,
+};
+use tokenizers::{Encoding, Tokenizer};
 
 /// Special-token ids (fixed in every crambench tokenizer).
 const PAD: i64 = 0;
@@ -177,32 +182,53 @@ pub fn encode(tok: &Tokenizer, examples: &[Example], max_len: usize) -> Result<V
         .encode_batch(b, false)
         .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
     let budget = max_len.saturating_sub(SPECIALS_PER_INPUT);
-    Ok(examples
+    examples
         .iter()
-        .zip(ea.iter().zip(&eb))
+        .zip(ea.into_iter().zip(eb))
         .map(|(ex, (x, y))| {
+            let (x, y) = truncate_pair(x, y, budget)?;
             let (xa, yb) = (x.get_ids(), y.get_ids());
-            let (mut na, mut nb) = (xa.len(), yb.len());
-            while na + nb > budget {
-                if na > nb {
-                    na -= 1;
-                } else {
-                    nb -= 1;
-                }
-            }
-            let mut ids = Vec::with_capacity(na + nb + SPECIALS_PER_INPUT);
+            let mut ids = Vec::with_capacity(xa.len() + yb.len() + SPECIALS_PER_INPUT);
             ids.push(CLS);
-            ids.extend(xa[..na].iter().map(|&t| t as i64));
+            ids.extend(xa.iter().map(|&t| t as i64));
             ids.push(SEP);
-            ids.extend(yb[..nb].iter().map(|&t| t as i64));
+            ids.extend(yb.iter().map(|&t| t as i64));
             ids.push(SEP);
-            Encoded {
+            Ok(Encoded {
                 idx: ex.idx,
                 ids,
                 label: ex.label,
-            }
+            })
         })
-        .collect())
+        .collect()
+}
+
+/// Cut a pair of encodings to at most `budget` tokens together with the `tokenizers` crate's
+/// `truncate_encodings` and `LongestFirst` (the rule `truncation=True` selects in the
+/// reference), keeping the start of each segment.
+pub fn truncate_pair(a: Encoding, b: Encoding, budget: usize) -> Result<(Encoding, Encoding)> {
+    let params = TruncationParams {
+        direction: TruncationDirection::Right,
+        max_length: budget,
+        strategy: TruncationStrategy::LongestFirst,
+        stride: 0,
+    };
+    let (a, b) = truncate_encodings(a, Some(b), &params)
+        .map_err(|e| anyhow::anyhow!("truncating a pair: {e}"))?;
+    let b = b.ok_or_else(|| anyhow::anyhow!("internal: truncation lost the second segment"))?;
+    Ok((a, b))
+}
+
+/// Lengths after [`truncate_pair`] of segments of `na` and `nb` tokens (for tests and tools).
+pub fn truncated_lengths(na: usize, nb: usize, budget: usize) -> Result<(usize, usize)> {
+    let seg = |n: usize| {
+        let tokens = (0..n)
+            .map(|i| tokenizers::Token::new(i as u32, String::new(), (i, i + 1)))
+            .collect();
+        Encoding::from_tokens(tokens, 0)
+    };
+    let (a, b) = truncate_pair(seg(na), seg(nb), budget)?;
+    Ok((a.len(), b.len()))
 }
 
 /// Pad a batch to a multiple of 8 tokens (at most `cap`): ids `[B,L]` and mask `[B,L]`
