@@ -212,3 +212,103 @@ fn glue_encoding_equals_python_tokenizers_on_real_pairs() {
     }
     assert!(cut_both > 100, "{cut_both} truncated encodings");
 }
+
+/// D3: the head's width is upstream's `classification_head.head_dim` of the architecture —
+/// 1024 for crammed-bert and bert-c5, the hidden size for bert-original and izsak (so 1024 for
+/// izsak, where crambench used 768) — whatever the protocol.
+#[test]
+fn glue_head_width_is_upstreams_per_architecture() {
+    use crambench::glue::config::Protocol;
+    use crambench::model::{ArchConfig, ArchKind};
+    for p in [Protocol::GlueSane, Protocol::GlueBert] {
+        let cfg = GlueConfig::for_protocol(p);
+        let w = |k: ArchKind| cfg.head_width(&ArchConfig::for_kind(k));
+        assert_eq!(w(ArchKind::CrammedBert), 1024, "{p:?}");
+        assert_eq!(w(ArchKind::BertC5), 1024, "{p:?}");
+        assert_eq!(w(ArchKind::BertOriginal), 768, "{p:?}");
+        assert_eq!(w(ArchKind::Izsak), 1024, "{p:?}");
+        assert_eq!(
+            cfg.head_width(&ArchConfig::preset("izsak-tiny").unwrap()),
+            64
+        );
+    }
+    let izsak =
+        crambench::recipe::Recipe::load(&common::repo_root().join("baselines/izsak-2021.toml"))
+            .unwrap();
+    let g = GlueConfig::from_recipe(&izsak).unwrap();
+    assert_eq!(g.head_width(&ArchConfig::for_kind(ArchKind::Izsak)), 1024);
+    // An explicit width wins.
+    let g = GlueConfig::from_toml("head_dim = 32", "t").unwrap();
+    assert_eq!(g.head_width(&ArchConfig::for_kind(ArchKind::Izsak)), 32);
+    assert!(GlueConfig::from_toml("head_dim = 0", "t").is_err());
+}
+
+/// D4: v1 bert-c5's flash-attention path ignores the key-padding mask in GLUE; the v1 recipe
+/// keeps that (`key_padding_mask = false`), every other architecture masks padded keys.
+#[test]
+fn v1_bert_c5_in_glue_ignores_the_key_padding_mask() {
+    use crambench::glue::finetune::classify;
+    use crambench::glue::head::ClassifierHead;
+    use crambench::model::{ArchConfig, ArchKind};
+    use tch::{Device, Tensor};
+    let load = |r: &str| {
+        let p = common::repo_root().join(format!("baselines/{r}.toml"));
+        GlueConfig::from_recipe(&crambench::recipe::Recipe::load(&p).unwrap()).unwrap()
+    };
+    let c5 = ArchConfig::for_kind(ArchKind::BertC5);
+    assert!(!load("crammed-bert-v1").masks_padding(&c5));
+    assert!(load("crammed-bert").masks_padding(&ArchConfig::for_kind(ArchKind::CrammedBert)));
+    let default = GlueConfig::default();
+    assert!(
+        !default.masks_padding(&c5),
+        "upstream's bert-c5 behaviour by default"
+    );
+    for k in [
+        ArchKind::CrammedBert,
+        ArchKind::BertOriginal,
+        ArchKind::Izsak,
+    ] {
+        assert!(default.masks_padding(&ArchConfig::for_kind(k)), "{k:?}");
+    }
+    let on = GlueConfig::from_toml("key_padding_mask = true", "t").unwrap();
+    assert!(on.masks_padding(&c5));
+
+    // What the switch does to a padded batch of a tiny bert-c5.
+    tch::manual_seed(5);
+    let arch = ArchConfig::preset("bert-c5-tiny").unwrap();
+    let vs = tch::nn::VarStore::new(Device::Cpu);
+    let model = crambench::model::build(&vs.root(), &arch).unwrap();
+    let head = ClassifierHead::new(&vs.root(), arch.hidden, 16, 2);
+    // Row 0: 5 tokens + 3 padding; row 1: 8 tokens.
+    let ids = Tensor::from_slice(&[4i64, 9, 10, 11, 5, 0, 0, 0, 4, 12, 13, 14, 15, 16, 17, 5])
+        .view([2, 8]);
+    let mask =
+        Tensor::from_slice(&[1i64, 1, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1]).view([2, 8]);
+    tch::no_grad(|| {
+        let ignored = classify(model.as_ref(), &head, &ids, &mask, false, false);
+        let unmasked = head.forward(&model.encode(&ids, None, false), false);
+        assert!(
+            ignored.equal(&unmasked),
+            "key_padding_mask = false is no mask"
+        );
+        let masked = classify(model.as_ref(), &head, &ids, &mask, true, false);
+        // Masked: row 0 equals the same sequence without padding.
+        let alone = head.forward(
+            &model.encode(&ids.narrow(0, 0, 1).narrow(1, 0, 5), None, false),
+            false,
+        );
+        let d = (masked.narrow(0, 0, 1) - &alone)
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(
+            d < 1e-5,
+            "masked row differs from the unpadded sequence by {d}"
+        );
+        let d = (ignored.narrow(0, 0, 1) - &alone)
+            .abs()
+            .max()
+            .double_value(&[]);
+        assert!(d > 1e-4, "ignoring the mask changes the padded row ({d})");
+    });
+}

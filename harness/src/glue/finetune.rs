@@ -378,6 +378,11 @@ pub struct GlueResults {
     pub precision: String,
     /// `max_seq_len` after clamping to the model's positions.
     pub max_seq_len: usize,
+    /// Width of the classification head used ([`GlueConfig::head_width`]).
+    pub head_dim: i64,
+    /// Whether the encoder was given the batches' key-padding mask
+    /// ([`GlueConfig::masks_padding`]).
+    pub key_padding_mask: bool,
     pub total_finetune_seconds: f64,
 }
 
@@ -602,6 +607,8 @@ pub fn run(cfg: &GlueConfig, opts: &RunOptions) -> Result<GlueResults> {
         device: format!("{:?}", opts.device),
         precision: format!("{:?}", amp.precision).to_lowercase(),
         max_seq_len: max_len,
+        head_dim: cfg.head_width(&ck.arch),
+        key_padding_mask: cfg.masks_padding(&ck.arch),
         total_finetune_seconds: started.elapsed().as_secs_f64(),
     };
     let mut json = serde_json::to_vec_pretty(&res)?;
@@ -642,9 +649,10 @@ fn run_trial(
     let head = ClassifierHead::new(
         &vs.root(),
         model.hidden_size(),
-        cfg.head_dim,
+        cfg.head_width(&ck.arch),
         t.task.num_labels() as i64,
     );
+    let key_padding_mask = cfg.masks_padding(&ck.arch);
     ignored.extend(ck.load_into(&vs)?);
     let mut opt = nn::AdamW {
         beta1: cfg.betas[0],
@@ -675,7 +683,14 @@ fn run_trial(
             let logits = t
                 .amp
                 .forward(|| {
-                    head.forward(&model.encode(&ids, Some(&mask), cfg.dropout), cfg.dropout)
+                    classify(
+                        model.as_ref(),
+                        &head,
+                        &ids,
+                        &mask,
+                        key_padding_mask,
+                        cfg.dropout,
+                    )
                 })
                 .to_kind(Kind::Float);
             let loss = if regression {
@@ -723,7 +738,14 @@ fn run_trial(
     let mut evals = Vec::new();
     for (set, examples) in dev {
         let t0 = Instant::now();
-        let rows = predict(model.as_ref(), &head, examples, t, regression)?;
+        let rows = predict(
+            model.as_ref(),
+            &head,
+            examples,
+            t,
+            regression,
+            key_padding_mask,
+        )?;
         evals.push((*set, rows, t0.elapsed().as_secs_f64()));
     }
     Ok(TrialOut {
@@ -734,6 +756,20 @@ fn run_trial(
     })
 }
 
+/// Logits `[B, num_labels]` of a padded batch: the encoder (given the key-padding mask only if
+/// `key_padding_mask`, see [`GlueConfig::masks_padding`]) and the classification head.
+pub fn classify(
+    model: &dyn MlmModel,
+    head: &ClassifierHead,
+    ids: &Tensor,
+    mask: &Tensor,
+    key_padding_mask: bool,
+    train: bool,
+) -> Tensor {
+    let mask = key_padding_mask.then_some(mask);
+    head.forward(&model.encode(ids, mask, train), train)
+}
+
 /// Batched evaluation under no_grad with dropout off.
 fn predict(
     model: &dyn MlmModel,
@@ -741,6 +777,7 @@ fn predict(
     examples: &[Encoded],
     t: &TrialSetup,
     regression: bool,
+    key_padding_mask: bool,
 ) -> Result<Vec<Row>> {
     let mut rows = Vec::with_capacity(examples.len());
     tch::no_grad(|| {
@@ -749,7 +786,7 @@ fn predict(
             let (ids, mask) = collate(&batch, t.max_len, t.device);
             let logits = t
                 .amp
-                .forward(|| head.forward(&model.encode(&ids, Some(&mask), false), false))
+                .forward(|| classify(model, head, &ids, &mask, key_padding_mask, false))
                 .to_kind(Kind::Float)
                 .to_device(Device::Cpu);
             let preds: Vec<Target> = if regression {
