@@ -129,3 +129,86 @@ fn encoder_without_accent_stripping_equals_tokenizers_encode() {
         assert_eq!(ids, tok.encode(t, true).unwrap().get_ids(), "{t:?}");
     }
 }
+
+fn resolve(
+    text: &str,
+) -> anyhow::Result<(
+    crambench::model::ArchConfig,
+    crambench::train::config::TrainConfig,
+)> {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("r.toml");
+    std::fs::write(&p, text).unwrap();
+    let r = crambench::recipe::Recipe::load(&p)?;
+    let (a, t, _) = crambench::train::run::resolved(&r, None, None)?;
+    Ok((a, t))
+}
+
+/// D2 and D8: the izsak-2021 recipe follows upstream v1 (`arch/bert-large-izsak.yaml`,
+/// `train/bert-izsak.yaml` at Last1.13release): Bernoulli masking, every masked position decoded
+/// (not a static round(p·B·S) rows, which dropped targets), and v1's no-decay list (v2's adds
+/// `norm`).
+#[test]
+fn izsak_recipe_follows_v1_decoding_every_target() {
+    use crambench::model::{ArchConfig, ArchKind};
+    use crambench::train::masking::MaskingKind;
+    let base = common::repo_root().join("baselines/izsak-2021.toml");
+    for name in ["izsak-2021", "izsak-2021-tiny"] {
+        let p = common::repo_root().join(format!("baselines/{name}.toml"));
+        let r = crambench::recipe::Recipe::load(&p).unwrap();
+        let (arch, t, _) = crambench::train::run::resolved(&r, None, None).unwrap();
+        assert_eq!(arch.kind, ArchKind::Izsak);
+        assert_eq!(
+            (arch.sparse_prediction, arch.sparse_static),
+            (Some(0.15), false),
+            "{name}"
+        );
+        assert_eq!(t.masking, MaskingKind::V1Bernoulli, "{name}");
+        assert_eq!(
+            t.no_decay,
+            ["bias", "LayerNorm.bias", "LayerNorm.weight"],
+            "{name}"
+        );
+    }
+    // The preset itself decodes every target.
+    assert!(!ArchConfig::for_kind(ArchKind::Izsak).sparse_static);
+
+    // More targets than round(0.15·B·S) = round(4.8) = 5: all 8 are decoded.
+    tch::manual_seed(3);
+    let mut arch = ArchConfig::preset("izsak-tiny").unwrap();
+    arch.max_seq_len = 16;
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let model = crambench::model::build(&vs.root(), &arch).unwrap();
+    let ids = tch::Tensor::arange(32, (tch::Kind::Int64, tch::Device::Cpu)).view([2, 16]) + 7;
+    let mut labels = vec![-100i64; 32];
+    for (k, pos) in [0usize, 1, 2, 3, 17, 20, 25, 31].iter().enumerate() {
+        labels[*pos] = 10 + k as i64;
+    }
+    let labels = tch::Tensor::from_slice(&labels).view([2, 16]);
+    let (logits, selected) = model.mlm_logits(&ids, &labels, false);
+    assert_eq!(selected.size(), [8]);
+    assert_eq!(logits.size()[0], 8);
+    assert_eq!(selected.ne(-100).sum(tch::Kind::Int64).int64_value(&[]), 8);
+
+    // The combination that drops targets is refused.
+    let e = resolve(&format!(
+        "extends = {:?}\n[arch]\nsparse_static = true\n",
+        base.display().to_string()
+    ))
+    .unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(msg.contains("sparse_static") && msg.contains("v2"), "{msg}");
+    assert!(
+        matches!(
+            e.downcast_ref::<crambench::error::Error>(),
+            Some(crambench::error::Error::Input { .. })
+        ),
+        "{msg}"
+    );
+    // v2 masking with static rows is fine.
+    resolve(&format!(
+        "extends = {:?}\n[arch]\nsparse_static = true\n[train]\nmasking = \"v2\"\n",
+        base.display().to_string()
+    ))
+    .unwrap();
+}
