@@ -8,7 +8,8 @@
 //! the reference's `tokenizer(a, b, max_length=128, truncation=True)` runs, in Hugging Face
 //! tokenizers since PR #389: keep the shorter segment whole if the longer one can absorb the
 //! cut, else give each half the budget, the longer segment the odd token). Batches are padded to a multiple of 8 with `<pad>`
-//! and a key-padding mask. Token type ids are not used.
+//! and a key-padding mask, which the encoder is given unless `[glue] key_padding_mask` resolves
+//! to false (v1 bert-c5, whose upstream flash-attention path ignores it). Token type ids are not used.
 //!
 //! Training: AdamW (decoupled weight decay, libtorch's implementation), the `[glue]` schedule
 //! stepped per batch, `floor(N/batch)·epochs` steps (incomplete batches dropped), shuffled each

@@ -20,7 +20,8 @@
 //!
 //! Every expression below keeps the reference's order of floating-point operations (Python
 //! evaluates left to right; `min`/`max` keep the first argument on ties), so values match
-//! Python's bit for bit: `tests/train_schedule_golden.rs` checks 10^5 points per recipe against
+//! Python's bit for bit: `tests/train_schedule_golden.rs` checks 10^5 random points and 10^5
+//! fake-step boundaries per recipe against
 //! `reference/schedules/upstream_schedules.py`.
 use serde::{Deserialize, Serialize};
 
