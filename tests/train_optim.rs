@@ -4,7 +4,8 @@
 mod common;
 
 use crambench::train::optim::{
-    clip_grad_norm, global_grad_norm, is_no_decay, Adam, AdamConfig, OptimizerKind,
+    clip_coefficient, clip_grad_norm, global_grad_norm, is_no_decay, Adam, AdamConfig,
+    OptimizerKind,
 };
 use tch::{Kind, Tensor};
 
@@ -199,6 +200,51 @@ fn clip_grad_norm_scales_to_max_norm() {
     let c = Tensor::from_slice(&[0.1f32]);
     clip_grad_norm(&[c.shallow_clone()], 0.5);
     assert_eq!(c.double_value(&[0]), 0.1f32 as f64);
+}
+
+/// D12 of issue 13: bit for bit what `torch.nn.utils.clip_grad_norm_` (torch 2.11, CPU) does
+/// to 200 random sets of gradients (`tests/golden/clip_grad_norm.safetensors`, written by
+/// `reference/pytorch/clip_golden.py`), clipped and unclipped ones. An f64 clip factor (the
+/// old code) differs in the last bit for about a fifth of them.
+#[test]
+fn clip_grad_norm_equals_torch_bit_for_bit() {
+    let path = common::repo_root().join("tests/golden/clip_grad_norm.safetensors");
+    let t: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(&path)
+        .unwrap()
+        .into_iter()
+        .collect();
+    let mut clipped = 0;
+    for k in 0..200 {
+        let grads: Vec<Tensor> = (0..3)
+            .map(|i| t[&format!("case{k}.in.{i}")].copy())
+            .collect();
+        let norm = clip_grad_norm(&grads, 0.5);
+        let torch_norm = t[&format!("case{k}.norm")].double_value(&[0]);
+        assert_eq!(norm, torch_norm, "case {k}: norm");
+        if norm > 0.5 {
+            clipped += 1;
+        }
+        for (i, g) in grads.iter().enumerate() {
+            assert!(
+                g.equal(&t[&format!("case{k}.out.{i}")]),
+                "case {k}: gradient {i} differs from torch's clip_grad_norm_"
+            );
+        }
+    }
+    assert!((50..150).contains(&clipped), "{clipped} of 200 clipped");
+}
+
+#[test]
+fn clip_coefficient_is_f32_like_torch() {
+    // 0.5 / (1.3 + 1e-6) in f32 operations (torch: 0.38461512) vs in f64 then rounded
+    // (0.3846151): they differ in the last bit.
+    let t = 1.3f32;
+    let f32_ops = (1.0f32 / (t + 1e-6f64 as f32)) * 0.5f32;
+    assert_eq!(clip_coefficient(t, 0.5), f32_ops);
+    assert_eq!(f32_ops, 0.384_615_12_f32);
+    assert_ne!(f32_ops, (0.5 / (t as f64 + 1e-6)) as f32);
+    assert_eq!(clip_coefficient(0.1, 0.5), 1.0);
+    assert!(clip_coefficient(f32::NAN, 0.5).is_nan());
 }
 
 #[test]

@@ -4,7 +4,7 @@ mod common;
 
 use crambench::train::budget::parse_budget;
 use crambench::train::schedule::{
-    fake_step, py_floordiv, warmup_steps, BatchRamp, LrSchedule, SchedulerKind,
+    fake_step, py_floordiv, schedule_step, warmup_steps, BatchRamp, LrSchedule, SchedulerKind,
 };
 
 const FRACTIONS: [f64; 5] = [0.0, 0.25, 0.5, 0.75, 1.0];
@@ -22,7 +22,7 @@ fn sched(kind: SchedulerKind, base_lr: f64, steps: u64, warmup: u64) -> LrSchedu
 
 /// lr at budget fraction `f` of a 24 h budget.
 fn lr_at(s: &LrSchedule, f: f64) -> f64 {
-    s.lr(123, f * 24.0, 24.0)
+    s.lr(123, f * 24.0 * 3600.0, 24.0)
 }
 
 fn close(a: f64, b: f64) -> bool {
@@ -31,12 +31,16 @@ fn close(a: f64, b: f64) -> bool {
 
 #[test]
 fn fake_step_is_truncated_time_fraction() {
+    let h = 3600.0;
     assert_eq!(fake_step(0.0, 24.0, 900_000), 0);
-    assert_eq!(fake_step(6.0, 24.0, 900_000), 225_000);
-    assert_eq!(fake_step(12.0 + 1e-9, 24.0, 900_000), 450_000);
-    assert_eq!(fake_step(24.0, 24.0, 900_000), 900_000);
+    assert_eq!(fake_step(6.0 * h, 24.0, 900_000), 225_000);
+    assert_eq!(fake_step((12.0 + 1e-9) * h, 24.0, 900_000), 450_000);
+    assert_eq!(fake_step(24.0 * h, 24.0, 900_000), 900_000);
     // int() truncates: 1 s into 24 h is fake step 10 (10.416…).
-    assert_eq!(fake_step(1.0 / 3600.0, 24.0, 900_000), 10);
+    assert_eq!(fake_step(1.0, 24.0, 900_000), 10);
+    // The schedulers' step is 0 while their own counter is (`_get_fake_step`).
+    assert_eq!(schedule_step(0, 1.0, 24.0, 900_000), 0);
+    assert_eq!(schedule_step(1, 1.0, 24.0, 900_000), 10);
 }
 
 #[test]
@@ -156,7 +160,7 @@ fn batch_ramp_time_fraction_worked_values() {
         (0.6, 8192),
         (1.0, 8192),
     ] {
-        let fake = fake_step(p * 24.0, 24.0, 900_000);
+        let fake = fake_step(p * 24.0 * 3600.0, 24.0, 900_000);
         assert_eq!(r.batch_size(0, fake), bs, "p={p}");
         assert_eq!(r.accumulation_steps(bs), bs / 512);
     }

@@ -41,6 +41,7 @@ pub struct DataConfig {
     /// The §3.1 normaliser switches (reference: all true).
     #[serde(default = "yes")]
     pub lowercase: bool,
+    /// NFD + StripAccents; `false`: NFKC instead, as the reference.
     #[serde(default = "yes")]
     pub strip_accents: bool,
     /// Drop every non-ASCII character (the reference's `force_english_keyboard`).

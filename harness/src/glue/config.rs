@@ -9,9 +9,10 @@
 //! | `epochs` (at most 5) | 5 | 5 |
 //! | `schedule` | `cosine` (HF cosine with warmup, stepped per batch) | `constant` |
 //! | `warmup` (fraction of the task's steps) | 0.1 | 0.0 |
-//! | `frozen_warmup` | false | false |
+//! | `frozen_warmup` | true | true |
 //! | `betas`, `eps`, `weight_decay` (AdamW) | [0.9, 0.98], 1e-6, 0.0 | same |
-//! | `head_dim` | 1024 | 768 |
+//! | `head_dim` | the architecture's (below) | same |
+//! | `key_padding_mask` | the architecture's (below) | same |
 //! | `dropout` (dropout on while fine-tuning) | true | true |
 //! | `max_seq_len` | 128 | 128 |
 //! | `trials` (seeds per task; median reported) | 5 | 5 |
@@ -21,15 +22,33 @@
 //! by the spec; they are taken to be the shared `eval/optim/adam.yaml` values — an assumption,
 //! written out so a recipe can override it.
 //!
-//! **`frozen_warmup`** reproduces the reference's quirk (recipe.md §4.2): its scheduler turns
-//! the fraction 0.1 into `int(0.1·steps)` of the *first* task run and every later task reuses
-//! that step count (267 steps with CoLA first). Off by default: each task then warms up for
-//! `int(warmup·steps)` of its own steps. With it on, tasks run in the reference's order
-//! (CoLA first) whatever order `--tasks` names them in.
+//! **`frozen_warmup`** (default on) is what the reference does and what its published GLUE numbers
+//! were made with (recipe.md §4.2): `get_schedule_fn` in `cramming/backend/optimizers/schedulers.py`
+//! (JonasGeiping/cramming 196c991, the same at Last1.13release) overwrites the shared
+//! `cfg.eval.warmup_steps` with `int(0.1·steps)` of the *first* task run, and the conversion only
+//! happens for a value below 1, so every later task reuses that step count (267 steps with CoLA
+//! first: `int(0.1·(8551 // 16)·5)`). Tasks then run in the reference's order (CoLA first) whatever
+//! order `--tasks` names them in. `frozen_warmup = false` is the per-task variant: each task warms
+//! up for `int(warmup·steps)` of its own steps.
+//!
+//! **`head_dim`**, when absent, is the width upstream's architecture config gives the
+//! classification head (`classification_head.head_dim`): 1024 for crammed-bert
+//! (`arch/crammed-bert.yaml` at 196c991) and bert-c5 (`arch/bert-c5.yaml` at Last1.13release),
+//! the hidden size for bert-original and izsak (`${arch.hidden_size}` in `arch/bert-original.yaml`
+//! and `arch/bert-large-izsak.yaml` at Last1.13release, `arch/crammed-large-izsak.yaml` at
+//! 196c991): 768 and 1024 at full size. Neither eval config overrides it.
+//!
+//! **`key_padding_mask`**, when absent, is whether upstream's attention for that architecture
+//! honours the padding mask of a GLUE batch: v1's bert-c5 runs the flash-attention path
+//! (`FlashMultiHeadAttention` in `cramming/architectures/attention.py` at Last1.13release), which
+//! calls the kernel with `key_padding_mask=None`, so padded positions are attended to; every other
+//! architecture masks them (the additive -10000 mask). `false` reproduces bert-c5's behaviour
+//! (the crammed-bert-v1 recipe sets it), `true` masks padding for any architecture.
 //!
 //! More than 5 epochs is refused: the cramming rule caps downstream fine-tuning.
 use crate::error::Error;
 use crate::glue::aggregate::Rule;
+use crate::model::config::{ArchConfig, ArchKind};
 use crate::train::amp::Precision;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
@@ -82,6 +101,7 @@ struct GlueOverrides {
     eps: Option<f64>,
     weight_decay: Option<f64>,
     head_dim: Option<i64>,
+    key_padding_mask: Option<bool>,
     dropout: Option<bool>,
     max_seq_len: Option<usize>,
     trials: Option<u32>,
@@ -107,14 +127,21 @@ pub struct GlueConfig {
     pub schedule: Schedule,
     /// Warmup as a fraction of the task's optimizer steps.
     pub warmup: f64,
-    /// Reproduce the reference's frozen-warmup quirk (see the module doc).
+    /// The reference's warm-up: the first task's step count reused by every later task (on by
+    /// default); `false`: each task warms up for `warmup` of its own steps (see the module doc).
     pub frozen_warmup: bool,
     /// AdamW betas, epsilon and (decoupled) weight decay.
     pub betas: [f64; 2],
     pub eps: f64,
     pub weight_decay: f64,
-    /// Width of the head's first Linear.
-    pub head_dim: i64,
+    /// Width of the head's first Linear; absent: the architecture's (see the module doc and
+    /// [`GlueConfig::head_width`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub head_dim: Option<i64>,
+    /// Whether attention ignores padded keys; absent: as upstream's attention for the
+    /// architecture (see the module doc and [`GlueConfig::masks_padding`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_padding_mask: Option<bool>,
     /// Dropout on (encoder and head) while fine-tuning (the reference's `eval_in_train_mode`).
     pub dropout: bool,
     /// Longest input in tokens, specials included (clamped to the model's positions).
@@ -167,11 +194,12 @@ impl TryFrom<GlueOverrides> for GlueConfig {
                 Schedule::Constant
             }),
             warmup: o.warmup.unwrap_or(if sane { 0.1 } else { 0.0 }),
-            frozen_warmup: o.frozen_warmup.unwrap_or(false),
+            frozen_warmup: o.frozen_warmup.unwrap_or(true),
             betas: o.betas.unwrap_or([0.9, 0.98]),
             eps: o.eps.unwrap_or(1e-6),
             weight_decay: o.weight_decay.unwrap_or(0.0),
-            head_dim: o.head_dim.unwrap_or(if sane { 1024 } else { 768 }),
+            head_dim: o.head_dim,
+            key_padding_mask: o.key_padding_mask,
             dropout: o.dropout.unwrap_or(true),
             max_seq_len: o.max_seq_len.unwrap_or(128),
             trials: o.trials.unwrap_or(5),
@@ -209,7 +237,7 @@ impl GlueConfig {
         {
             return Err("betas must lie in [0, 1), eps > 0, weight_decay >= 0".into());
         }
-        if self.head_dim <= 0 || self.max_seq_len < 4 {
+        if self.head_dim.is_some_and(|d| d <= 0) || self.max_seq_len < 4 {
             return Err("head_dim must be positive and max_seq_len at least 4".into());
         }
         for (path, pin) in &self.pins {
@@ -219,6 +247,23 @@ impl GlueConfig {
             }
         }
         Ok(())
+    }
+
+    /// Width of the classification head for a model of architecture `arch`: `head_dim`, or
+    /// upstream's `classification_head.head_dim` of that architecture.
+    pub fn head_width(&self, arch: &ArchConfig) -> i64 {
+        self.head_dim.unwrap_or(match arch.kind {
+            ArchKind::CrammedBert | ArchKind::BertC5 => 1024,
+            ArchKind::BertOriginal | ArchKind::Izsak => arch.hidden,
+        })
+    }
+
+    /// Whether fine-tuning and evaluation pass the batch's key-padding mask to the encoder:
+    /// `key_padding_mask`, or what upstream's attention does for `arch` (v1 bert-c5's flash
+    /// path ignores it).
+    pub fn masks_padding(&self, arch: &ArchConfig) -> bool {
+        self.key_padding_mask
+            .unwrap_or(arch.kind != ArchKind::BertC5)
     }
 
     /// Read `[glue]` of a recipe.
@@ -243,12 +288,12 @@ mod tests {
         let s = GlueConfig::default();
         assert_eq!(
             (s.lr, s.batch_size, s.epochs, s.schedule, s.head_dim),
-            (4e-5, 16, 5, Schedule::Cosine, 1024)
+            (4e-5, 16, 5, Schedule::Cosine, None)
         );
         let b = GlueConfig::from_toml("protocol = \"glue-bert\"", "t").unwrap();
         assert_eq!(
             (b.lr, b.batch_size, b.schedule, b.warmup, b.head_dim),
-            (2e-5, 32, Schedule::Constant, 0.0, 768)
+            (2e-5, 32, Schedule::Constant, 0.0, None)
         );
         let e = GlueConfig::from_toml("epochs = 6", "t")
             .unwrap_err()

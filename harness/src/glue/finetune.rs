@@ -4,9 +4,12 @@
 //!
 //! Inputs are `<cls> A <sep> B <sep>`; single-sentence tasks pass an empty B, giving
 //! `<cls> A <sep> <sep>` as the reference does. A and B are tokenized without special tokens,
-//! then truncated longest-first (one token at a time from the longer, from B on a tie — the
-//! `tokenizers` rule) to `max_seq_len − 3`. Batches are padded to a multiple of 8 with `<pad>`
-//! and a key-padding mask. Token type ids are not used.
+//! then truncated to `max_seq_len − 3` by the `tokenizers` crate's own `longest_first` rule (what
+//! the reference's `tokenizer(a, b, max_length=128, truncation=True)` runs, in Hugging Face
+//! tokenizers since PR #389: keep the shorter segment whole if the longer one can absorb the
+//! cut, else give each half the budget, the longer segment the odd token). Batches are padded to a multiple of 8 with `<pad>`
+//! and a key-padding mask, which the encoder is given unless `[glue] key_padding_mask` resolves
+//! to false (v1 bert-c5, whose upstream flash-attention path ignores it). Token type ids are not used.
 //!
 //! Training: AdamW (decoupled weight decay, libtorch's implementation), the `[glue]` schedule
 //! stepped per batch, `floor(N/batch)·epochs` steps (incomplete batches dropped), shuffled each
@@ -35,7 +38,10 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::nn::OptimizerConfig;
 use tch::{nn, Device, Kind, Tensor};
-use tokenizers::Tokenizer;
+use tokenizers::utils::truncation::{
+    truncate_encodings, TruncationDirection, TruncationParams, TruncationStrategy,
+};
+use tokenizers::{Encoding, Tokenizer};
 
 /// Special-token ids (fixed in every crambench tokenizer).
 const PAD: i64 = 0;
@@ -188,32 +194,53 @@ pub fn encode(tok: &Tokenizer, examples: &[Example], max_len: usize) -> Result<V
         .encode_batch(b, false)
         .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
     let budget = max_len.saturating_sub(SPECIALS_PER_INPUT);
-    Ok(examples
+    examples
         .iter()
-        .zip(ea.iter().zip(&eb))
+        .zip(ea.into_iter().zip(eb))
         .map(|(ex, (x, y))| {
+            let (x, y) = truncate_pair(x, y, budget)?;
             let (xa, yb) = (x.get_ids(), y.get_ids());
-            let (mut na, mut nb) = (xa.len(), yb.len());
-            while na + nb > budget {
-                if na > nb {
-                    na -= 1;
-                } else {
-                    nb -= 1;
-                }
-            }
-            let mut ids = Vec::with_capacity(na + nb + SPECIALS_PER_INPUT);
+            let mut ids = Vec::with_capacity(xa.len() + yb.len() + SPECIALS_PER_INPUT);
             ids.push(CLS);
-            ids.extend(xa[..na].iter().map(|&t| t as i64));
+            ids.extend(xa.iter().map(|&t| t as i64));
             ids.push(SEP);
-            ids.extend(yb[..nb].iter().map(|&t| t as i64));
+            ids.extend(yb.iter().map(|&t| t as i64));
             ids.push(SEP);
-            Encoded {
+            Ok(Encoded {
                 idx: ex.idx,
                 ids,
                 label: ex.label,
-            }
+            })
         })
-        .collect())
+        .collect()
+}
+
+/// Cut a pair of encodings to at most `budget` tokens together with the `tokenizers` crate's
+/// `truncate_encodings` and `LongestFirst` (the rule `truncation=True` selects in the
+/// reference), keeping the start of each segment.
+pub fn truncate_pair(a: Encoding, b: Encoding, budget: usize) -> Result<(Encoding, Encoding)> {
+    let params = TruncationParams {
+        direction: TruncationDirection::Right,
+        max_length: budget,
+        strategy: TruncationStrategy::LongestFirst,
+        stride: 0,
+    };
+    let (a, b) = truncate_encodings(a, Some(b), &params)
+        .map_err(|e| anyhow::anyhow!("truncating a pair: {e}"))?;
+    let b = b.ok_or_else(|| anyhow::anyhow!("internal: truncation lost the second segment"))?;
+    Ok((a, b))
+}
+
+/// Lengths after [`truncate_pair`] of segments of `na` and `nb` tokens (for tests and tools).
+pub fn truncated_lengths(na: usize, nb: usize, budget: usize) -> Result<(usize, usize)> {
+    let seg = |n: usize| {
+        let tokens = (0..n)
+            .map(|i| tokenizers::Token::new(i as u32, String::new(), (i, i + 1)))
+            .collect();
+        Encoding::from_tokens(tokens, 0)
+    };
+    let (a, b) = truncate_pair(seg(na), seg(nb), budget)?;
+    Ok((a.len(), b.len()))
 }
 
 /// Pad a batch to a multiple of 8 tokens (at most `cap`): ids `[B,L]` and mask `[B,L]`
@@ -235,6 +262,50 @@ pub fn collate(batch: &[&Encoded], cap: usize, device: Device) -> (Tensor, Tenso
         Tensor::from_slice(&ids).view(shape).to_device(device),
         Tensor::from_slice(&mask).view(shape).to_device(device),
     )
+}
+
+/// Position of a task in the reference's GLUE task list (`eval/GLUE_sane.yaml`: cola, mnli,
+/// mrpc, qnli, qqp, rte, sst2, stsb; wnli last), the order it fine-tunes them in. Demo tasks
+/// come after.
+pub fn upstream_rank(t: Task) -> usize {
+    match t {
+        Task::Cola => 0,
+        Task::Mnli => 1,
+        Task::Mrpc => 2,
+        Task::Qnli => 3,
+        Task::Qqp => 4,
+        Task::Rte => 5,
+        Task::Sst2 => 6,
+        Task::Stsb => 7,
+        Task::Wnli => 8,
+        Task::DemoSentiment => 9,
+        Task::DemoNextSentence => 10,
+    }
+}
+
+/// Warm-up steps of the tasks of one run, in the order they run.
+///
+/// The reference (`get_schedule_fn`, `cramming/backend/optimizers/schedulers.py` at 196c991 and
+/// Last1.13release) converts a warm-up below 1 into `int(warmup · steps)` and writes the count
+/// back into the shared eval config, so with [`GlueConfig::frozen_warmup`] (the default) the
+/// first task's count is reused by every later task; without it each task converts its own.
+#[derive(Debug, Default, Clone)]
+pub struct WarmupPlan {
+    frozen: Option<u64>,
+}
+
+impl WarmupPlan {
+    /// Warm-up steps of the next task, which runs `total` optimizer steps.
+    pub fn next(&mut self, cfg: &GlueConfig, total: u64) -> u64 {
+        if let (true, Some(w)) = (cfg.frozen_warmup, self.frozen) {
+            return w;
+        }
+        let w = crate::train::schedule::warmup_steps(cfg.warmup, total);
+        if cfg.frozen_warmup {
+            self.frozen = Some(w);
+        }
+        w
+    }
 }
 
 /// The learning-rate factor at optimizer step `s` (0-based) of `total`, with `warmup` warmup
@@ -319,6 +390,11 @@ pub struct GlueResults {
     pub precision: String,
     /// `max_seq_len` after clamping to the model's positions.
     pub max_seq_len: usize,
+    /// Width of the classification head used ([`GlueConfig::head_width`]).
+    pub head_dim: i64,
+    /// Whether the encoder was given the batches' key-padding mask
+    /// ([`GlueConfig::masks_padding`]).
+    pub key_padding_mask: bool,
     pub total_finetune_seconds: f64,
 }
 
@@ -363,8 +439,9 @@ pub fn run(cfg: &GlueConfig, opts: &RunOptions) -> Result<GlueResults> {
     let amp = Amp::setup(cfg.precision, true, opts.device);
     let mut tasks = opts.tasks.clone();
     if cfg.frozen_warmup {
-        // The reference runs CoLA first; its warmup is what every later task reuses.
-        tasks.sort();
+        // The reference runs its task list in order (CoLA first); the first task's warm-up is
+        // what every later task reuses.
+        tasks.sort_by_key(|t| upstream_rank(*t));
     }
     let glue = tasks.iter().all(|t| t.is_glue());
     if !glue && tasks.iter().any(|t| t.is_glue()) {
@@ -377,7 +454,7 @@ pub fn run(cfg: &GlueConfig, opts: &RunOptions) -> Result<GlueResults> {
     std::fs::create_dir_all(opts.out).map_err(|e| Error::io(opts.out, e))?;
     let mut results = BTreeMap::new();
     let mut data_info = BTreeMap::new();
-    let mut frozen_warmup: Option<u64> = None;
+    let mut warmups = WarmupPlan::default();
     let mut ignored = Vec::new();
     let started = Instant::now();
     let pins = (!cfg.pins.is_empty()).then_some(&cfg.pins);
@@ -421,13 +498,7 @@ pub fn run(cfg: &GlueConfig, opts: &RunOptions) -> Result<GlueResults> {
             .into());
         }
         let total = steps_per_epoch * cfg.epochs as u64;
-        let warmup = match (cfg.frozen_warmup, frozen_warmup) {
-            (true, Some(w)) => w,
-            _ => (cfg.warmup * total as f64) as u64,
-        };
-        if cfg.frozen_warmup && frozen_warmup.is_none() {
-            frozen_warmup = Some(warmup);
-        }
+        let warmup = warmups.next(cfg, total);
         let train = encode(&ck.tokenizer, &data.train, max_len)?;
         let dev: Vec<(EvalSet, Vec<Encoded>)> = data
             .dev
@@ -549,6 +620,8 @@ pub fn run(cfg: &GlueConfig, opts: &RunOptions) -> Result<GlueResults> {
         device: format!("{:?}", opts.device),
         precision: format!("{:?}", amp.precision).to_lowercase(),
         max_seq_len: max_len,
+        head_dim: cfg.head_width(&ck.arch),
+        key_padding_mask: cfg.masks_padding(&ck.arch),
         total_finetune_seconds: started.elapsed().as_secs_f64(),
     };
     let mut json = serde_json::to_vec_pretty(&res)?;
@@ -589,9 +662,10 @@ fn run_trial(
     let head = ClassifierHead::new(
         &vs.root(),
         model.hidden_size(),
-        cfg.head_dim,
+        cfg.head_width(&ck.arch),
         t.task.num_labels() as i64,
     );
+    let key_padding_mask = cfg.masks_padding(&ck.arch);
     ignored.extend(ck.load_into(&vs)?);
     let mut opt = nn::AdamW {
         beta1: cfg.betas[0],
@@ -622,7 +696,14 @@ fn run_trial(
             let logits = t
                 .amp
                 .forward(|| {
-                    head.forward(&model.encode(&ids, Some(&mask), cfg.dropout), cfg.dropout)
+                    classify(
+                        model.as_ref(),
+                        &head,
+                        &ids,
+                        &mask,
+                        key_padding_mask,
+                        cfg.dropout,
+                    )
                 })
                 .to_kind(Kind::Float);
             let loss = if regression {
@@ -670,7 +751,14 @@ fn run_trial(
     let mut evals = Vec::new();
     for (set, examples) in dev {
         let t0 = Instant::now();
-        let rows = predict(model.as_ref(), &head, examples, t, regression)?;
+        let rows = predict(
+            model.as_ref(),
+            &head,
+            examples,
+            t,
+            regression,
+            key_padding_mask,
+        )?;
         evals.push((*set, rows, t0.elapsed().as_secs_f64()));
     }
     Ok(TrialOut {
@@ -681,6 +769,20 @@ fn run_trial(
     })
 }
 
+/// Logits `[B, num_labels]` of a padded batch: the encoder (given the key-padding mask only if
+/// `key_padding_mask`, see [`GlueConfig::masks_padding`]) and the classification head.
+pub fn classify(
+    model: &dyn MlmModel,
+    head: &ClassifierHead,
+    ids: &Tensor,
+    mask: &Tensor,
+    key_padding_mask: bool,
+    train: bool,
+) -> Tensor {
+    let mask = key_padding_mask.then_some(mask);
+    head.forward(&model.encode(ids, mask, train), train)
+}
+
 /// Batched evaluation under no_grad with dropout off.
 fn predict(
     model: &dyn MlmModel,
@@ -688,6 +790,7 @@ fn predict(
     examples: &[Encoded],
     t: &TrialSetup,
     regression: bool,
+    key_padding_mask: bool,
 ) -> Result<Vec<Row>> {
     let mut rows = Vec::with_capacity(examples.len());
     tch::no_grad(|| {
@@ -696,7 +799,7 @@ fn predict(
             let (ids, mask) = collate(&batch, t.max_len, t.device);
             let logits = t
                 .amp
-                .forward(|| head.forward(&model.encode(&ids, Some(&mask), false), false))
+                .forward(|| classify(model, head, &ids, &mask, key_padding_mask, false))
                 .to_kind(Kind::Float)
                 .to_device(Device::Cpu);
             let preds: Vec<Target> = if regression {

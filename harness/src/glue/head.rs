@@ -6,7 +6,8 @@
 //!   → Dropout(0.1) → Linear(head_dim→num_labels, bias) → logits [B,num_labels]
 //! ```
 //!
-//! `head_dim` is 1024 for crammed-bert and 768 for the BERT baselines. Weights are freshly
+//! `head_dim` is upstream's per architecture (`GlueConfig::head_width`): 1024 for crammed-bert and
+//! bert-c5, the hidden size for bert-original (768) and izsak (1024). Weights are freshly
 //! drawn from N(0, 0.02), biases zero. Variable names follow the reference:
 //! `pooler.dense.{weight,bias}` and `head.{weight,bias}`.
 use tch::nn::{self, Module};

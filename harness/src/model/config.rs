@@ -251,8 +251,13 @@ impl ArchConfig {
                 positions: Positions::Learned,
                 final_norm: false,
                 head: HeadTransform::Bert,
+                // v1's `ScriptableMaskedLM._forward_dynamic` (`cramming/architectures/
+                // scriptable_bert.py` at Last1.13release) decodes exactly the masked positions;
+                // the preset follows v1 (`arch/bert-large-izsak.yaml`, v1 masking and no-decay
+                // list in the izsak-2021 recipe). A static row count is only exact with v2's
+                // exact-count masking (v2's `crammed-large-izsak.yaml`).
                 sparse_prediction: Some(0.15),
-                sparse_static: true,
+                sparse_static: false,
                 ..crammed
             },
         }

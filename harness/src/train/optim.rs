@@ -210,18 +210,37 @@ impl Adam {
 }
 
 /// `clip_grad_norm_`: scale all gradients so that their global L2 norm is at most `max_norm`;
-/// returns the norm before clipping (non-finite if a gradient is).
+/// returns the norm before clipping (non-finite if a gradient is). The factor is torch's, in
+/// f32 (see [`clip_coefficient`]).
 pub fn clip_grad_norm(grads: &[Tensor], max_norm: f64) -> f64 {
     let total = global_grad_norm(grads);
-    let clip_coef = (max_norm / (total + 1e-6)).min(1.0);
+    // The norm is an f32 tensor's value, so this conversion is exact.
+    let clip_coef = clip_coefficient(total as f32, max_norm);
     if clip_coef < 1.0 || !total.is_finite() {
         tch::no_grad(|| {
             for g in grads {
-                let _ = g.shallow_clone().g_mul_scalar_(clip_coef);
+                let _ = g.shallow_clone().g_mul_scalar_(clip_coef as f64);
             }
         });
     }
     total
+}
+
+/// The factor `torch.nn.utils.clip_grad_norm_` multiplies every gradient by, computed as torch
+/// does on the f32 norm tensor: `max_norm / (total_norm + 1e-6)` is `Tensor.__rtruediv__`, i.e.
+/// `reciprocal(total_norm + 1e-6) * max_norm`, each operation rounded to f32 (the Python
+/// scalars 1e-6 and `max_norm` are converted to f32 first), then `clamp(max=1.0)`, which keeps
+/// NaN. Upstream cramming calls it after `scaler.unscale_` (`optimizer_step` in
+/// `cramming/backend/torch_default.py`, JonasGeiping/cramming 196c991); an f64 factor differs
+/// from it in the last bits for about a fifth of all norms.
+pub fn clip_coefficient(total_norm: f32, max_norm: f64) -> f32 {
+    let denom = total_norm + 1e-6f64 as f32;
+    let coef = (1.0f32 / denom) * max_norm as f32;
+    if coef > 1.0 {
+        1.0
+    } else {
+        coef
+    }
 }
 
 /// Global L2 norm of all gradients.

@@ -86,6 +86,20 @@ pub fn resolved(
         )
         .into());
     }
+    if arch.sparse_prediction.is_some()
+        && arch.sparse_static
+        && train.masking == super::masking::MaskingKind::V1Bernoulli
+    {
+        // A fixed round(p·B·S) row count is exact only when exactly that many positions are
+        // masked (v2's masking); with Bernoulli masking it silently drops targets whenever more
+        // are masked (upstream v1 decodes every masked position instead).
+        return Err(Error::input(
+            format!("{}: arch.sparse_static", recipe.path.display()),
+            "a static sparse-prediction row count needs train.masking = \"v2\" (exact count); \
+             with \"v1\" (Bernoulli) masking set arch.sparse_static = false to decode every target",
+        )
+        .into());
+    }
     let value = json!({"name": recipe.name(), "arch": arch, "train": train});
     Ok((arch, train, value))
 }

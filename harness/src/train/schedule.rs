@@ -1,21 +1,28 @@
 //! Learning-rate schedules and the batch-size ramp, as pure functions.
 //!
-//! The budget-aware schedules of the reference (`backend/optimizers/schedulers.py`) do not look
-//! at the step counter: on every micro-batch step they compute
+//! The budget-aware schedules of the reference (JonasGeiping/cramming
+//! `cramming/backend/optimizers/schedulers.py` at 196c991, the same formulas at tag
+//! `Last1.13release`) do not look at the step counter except for its first value: on every
+//! micro-batch step they compute
 //!
 //! ```text
-//! fake_step = int(elapsed_hours / budget_hours * steps)        (steps = train.steps, e.g. 900k)
+//! elapsed_hours = elapsed_s / 60 / 60
+//! fake_step = 0 if current_step == 0 else int(elapsed_hours / budget_hours * steps)
 //! ```
 //!
-//! and evaluate a step-based schedule at `fake_step`. So the learning rate is a function of the
-//! fraction of the wall-clock budget used, and `steps` is only a resolution. The step-based
-//! `polynomial-decay` (HF's `get_polynomial_decay_schedule_with_warmup`, used by bert-original)
-//! uses the real micro-batch step counter instead. The batch-size ramp is evaluated after each
-//! optimizer step, by time fraction (`0 < batch_size_ramp < 1`) or by micro-step count
-//! (`batch_size_ramp >= 1`).
+//! (`steps` = train.steps, e.g. 900k) and evaluate a step-based schedule at `fake_step`. So the
+//! learning rate is a function of the fraction of the wall-clock budget used, and `steps` is only
+//! a resolution. The step-based `polynomial-decay` (HF's `get_polynomial_decay_schedule_with_warmup`,
+//! used by bert-original) uses the real micro-batch step counter instead. The batch-size ramp
+//! (`schedule_batch_size` in `cramming/backend/torch_default.py` at 196c991) is evaluated after
+//! each optimizer step, by time fraction (`0 < batch_size_ramp < 1`, the same fake step without
+//! the `current_step == 0` rule) or by micro-step count (`batch_size_ramp >= 1`).
 //!
-//! Every expression below keeps the reference's order of floating-point operations, so values
-//! match Python's bit for bit.
+//! Every expression below keeps the reference's order of floating-point operations (Python
+//! evaluates left to right; `min`/`max` keep the first argument on ties), so values match
+//! Python's bit for bit: `tests/train_schedule_golden.rs` checks 10^5 random points and 10^5
+//! fake-step boundaries per recipe against
+//! `reference/schedules/upstream_schedules.py`.
 use serde::{Deserialize, Serialize};
 
 /// Which learning-rate schedule (`train.scheduler`).
@@ -25,7 +32,8 @@ pub enum SchedulerKind {
     /// `base · min(0.25 + p, 4·(1 − p))`: from 25% up to the peak at 75% of the budget, then
     /// linearly down to 0 (bert-o3, bert-o4).
     BudgetTriangle2,
-    /// 0 → peak at 50% of the budget → 0.
+    /// 0 → peak at 50% of the budget → 0, and below 0 past the budget (the reference does not
+    /// clamp it).
     BudgetOneCycle,
     /// Linear warm-up over `warmup_steps`, then linear decay to 0 at the budget (bert-izsak).
     BudgetLinear,
@@ -51,13 +59,44 @@ impl SchedulerKind {
     }
 }
 
-/// The reference's `fake_step = int(elapsed_hours / budget_hours * steps)` (0 at the start).
-pub fn fake_step(elapsed_hours: f64, budget_hours: f64, steps: u64) -> u64 {
+/// The reference's wall-clock step, `int(elapsed_s / 60 / 60 / budget_hours * steps)` (the
+/// batch-size ramp's `fake_step`; the schedules add the `current_step == 0` rule, see
+/// [`schedule_step`]). Non-finite or negative values give 0.
+pub fn fake_step(elapsed_s: f64, budget_hours: f64, steps: u64) -> u64 {
+    let elapsed_hours = elapsed_s / 60.0 / 60.0;
     let f = elapsed_hours / budget_hours * steps as f64;
     if f.is_finite() && f > 0.0 {
         f as u64
     } else {
         0
+    }
+}
+
+/// `_get_fake_step` of the reference's schedulers: 0 while the scheduler's step counter
+/// (`current_step`, micro-batch steps taken) is 0, else [`fake_step`].
+pub fn schedule_step(current_step: u64, elapsed_s: f64, budget_hours: f64, steps: u64) -> u64 {
+    if current_step == 0 {
+        0
+    } else {
+        fake_step(elapsed_s, budget_hours, steps)
+    }
+}
+
+/// Python's `min(a, b)`: `b` only if it is strictly smaller.
+fn py_min(a: f64, b: f64) -> f64 {
+    if b < a {
+        b
+    } else {
+        a
+    }
+}
+
+/// Python's `max(a, b)`: `b` only if it is strictly larger.
+fn py_max(a: f64, b: f64) -> f64 {
+    if b > a {
+        b
+    } else {
+        a
     }
 }
 
@@ -91,30 +130,39 @@ impl LrSchedule {
     /// The multiplier of the base learning rate at step `s` (`lr_lambda` of the reference),
     /// where `s` is `fake_step` for budget-aware schedules and the micro-step counter otherwise.
     pub fn factor(&self, s: u64) -> f64 {
+        // Python ints: exact in f64 below 2^53 (every step count here).
         let n = self.steps as f64;
         let w = self.warmup;
         let sf = s as f64;
+        // `max(1, a - b)` of Python ints.
+        let max1_diff = |a: u64, b: u64| ((a as i128 - b as i128).max(1)) as f64;
         match self.kind {
             SchedulerKind::Constant => 1.0,
             SchedulerKind::BudgetTriangle2 => {
+                // get_budget_triangle(base_percentage=0.25, falloff=0.25):
+                // min(base + s * (1 - base) / (1 - falloff) / n, 1 / falloff - s / (n * falloff))
                 let falloff = 0.25;
                 let base_percentage = 0.25;
-                let up = base_percentage + sf / n * (1.0 - base_percentage) / (1.0 - falloff);
-                let down = 1.0 / falloff - sf / n / falloff;
-                up.min(down)
+                let rising = base_percentage + sf * (1.0 - base_percentage) / (1.0 - falloff) / n;
+                let falling = 1.0 / falloff - sf / (n * falloff);
+                py_min(rising, falling)
             }
             SchedulerKind::BudgetOneCycle => {
+                // get_budget_one_cycle: not clamped, so negative past the budget.
                 if sf < n / 2.0 {
                     sf / (n / 2.0)
                 } else {
-                    (2.0 - sf / (n / 2.0)).max(0.0)
+                    2.0 - sf / (n / 2.0)
                 }
             }
             SchedulerKind::BudgetLinear => {
                 if s < w {
                     sf / (w.max(1) as f64)
                 } else {
-                    0f64.max((n - sf) / ((self.steps.saturating_sub(w)).max(1) as f64))
+                    py_max(
+                        0.0,
+                        (self.steps as i128 - s as i128) as f64 / max1_diff(self.steps, w),
+                    )
                 }
             }
             SchedulerKind::BudgetCosineDecay => {
@@ -122,8 +170,9 @@ impl LrSchedule {
                     sf / (w.max(1) as f64)
                 } else {
                     let num_cycles = 0.5;
-                    let progress = (s - w) as f64 / ((self.steps.saturating_sub(w)).max(1) as f64);
-                    0f64.max(
+                    let progress = (s - w) as f64 / max1_diff(self.steps, w);
+                    py_max(
+                        0.0,
                         0.5 * (1.0 + (std::f64::consts::PI * num_cycles * 2.0 * progress).cos()),
                     )
                 }
@@ -145,13 +194,15 @@ impl LrSchedule {
         }
     }
 
-    /// The learning rate for the micro-batch step after `micro_step` steps were taken, with
-    /// `elapsed_hours` of the `budget_hours` used.
-    pub fn lr(&self, micro_step: u64, elapsed_hours: f64, budget_hours: f64) -> f64 {
+    /// The learning rate in effect after `current_step` micro-batch steps (the reference's
+    /// `LambdaLR` counter), with `elapsed_s` wall seconds of the `budget_hours` (wall hours)
+    /// used: `base_lr · factor(step)`, where `step` is [`schedule_step`] for budget-aware
+    /// schedules and `current_step` otherwise.
+    pub fn lr(&self, current_step: u64, elapsed_s: f64, budget_hours: f64) -> f64 {
         let s = if self.kind.budget_aware() {
-            fake_step(elapsed_hours, budget_hours, self.steps)
+            schedule_step(current_step, elapsed_s, budget_hours, self.steps)
         } else {
-            micro_step
+            current_step
         };
         self.base_lr * self.factor(s)
     }

@@ -522,9 +522,10 @@ pub fn pretrain(job: Pretrain<'_>) -> Result<PretrainSummary> {
         accumulated += 1;
 
         if accumulated >= accum_target {
+            // The reference's LambdaLR was last stepped after micro-step `micro_step - 1`.
             let lr = schedule.lr(
                 st.micro_step - 1,
-                clock.elapsed_hours(),
+                clock.elapsed_s(),
                 clock.wall_budget_hours(),
             );
             let grads = opt.grads();
@@ -544,7 +545,7 @@ pub fn pretrain(job: Pretrain<'_>) -> Result<PretrainSummary> {
             crate::io::crash_point("pretrain-step");
             let step_loss = mean(accum_losses.drain(..));
             accumulated = 0;
-            let fs = fake_step(clock.elapsed_hours(), clock.wall_budget_hours(), cfg.steps);
+            let fs = fake_step(clock.elapsed_s(), clock.wall_budget_hours(), cfg.steps);
             st.batch_size = ramp.batch_size(st.micro_step, fs);
             accum_target = ramp.accumulation_steps(st.batch_size);
             boundary = Boundary {
