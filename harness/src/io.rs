@@ -109,20 +109,83 @@ pub fn write_new_atomic(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<
     Ok(())
 }
 
-/// Read a whole file, refusing files larger than `limit` bytes with a clear error.
-pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    if meta.is_dir() {
-        return Err(Error::input(path.display(), "is a directory, expected a file").into());
+/// What kind of file `ft` is, for messages.
+fn kind_of(ft: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_dir() {
+        "a directory"
+    } else if ft.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
     }
-    if meta.len() > limit {
+}
+
+/// Open an input file for reading, refusing anything but a regular file (after following
+/// symbolic links): a FIFO, a device such as `/dev/zero`, a socket or a directory is bad input,
+/// never read — reading one would block forever or never end. Every file crambench reads as
+/// input is opened here.
+///
+/// The file is opened non-blocking (so that opening a FIFO without a writer does not hang),
+/// checked with `fstat` on the open descriptor (no race with a rename between check and
+/// open), and switched back to blocking reads.
+pub fn open_input(path: &Path) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    if !meta.file_type().is_file() {
         return Err(Error::input(
             path.display(),
-            format!("file is {} bytes; the limit is {limit} bytes", meta.len()),
+            format!("is {}, expected a regular file", kind_of(meta.file_type())),
         )
         .into());
     }
-    std::fs::read(path).map_err(|e| Error::io(path, e).into())
+    // SAFETY: fcntl on a descriptor this function owns; F_GETFL/F_SETFL take and return ints.
+    let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0
+        || unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0
+    {
+        return Err(Error::io(path, std::io::Error::last_os_error()).into());
+    }
+    Ok(file)
+}
+
+/// Read a whole file, refusing files larger than `limit` bytes and files that are not regular
+/// files ([`open_input`]) with a clear error. The limit also bounds the read itself, so a file
+/// that grows after the size check is still refused.
+pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let file = open_input(path)?;
+    let too_big = |len: u64| -> anyhow::Error {
+        Error::input(
+            path.display(),
+            format!("file is {len} bytes; the limit is {limit} bytes"),
+        )
+        .into()
+    };
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if len > limit {
+        return Err(too_big(len));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > limit {
+        return Err(too_big(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -141,6 +204,32 @@ mod tests {
         std::fs::File::create(&plain).unwrap();
         let want = std::fs::metadata(&plain).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, want);
+    }
+
+    #[test]
+    fn non_regular_inputs_are_refused_without_reading() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let zero = d.path().join("zero");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        for (p, kind) in [
+            (&fifo, "FIFO"),
+            (&zero, "character device"),
+            (&d.path().to_path_buf(), "directory"),
+        ] {
+            // Each would block (FIFO without a writer) or never end (/dev/zero).
+            let e = read_limited(p, 1 << 20).unwrap_err();
+            assert_eq!(crate::error::exit_code_of(&e), crate::ExitCode::BadInput);
+            assert!(e.to_string().contains(kind), "{e}");
+            assert!(open_input(p).is_err());
+        }
+        let f = d.path().join("f");
+        std::fs::write(&f, b"abc").unwrap();
+        assert_eq!(read_limited(&f, 3).unwrap(), b"abc");
+        assert!(read_limited(&f, 2).is_err());
     }
 
     #[test]

@@ -7,6 +7,9 @@ use crate::error::Error;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
+/// Smallest `data.vocab_size` accepted.
+pub const MIN_VOCAB_SIZE: u32 = 64;
+
 /// `[data]` of a recipe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -212,10 +215,13 @@ impl DataConfig {
                 format!("must be a positive number, got {}", self.trash_cutoff),
             ));
         }
-        if self.vocab_size < 64 || self.vocab_size > (1 << 24) {
+        if self.vocab_size < MIN_VOCAB_SIZE || self.vocab_size > (1 << 24) {
             return Err(bad(
                 "vocab_size",
-                format!("must be in 64..=16777216, got {}", self.vocab_size),
+                format!(
+                    "must be in {MIN_VOCAB_SIZE}..=16777216, got {}",
+                    self.vocab_size
+                ),
             ));
         }
         if self.seq_len < 2 || self.seq_len > 1 << 16 {
@@ -296,19 +302,24 @@ impl DataConfig {
                         "must be dataset or model".into(),
                     ));
                 }
-                if !h.repo.contains('/') || h.repo.split('/').count() != 2 {
-                    return Err(bad(
-                        &format!("sources[{i}].hub.repo"),
-                        "must be owner/name".into(),
-                    ));
-                }
-                if h.path.is_empty()
-                    || h.path.starts_with('/')
-                    || h.path.split('/').any(|c| c == "..")
+                if h.repo.split('/').count() != 2 || !h.repo.split('/').all(crate::ident::is_valid)
                 {
                     return Err(bad(
+                        &format!("sources[{i}].hub.repo"),
+                        format!(
+                            "{:?}: must be owner/name, each a name of ASCII letters, digits, '-', '_', '.'",
+                            h.repo
+                        ),
+                    ));
+                }
+                // It becomes a path in the hub cache: every component an identifier.
+                if let Some(p) = h.path.split('/').find_map(crate::ident::problem) {
+                    return Err(bad(
                         &format!("sources[{i}].hub.path"),
-                        "must be a relative path inside the repository".into(),
+                        format!(
+                            "{:?} must be a relative path inside the repository: a component {p}",
+                            h.path
+                        ),
                     ));
                 }
             }

@@ -369,7 +369,7 @@ impl Ctx<'_> {
 
 /// A reader that decompresses by file extension (`.gz`, `.zst`/`.zstd`).
 fn open_decompressed(path: &Path) -> Result<Box<dyn Read + Send>> {
-    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let f = crate::io::open_input(path)?;
     let name = path.to_string_lossy().to_ascii_lowercase();
     Ok(if name.ends_with(".gz") {
         Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
@@ -601,7 +601,7 @@ fn read_parquet(
 ) -> Result<()> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     use parquet::record::Field;
-    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let f = crate::io::open_input(path)?;
     let reader = SerializedFileReader::new(f)
         .map_err(|e| Error::input(name, format!("not a readable Parquet file: {e}")))?;
     let schema = reader.metadata().file_metadata().schema();

@@ -165,14 +165,42 @@ where
         .map_err(|e| anyhow::anyhow!("re-reading the tokenizer: {e}"))?;
     let got = tok.get_vocab_size(true) as u32;
     if got != vocab_size {
-        return Err(Error::input(
-            "corpus",
-            format!("too small to train a vocabulary of {vocab_size} tokens: training stopped at {got}; lower data.vocab_size"),
-        )
-        .into());
+        return Err(vocab_mismatch(vocab_size, got).into());
     }
     check_specials(&tok, "trained tokenizer")?;
     Ok(tok)
+}
+
+/// Why training gave `got` tokens instead of `vocab_size`, with the change that can help.
+fn vocab_mismatch(vocab_size: u32, got: u32) -> Error {
+    let min = crate::data::config::MIN_VOCAB_SIZE;
+    if got > vocab_size {
+        // The special tokens and the pre-registered "##c" seeds are always in the vocabulary.
+        Error::input(
+            "data.vocab_size",
+            format!(
+                "{vocab_size} is smaller than the {got} tokens every tokenizer of these \
+                 normaliser settings holds (special tokens and continuation seeds); raise \
+                 data.vocab_size to at least {got}"
+            ),
+        )
+    } else if got < min {
+        Error::input(
+            "corpus",
+            format!(
+                "too small to train a vocabulary of {vocab_size} tokens: training stopped at \
+                 {got}, below the smallest data.vocab_size allowed ({min}); use a larger corpus"
+            ),
+        )
+    } else {
+        Error::input(
+            "corpus",
+            format!(
+                "too small to train a vocabulary of {vocab_size} tokens: training stopped at \
+                 {got}; lower data.vocab_size to at most {got} or use a larger corpus"
+            ),
+        )
+    }
 }
 
 /// The canonical bytes of a tokenizer (what is saved and hashed).
@@ -496,6 +524,38 @@ mod tests {
             .collect();
         lines.push(text);
         train(lines.iter(), 300, NormalizerOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn a_vocabulary_mismatch_says_which_way_helps() {
+        // ASCII-only pre-registers ~100 continuation seeds: 64 tokens can never be reached by
+        // lowering, only by raising data.vocab_size.
+        let o = NormalizerOptions {
+            lowercase: true,
+            strip_accents: true,
+            ascii_only: true,
+        };
+        let e = train(["the quick brown fox"].iter(), 64, o)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("raise data.vocab_size") && !e.contains("lower"),
+            "{e}"
+        );
+        // A corpus too small for the vocabulary: lowering helps, down to what was reached.
+        let o = NormalizerOptions {
+            ascii_only: false,
+            ..o
+        };
+        let words: Vec<String> = (0..300).map(|i| format!("word{i} other{i}")).collect();
+        let e = train(words.iter(), 5000, o).unwrap_err().to_string();
+        assert!(e.contains("lower data.vocab_size to at most"), "{e}");
+        // Below the smallest vocabulary allowed, lowering cannot help either.
+        let e = vocab_mismatch(5000, 40).to_string();
+        assert!(
+            e.contains("use a larger corpus") && !e.contains("lower"),
+            "{e}"
+        );
     }
 
     #[test]

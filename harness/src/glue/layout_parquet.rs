@@ -90,7 +90,7 @@ pub fn read_files(task: Task, files: &[PathBuf], kind: SplitKind) -> Result<Load
 
 fn read_one(task: Task, path: &Path, kind: SplitKind, out: &mut Loaded) -> Result<()> {
     let name = path.display().to_string();
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let file = crate::io::open_input(path)?;
     let reader = SerializedFileReader::new(file)
         .map_err(|e| Error::input(&name, format!("not a readable Parquet file: {e}")))?;
     check_hf_labels(task, &reader, &name)?;

@@ -104,7 +104,7 @@ pub fn read(task: Task, path: &Path, kind: SplitKind) -> Result<Loaded> {
         )
         .into());
     }
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let file = crate::io::open_input(path)?;
     let mut rdr = csv::ReaderBuilder::new()
         .delimiter(b'\t')
         .quoting(false)

@@ -43,16 +43,15 @@ pub struct SignedPredictions {
     pub dev_examples: Option<u64>,
 }
 
-/// Whether `rel` is a plain relative path that stays inside its root (no `..`, not absolute,
-/// no empty or `.` components).
+/// Whether `rel` is a plain relative path that stays inside its root: `/`-separated
+/// components, each an identifier ([`crate::ident`]: no `..`, `.`, empty, hidden or absolute
+/// component, no backslash, newline or control character).
 pub fn safe_rel(rel: &str) -> bool {
     !rel.is_empty()
-        && !rel.contains('\\')
-        && !rel.contains('\0')
+        && rel.split('/').all(crate::ident::is_valid)
         && Path::new(rel)
             .components()
             .all(|c| matches!(c, Component::Normal(_)))
-        && !rel.split('/').any(|s| s.is_empty() || s == ".")
 }
 
 /// Metrics object → map; non-numbers are an error.

@@ -46,9 +46,7 @@ pub struct KeyPairFiles {
 /// Generate a key pair into `dir` as `<name>.key` (0600) and `<name>.pub`. Refuses if either
 /// file exists; creates `dir` (mode 0700) if needed.
 pub fn generate(dir: &Path, name: &str) -> Result<KeyPairFiles> {
-    if name.is_empty() || name.contains('/') || name.starts_with('.') {
-        return Err(Error::input(format!("key name {name:?}"), "must be a plain file name").into());
-    }
+    crate::ident::check("--name", name)?;
     if !dir.exists() {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()

@@ -87,12 +87,12 @@ pub fn read(path: Option<&Path>) -> MetricsLog {
     let Some(path) = path else {
         return MetricsLog::missing("the record was not opened from a run directory");
     };
-    let file = match std::fs::File::open(path) {
+    if !path.exists() {
+        return MetricsLog::missing(format!("{} does not exist", path.display()));
+    }
+    let file = match crate::io::open_input(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return MetricsLog::missing(format!("{} does not exist", path.display()))
-        }
-        Err(e) => return MetricsLog::missing(format!("cannot open {}: {e}", path.display())),
+        Err(e) => return MetricsLog::missing(format!("cannot open {e:#}")),
     };
     let mut log = match parse(BufReader::new(file)) {
         Ok(l) => l,

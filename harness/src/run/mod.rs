@@ -109,10 +109,17 @@ pub struct RunOutcome {
 /// with its defaults filled in, the budget override applied.
 pub fn resolve_recipe(recipe: &Recipe, budget: Option<&str>) -> Result<Value> {
     let data_cfg: DataConfig = recipe.section("data")?;
+    // The data table's own bounds first, so that its values are reported as `data.*`.
+    data_cfg.validate(&recipe.path.display().to_string())?;
+    let origin = format!("{}: data.", recipe.path.display());
     let (_, _, pre) = crate::train::run::resolved(
         recipe,
         budget,
-        Some((data_cfg.seq_len as usize, data_cfg.vocab_size as usize)),
+        Some((
+            data_cfg.seq_len as usize,
+            data_cfg.vocab_size as usize,
+            origin.as_str(),
+        )),
     )?;
     let glue = GlueConfig::from_recipe(recipe)?;
     let description = recipe

@@ -47,12 +47,15 @@ pub struct PretrainOptions {
 /// The resolved `[arch]` and `[train]` of a recipe (with a budget override applied), as JSON
 /// with the recipe name: `{"name", "arch", "train"}`. Its sha256 (of the canonical JSON) pins a
 /// run's checkpoints to the recipe.
-/// With `data = Some((seq_len, vocab_size))` of a dataset, those replace `train.seq_len` and
-/// `arch.vocab_size`.
+/// With `data = Some((seq_len, vocab_size, origin))` of a dataset, those replace
+/// `train.seq_len` and `arch.vocab_size`; a value that does not fit the architecture is bad
+/// input named `<origin>seq_len` / `<origin>vocab_size` (`origin`: where the data's shape was
+/// read, e.g. `recipe.toml: data.` or `DIR/dataset.json: `), not as the recipe field it
+/// replaced.
 pub fn resolved(
     recipe: &Recipe,
     budget: Option<&str>,
-    data: Option<(usize, usize)>,
+    data: Option<(usize, usize, &str)>,
 ) -> Result<(ArchConfig, TrainConfig, Value)> {
     let mut arch: ArchConfig = recipe.section("arch")?;
     let mut train = TrainConfig::from_recipe(recipe)?;
@@ -60,15 +63,24 @@ pub fn resolved(
         super::budget::parse_budget(b)?;
         train.budget = b.to_string();
     }
-    if let Some((seq_len, vocab_size)) = data {
+    let mut seq_len_field = format!("{}: train.seq_len", recipe.path.display());
+    if let Some((seq_len, vocab_size, origin)) = data {
         train.seq_len = seq_len;
-        arch.vocab_size = vocab_size as i64;
-        arch.validate()
-            .map_err(|m| Error::input(format!("{}: arch", recipe.path.display()), m))?;
+        arch.vocab_size = i64::try_from(vocab_size).unwrap_or(i64::MAX);
+        arch.validate().map_err(|m| {
+            Error::input(
+                format!("{origin}vocab_size"),
+                format!(
+                    "{vocab_size} (it replaces arch.vocab_size of {}) does not fit the architecture: {m}",
+                    recipe.path.display()
+                ),
+            )
+        })?;
+        seq_len_field = format!("{origin}seq_len");
     }
     if train.seq_len as i64 > arch.max_seq_len {
         return Err(Error::input(
-            format!("{}: train.seq_len", recipe.path.display()),
+            seq_len_field,
             format!(
                 "{} exceeds arch.max_seq_len {}",
                 train.seq_len, arch.max_seq_len
@@ -103,9 +115,14 @@ pub fn pretrain_recipe(recipe_path: &Path, opts: &PretrainOptions) -> Result<Pre
         Some(dir) => Some(crate::data::PackedDataset::open(dir)?),
         None => None,
     };
+    let origin = opts
+        .data
+        .as_ref()
+        .map(|d| format!("{}: ", d.join(crate::data::reader::MANIFEST_FILE).display()))
+        .unwrap_or_default();
     let shape = dataset
         .as_ref()
-        .map(|d| (d.seq_len(), d.vocab_size() as usize));
+        .map(|d| (d.seq_len(), d.vocab_size() as usize, origin.as_str()));
     let (arch, train, resolved) = resolved(&recipe, opts.budget.as_deref(), shape)?;
     let budget_hours = train.budget_hours()?;
     if opts.device.is_cuda() && !tch::Cuda::is_available() {
