@@ -508,3 +508,133 @@ fn data_and_glue_errors_name_their_own_fields() {
     );
     assert!(!w.join("out/m").exists(), "refused before the first stage");
 }
+
+// ---- item 14: multi-file outputs are published together or not at all -------------------
+
+#[test]
+fn keygen_never_leaves_half_a_pair_and_a_retry_works() {
+    let d = tempfile::tempdir().unwrap();
+    let w = d.path();
+    let args = ["keygen", "--out", "keys", "--name", "k"];
+    // A full disk at the public key: neither file (the private key used to stay behind and
+    // the retry was refused).
+    let (code, _, err) = cb_env(w, &[("CRAMBENCH_FAULT_ENOSPC", "k.pub")], &args);
+    assert_eq!(code, 3, "{err}");
+    assert!(!w.join("keys/k.key").exists() && !w.join("keys/k.pub").exists());
+    let (code, _, err) = cb(w, &args);
+    assert_eq!(code, 0, "{err}");
+    let public = std::fs::read(w.join("keys/k.pub")).unwrap();
+    // Both exist: refused, as before.
+    let (code, _, _) = cb(w, &args);
+    assert_eq!(code, 4);
+    // A private key without its public key: the public key is re-derived, the key kept.
+    let private = std::fs::read(w.join("keys/k.key")).unwrap();
+    std::fs::remove_file(w.join("keys/k.pub")).unwrap();
+    let (code, _, err) = cb(w, &args);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("re-derived"), "{err}");
+    assert_eq!(std::fs::read(w.join("keys/k.pub")).unwrap(), public);
+    assert_eq!(std::fs::read(w.join("keys/k.key")).unwrap(), private);
+    // ... but never from a private key others can read.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::remove_file(w.join("keys/k.pub")).unwrap();
+    std::fs::set_permissions(w.join("keys/k.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, _, err) = cb(w, &args);
+    assert_eq!(code, 4, "{err}");
+    assert!(!w.join("keys/k.pub").exists());
+}
+
+#[test]
+fn gate_checks_the_key_before_writing_and_writes_both_files_or_neither() {
+    use common::fake_run::{keypair, write_fake_run, FakeRun};
+    let d = tempfile::tempdir().unwrap();
+    let w = d.path();
+    let (key, _) = keypair(&w.join("k"), "ci");
+    let run = w.join("run");
+    write_fake_run(&run, &FakeRun::default(), &key);
+    let thresholds = common::repo_root().join("CI/gate-thresholds.toml");
+    let gate = |key: &Path, out: &str, env: &[(&str, &str)]| {
+        cb_env(
+            w,
+            env,
+            &[
+                "gate",
+                "--baseline",
+                run.to_str().unwrap(),
+                "--candidate",
+                run.to_str().unwrap(),
+                "--thresholds",
+                thresholds.to_str().unwrap(),
+                "--key",
+                key.to_str().unwrap(),
+                "--out",
+                out,
+            ],
+        )
+    };
+    // A private key readable by others: refused (4) before the summary is written.
+    use std::os::unix::fs::PermissionsExt;
+    let loose = w.join("loose.key");
+    std::fs::copy(&key, &loose).unwrap();
+    std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, _, err) = gate(&loose, "g1", &[]);
+    assert_eq!(code, 4, "{err}");
+    assert!(tree(&w.join("g1")).is_empty(), "{:?}", tree(&w.join("g1")));
+    // A full disk at the attestation: no summary without it.
+    let (code, _, err) = gate(&key, "g2", &[("CRAMBENCH_FAULT_ENOSPC", "gate.dsse.json")]);
+    assert_eq!(code, 3, "{err}");
+    assert!(tree(&w.join("g2")).is_empty(), "{:?}", tree(&w.join("g2")));
+    let (code, _, err) = gate(&key, "g3", &[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(tree(&w.join("g3")), ["gate-summary.md", "gate.dsse.json"]);
+}
+
+#[test]
+fn report_and_leaderboard_pages_are_published_together() {
+    use common::fake_run::{keypair, write_fake_run, FakeRun};
+    let d = tempfile::tempdir().unwrap();
+    let w = d.path();
+    let (key, _) = keypair(&w.join("k"), "sub");
+    let run = w.join("run");
+    write_fake_run(&run, &FakeRun::default(), &key);
+    let before = tree(&run);
+    let (code, _, err) = cb_env(
+        w,
+        &[("CRAMBENCH_FAULT_ENOSPC", "report.html")],
+        &["report", "run"],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert_eq!(tree(&run), before, "no report.md without report.html");
+    let (code, _, err) = cb(w, &["report", "run"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(run.join("report.md").is_file() && run.join("report.html").is_file());
+
+    let site = |env: &[(&str, &str)]| {
+        cb_env(
+            w,
+            env,
+            &[
+                "leaderboard",
+                "build",
+                run.to_str().unwrap(),
+                "--keys",
+                "k",
+                "--out",
+                "site",
+            ],
+        )
+    };
+    let (code, _, err) = site(&[("CRAMBENCH_FAULT_ENOSPC", "index.html")]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        tree(&w.join("site")).is_empty(),
+        "{:?}",
+        tree(&w.join("site"))
+    );
+    let (code, _, err) = site(&[]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        tree(&w.join("site")),
+        ["index.html", "leaderboard.json", "leaderboard.md"]
+    );
+}

@@ -85,6 +85,54 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<()> 
     Ok(())
 }
 
+/// Write several files as one: every file goes to its synced temporary file first, and only
+/// when all of them are written are they renamed into place. A failure while writing (a full
+/// disk, a refused permission) leaves every target as it was — none of the new files is
+/// published, no old one is replaced. (The renames that follow need no space and do not fail
+/// on a full disk.) `files`: (target, bytes, mode).
+pub fn write_all_atomic(files: &[(&Path, &[u8], Option<u32>)]) -> Result<()> {
+    let mut staged = Vec::with_capacity(files.len());
+    for (path, bytes, mode) in files {
+        let (tmp, dir) = synced_temp(path, bytes, *mode)?;
+        staged.push((tmp, *path, dir));
+    }
+    for (tmp, path, dir) in staged {
+        tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+        sync_dir(dir);
+    }
+    Ok(())
+}
+
+/// [`write_all_atomic`] for new files: refuses (before writing anything) if any target exists,
+/// and publishes each with a no-clobber link, so an existing file is never replaced.
+pub fn write_all_new_atomic(files: &[(&Path, &[u8], Option<u32>)]) -> Result<()> {
+    let exists = |path: &Path| {
+        anyhow::Error::new(Error::Refused(format!(
+            "{} already exists; refusing to overwrite it",
+            path.display()
+        )))
+    };
+    if let Some((path, _, _)) = files.iter().find(|(p, _, _)| p.exists()) {
+        return Err(exists(path));
+    }
+    let mut staged = Vec::with_capacity(files.len());
+    for (path, bytes, mode) in files {
+        let (tmp, dir) = synced_temp(path, bytes, *mode)?;
+        staged.push((tmp, *path, dir));
+    }
+    for (tmp, path, dir) in staged {
+        tmp.persist_noclobber(path).map_err(|e| {
+            if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+                exists(path)
+            } else {
+                Error::io(path, e.error).into()
+            }
+        })?;
+        sync_dir(dir);
+    }
+    Ok(())
+}
+
 /// Like [`write_atomic`], but fails if `path` already exists (checked before writing and made
 /// race-free by a hard link instead of a rename).
 pub fn write_new_atomic(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<()> {
@@ -230,6 +278,34 @@ mod tests {
         std::fs::write(&f, b"abc").unwrap();
         assert_eq!(read_limited(&f, 3).unwrap(), b"abc");
         assert!(read_limited(&f, 2).is_err());
+    }
+
+    #[test]
+    fn a_group_is_published_whole_or_not_at_all() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("a.md");
+        std::fs::write(&a, b"old a").unwrap();
+        // The second file cannot be written (its directory is missing; a full disk fails the
+        // same step): the first is not published either, and the old one stays.
+        let b = d.path().join("missing/b.html");
+        let e = write_all_atomic(&[(&a, b"new a", None), (&b, b"new b", None)]).unwrap_err();
+        assert_eq!(crate::error::exit_code_of(&e), crate::ExitCode::BadInput);
+        assert_eq!(std::fs::read(&a).unwrap(), b"old a");
+        assert_eq!(
+            std::fs::read_dir(d.path()).unwrap().count(),
+            1,
+            "no temporaries left"
+        );
+        let b = d.path().join("b.html");
+        write_all_atomic(&[(&a, b"new a", None), (&b, b"new b", None)]).unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), b"new a");
+        assert_eq!(std::fs::read(&b).unwrap(), b"new b");
+        // New files only: an existing target refuses the whole group before anything is written.
+        let c = d.path().join("c");
+        let e = write_all_new_atomic(&[(&c, b"c", None), (&a, b"x", None)]).unwrap_err();
+        assert_eq!(crate::error::exit_code_of(&e), crate::ExitCode::Refused);
+        assert!(!c.exists());
+        assert_eq!(std::fs::read(&a).unwrap(), b"new a");
     }
 
     #[test]

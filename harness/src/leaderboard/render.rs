@@ -380,12 +380,14 @@ pub fn write_site(site: &Site, out: &Path) -> Result<Vec<PathBuf>> {
         ("index.html", html(site).into_bytes()),
         ("leaderboard.json", j),
     ];
-    let mut paths = Vec::new();
-    for (name, bytes) in files {
-        let p = out.join(name);
-        crate::io::write_atomic(&p, &bytes, None)?;
-        paths.push(p);
-    }
+    // Published together: a failure leaves the previous site whole, never half of a new one.
+    let paths: Vec<PathBuf> = files.iter().map(|(name, _)| out.join(name)).collect();
+    let group: Vec<(&Path, &[u8], Option<u32>)> = paths
+        .iter()
+        .zip(&files)
+        .map(|(p, (_, bytes))| (p.as_path(), bytes.as_slice(), None))
+        .collect();
+    crate::io::write_all_atomic(&group)?;
     Ok(paths)
 }
 
