@@ -136,7 +136,10 @@ fn short(keyid: &str) -> String {
 fn row(e: &EntryReport, sets: &[String]) -> Vec<String> {
     let mut c = vec![
         e.rank.map(|r| r.to_string()).unwrap_or_default(),
-        e.name.clone(),
+        // Who, by signing key; the directory name is anybody's choice.
+        e.submitter
+            .clone()
+            .unwrap_or_else(|| "(no trusted signer)".into()),
         e.recipe.clone().unwrap_or_default(),
         e.aggregate
             .as_ref()
@@ -158,11 +161,12 @@ fn row(e: &EntryReport, sets: &[String]) -> Vec<String> {
             .join(" "),
     );
     c.push(e.created.clone().unwrap_or_default());
+    c.push(e.entry.clone());
     c
 }
 
 fn header(sets: &[String]) -> Vec<String> {
-    let mut h: Vec<String> = ["rank", "entry", "recipe", "aggregate (rule)"]
+    let mut h: Vec<String> = ["rank", "submitter", "recipe", "aggregate (rule)"]
         .iter()
         .map(|s| s.to_string())
         .collect();
@@ -173,6 +177,7 @@ fn header(sets: &[String]) -> Vec<String> {
             "hardware class",
             "signer keyid",
             "created",
+            "entry",
         ]
         .iter()
         .map(|s| s.to_string()),
@@ -230,7 +235,7 @@ pub fn markdown(site: &Site) -> String {
             .flat_map(|e| {
                 e.notes
                     .iter()
-                    .map(move |n| format!("- {}: {}", md(&e.name), md(n)))
+                    .map(move |n| format!("- {}: {}", md(&e.entry), md(n)))
             })
             .collect();
         if !notes.is_empty() {
@@ -248,7 +253,7 @@ pub fn markdown(site: &Site) -> String {
         let _ = writeln!(
             s,
             "- **{}** ({}; recipe {}; track {}):",
-            md(&e.name),
+            md(e.submitter.as_deref().unwrap_or("(no trusted signer)")),
             md(&e.entry),
             md(e.recipe.as_deref().unwrap_or("?")),
             md(e.track.as_deref().unwrap_or("?"))
@@ -329,7 +334,7 @@ pub fn html(site: &Site) -> String {
             .flat_map(|e| {
                 e.notes
                     .iter()
-                    .map(move |n| format!("<li>{}: {}</li>", html_escape(&e.name), html_escape(n)))
+                    .map(move |n| format!("<li>{}: {}</li>", html_escape(&e.entry), html_escape(n)))
             })
             .collect();
         if !notes.is_empty() {
@@ -345,7 +350,7 @@ pub fn html(site: &Site) -> String {
             let _ = write!(
                 s,
                 "<li><strong>{}</strong> (<code>{}</code>; recipe {}; track {})<ul>",
-                html_escape(&e.name),
+                html_escape(e.submitter.as_deref().unwrap_or("(no trusted signer)")),
                 html_escape(&e.entry),
                 html_escape(e.recipe.as_deref().unwrap_or("?")),
                 html_escape(e.track.as_deref().unwrap_or("?"))
