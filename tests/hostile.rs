@@ -638,3 +638,95 @@ fn report_and_leaderboard_pages_are_published_together() {
         ["index.html", "leaderboard.json", "leaderboard.md"]
     );
 }
+
+// ---- item 10: per-record size caps ---------------------------------------------------------
+
+#[test]
+fn an_over_long_corpus_record_is_a_named_bad_record() {
+    let d = tempfile::tempdir().unwrap();
+    let w = d.path();
+    let corpus = w.join("c.jsonl");
+    let mut text = String::new();
+    for i in 0..400 {
+        text += &format!(
+            "{{\"text\": \"line {i} of a small corpus with words {}\"}}\n",
+            i * 7
+        );
+    }
+    // Line 401: one record of 200 kB (a stand-in for the 1 GB single-line corpus).
+    text += &format!("{{\"text\": \"{}\"}}\n", "long ".repeat(40_000));
+    text += "{\"text\": \"after the long one\"}\n";
+    std::fs::write(&corpus, &text).unwrap();
+    let pin = crambench::provenance::hash::hash_file(&corpus, &|_| {}).unwrap();
+    let write = |file: &str, extra: &str| {
+        let p = w.join(file);
+        std::fs::write(
+            &p,
+            format!(
+                "name = \"cap\"\n[data]\nsources = [{{ path = \"c.jsonl\", sha256 = \"{}\", size = {} }}]\nvocab_size = 128\nseq_len = 16\nascii_only = false\nmax_record_bytes = 65536\n{extra}",
+                pin.sha256, pin.size
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let r = write("cap.toml", "");
+    let (code, _, err) = cb(w, &["data", "prepare", r.to_str().unwrap(), "--out", "dc"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("c.jsonl:401") && err.contains("data.max_record_bytes (65536)"),
+        "{err}"
+    );
+    assert!(
+        tree(&w.join("dc")).iter().all(|p| p.starts_with('.')),
+        "nothing published"
+    );
+    // Skipped and counted under on_bad_record = "skip"; the record after it is still read.
+    let r = write("skip.toml", "on_bad_record = \"skip\"\n");
+    let (code, out, err) = cb(
+        w,
+        &[
+            "data",
+            "prepare",
+            r.to_str().unwrap(),
+            "--out",
+            "dc",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("record-too-long"), "{out}");
+    // The limit is bounded itself.
+    let r = write("zero.toml", "").to_string_lossy().into_owned();
+    let t = std::fs::read_to_string(&r)
+        .unwrap()
+        .replace("max_record_bytes = 65536", "max_record_bytes = 0");
+    std::fs::write(&r, t).unwrap();
+    let (code, _, err) = cb(w, &["data", "prepare", &r, "--out", "dc"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("data.max_record_bytes"), "{err}");
+}
+
+#[test]
+fn an_over_long_glue_record_is_refused() {
+    use crambench::glue::tasks::Task;
+    let d = tempfile::tempdir().unwrap();
+    let dev = d.path().join("dev.tsv");
+    // A 2 MB sentence (the 50 MB one, smaller): refused at the line limit.
+    std::fs::write(
+        &dev,
+        format!("sentence\tlabel\nfine\t1\n{}\t0\n", "w".repeat(2 << 20)),
+    )
+    .unwrap();
+    let set = Task::Sst2.eval_sets()[0];
+    let e = crambench::glue::data::load_dev_file(&set, &dev).unwrap_err();
+    assert_eq!(
+        crambench::error::exit_code_of(&e),
+        crambench::ExitCode::BadInput
+    );
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("dev.tsv") && msg.contains("line 3 is longer than 1048576 bytes"),
+        "{msg}"
+    );
+}

@@ -209,6 +209,56 @@ pub fn open_input(path: &Path) -> Result<std::fs::File> {
     Ok(file)
 }
 
+/// A reader that fails, instead of growing a buffer without end, when a line (bytes between
+/// newlines) is longer than `cap`: the error (`InvalidData`) names the 1-based line, the cap
+/// and `what` the cap is (for the message, e.g. "the GLUE record limit").
+pub struct LineCap<R> {
+    inner: R,
+    cap: u64,
+    what: &'static str,
+    /// Lines completed so far, and the length of the current one.
+    lines: u64,
+    len: u64,
+}
+
+impl<R> LineCap<R> {
+    pub fn new(inner: R, cap: u64, what: &'static str) -> Self {
+        LineCap {
+            inner,
+            cap,
+            what,
+            lines: 0,
+            len: 0,
+        }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for LineCap<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut segments = buf[..n].split(|&b| b == b'\n').peekable();
+        while let Some(seg) = segments.next() {
+            self.len += seg.len() as u64;
+            if self.len > self.cap {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "line {} is longer than {} bytes, {}",
+                        self.lines + 1,
+                        self.cap,
+                        self.what
+                    ),
+                ));
+            }
+            if segments.peek().is_some() {
+                self.lines += 1;
+                self.len = 0;
+            }
+        }
+        Ok(n)
+    }
+}
+
 /// Read a whole file, refusing files larger than `limit` bytes and files that are not regular
 /// files ([`open_input`]) with a clear error. The limit also bounds the read itself, so a file
 /// that grows after the size check is still refused.
@@ -278,6 +328,29 @@ mod tests {
         std::fs::write(&f, b"abc").unwrap();
         assert_eq!(read_limited(&f, 3).unwrap(), b"abc");
         assert!(read_limited(&f, 2).is_err());
+    }
+
+    #[test]
+    fn line_cap_stops_an_endless_line() {
+        use std::io::Read;
+        let mut ok = Vec::new();
+        LineCap::new(&b"abc\ndefg\nhi"[..], 4, "the test limit")
+            .read_to_end(&mut ok)
+            .unwrap();
+        assert_eq!(ok, b"abc\ndefg\nhi");
+        // An endless line (as /dev/zero would give) fails at the cap, naming the line.
+        let e = LineCap::new(std::io::repeat(b'x'), 1 << 16, "the test limit")
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        assert!(
+            e.to_string().contains("line 1 is longer than 65536 bytes"),
+            "{e}"
+        );
+        let e = LineCap::new(&b"ab\nabcdef\n"[..], 4, "the test limit")
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert!(e.to_string().contains("line 2"), "{e}");
     }
 
     #[test]

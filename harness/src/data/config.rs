@@ -67,6 +67,16 @@ pub struct DataConfig {
     /// Blocks per shard file.
     #[serde(default = "default_shard_blocks")]
     pub shard_blocks: u64,
+    /// Longest record read, in bytes: a JSONL or text line, a whole-file text entry, a Parquet
+    /// string. A longer one is a bad record (`record-too-long`, see `on_bad_record`), found
+    /// before it is held in memory. Raise it for a corpus with longer documents. Not part of
+    /// the dataset's identity (it changes no content, only what is refused); written to the
+    /// resolved recipe only when it differs from the default.
+    #[serde(
+        default = "default_max_record_bytes",
+        skip_serializing_if = "is_default_max_record_bytes"
+    )]
+    pub max_record_bytes: u64,
     /// For pre-tokenised sources (`format = "parquet-ids"`): the tokenizer they were made with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokenizer: Option<SourceSpec>,
@@ -98,6 +108,16 @@ fn default_seed() -> u64 {
 }
 fn default_shard_blocks() -> u64 {
     1 << 16
+}
+/// Default of `data.max_record_bytes`: 64 MiB, far above any document of the paper's corpora.
+pub const DEFAULT_MAX_RECORD_BYTES: u64 = 64 << 20;
+/// Largest `data.max_record_bytes` accepted.
+pub const MAX_MAX_RECORD_BYTES: u64 = 4 << 30;
+fn default_max_record_bytes() -> u64 {
+    DEFAULT_MAX_RECORD_BYTES
+}
+fn is_default_max_record_bytes(v: &u64) -> bool {
+    *v == DEFAULT_MAX_RECORD_BYTES
 }
 
 /// Block order.
@@ -243,6 +263,15 @@ impl DataConfig {
         }
         if self.shard_blocks == 0 {
             return Err(bad("shard_blocks", "must be at least 1".into()));
+        }
+        if !(1..=MAX_MAX_RECORD_BYTES).contains(&self.max_record_bytes) {
+            return Err(bad(
+                "max_record_bytes",
+                format!(
+                    "must be in 1..={MAX_MAX_RECORD_BYTES}, got {}",
+                    self.max_record_bytes
+                ),
+            ));
         }
         if self.seed > crate::provenance::seeds::MAX_SEED {
             return Err(bad("seed", "must be at most 2^53-1".into()));

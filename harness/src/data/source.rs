@@ -330,9 +330,18 @@ impl ReadCounts {
     }
 }
 
+/// How a source is read: what to do with a bad record, and the longest record read.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadPolicy {
+    pub on_bad_record: OnBadRecord,
+    /// `data.max_record_bytes`.
+    pub max_record_bytes: u64,
+}
+
 /// Reads entries of one source with a bad-record policy.
 struct Ctx<'a> {
     policy: OnBadRecord,
+    max_record: u64,
     counts: &'a mut ReadCounts,
     progress: &'a dyn Fn(u64),
 }
@@ -407,13 +416,14 @@ fn line_of(b: &[u8], off: usize) -> usize {
 /// Stream the entries of `src` into `sink`. `progress` receives (decompressed) bytes read.
 pub fn read_entries(
     src: &Source,
-    policy: OnBadRecord,
+    policy: ReadPolicy,
     progress: &dyn Fn(u64),
     sink: &mut dyn FnMut(Entry) -> Result<()>,
 ) -> Result<ReadCounts> {
     let mut counts = ReadCounts::default();
     let mut ctx = Ctx {
-        policy,
+        policy: policy.on_bad_record,
+        max_record: policy.max_record_bytes,
         counts: &mut counts,
         progress,
     };
@@ -453,9 +463,13 @@ fn for_each_line(
     let mut r = BufReader::with_capacity(1 << 20, r);
     let mut line = Vec::new();
     let mut n = 0u64;
+    let cap = ctx.max_record;
     loop {
         line.clear();
-        let got = r
+        // At most cap + 1 bytes (a line of cap bytes plus its newline): a longer line is never
+        // held whole.
+        let got = (&mut r)
+            .take(cap.saturating_add(1))
             .read_until(b'\n', &mut line)
             .map_err(|e| stream_error(format!("{name}:{}", n + 1), e))?;
         if got == 0 {
@@ -463,6 +477,36 @@ fn for_each_line(
         }
         n += 1;
         (ctx.progress)(got as u64);
+        if line.len() as u64 > cap && line.last() != Some(&b'\n') {
+            let mut total = got as u64;
+            // Skip the rest of the line without keeping it.
+            loop {
+                let buf = r
+                    .fill_buf()
+                    .map_err(|e| stream_error(format!("{name}:{n}"), e))?;
+                if buf.is_empty() {
+                    break;
+                }
+                let (k, end) = match buf.iter().position(|&b| b == b'\n') {
+                    Some(p) => (p + 1, true),
+                    None => (buf.len(), false),
+                };
+                r.consume(k);
+                total += k as u64;
+                (ctx.progress)(k as u64);
+                if end {
+                    break;
+                }
+            }
+            ctx.bad(
+                format!("{name}:{n}"),
+                "record-too-long",
+                format!(
+                    "the line is {total} bytes or more, longer than data.max_record_bytes ({cap}); raise data.max_record_bytes if the corpus really has records this long"
+                ),
+            )?;
+            continue;
+        }
         each(ctx, n, &mut line)?;
     }
 }
@@ -536,6 +580,7 @@ fn read_text(
             let mut b = Vec::new();
             let mut r = r;
             let mut buf = vec![0u8; 1 << 20];
+            let cap = ctx.max_record;
             loop {
                 let k = r
                     .read(&mut buf)
@@ -544,6 +589,15 @@ fn read_text(
                     break;
                 }
                 (ctx.progress)(k as u64);
+                if (b.len() + k) as u64 > cap {
+                    return ctx.bad(
+                        name.to_string(),
+                        "record-too-long",
+                        format!(
+                            "the file (one entry) is longer than data.max_record_bytes ({cap}); raise data.max_record_bytes or use split = \"line\""
+                        ),
+                    );
+                }
                 b.extend_from_slice(&buf[..k]);
             }
             if b.is_empty() {
@@ -634,6 +688,18 @@ fn read_parquet(
             continue;
         };
         match (ids, value) {
+            (false, Field::Str(s)) if s.len() as u64 > ctx.max_record => {
+                (ctx.progress)(s.len() as u64);
+                let cap = ctx.max_record;
+                ctx.bad(
+                    at(),
+                    "record-too-long",
+                    format!(
+                        "the value is {} bytes, longer than data.max_record_bytes ({cap}); raise data.max_record_bytes if the corpus really has records this long",
+                        s.len()
+                    ),
+                )?
+            }
             (false, Field::Str(s)) => {
                 (ctx.progress)(s.len() as u64);
                 ctx.text(s.clone(), sink)?
