@@ -730,3 +730,79 @@ fn an_over_long_glue_record_is_refused() {
         "{msg}"
     );
 }
+
+// ---- item 4: what is read is what was pinned -----------------------------------------------
+
+#[test]
+fn a_corpus_rewritten_after_its_pin_check_is_refused() {
+    use crambench::data::config::OnBadRecord;
+    use crambench::data::source::{read_entries, ReadPolicy};
+    let d = tempfile::tempdir().unwrap();
+    let w = d.path();
+    let policy = ReadPolicy {
+        on_bad_record: OnBadRecord::Error,
+        max_record_bytes: 1 << 20,
+    };
+    for file in ["c.jsonl", "c.jsonl.gz", "dir/c.jsonl"] {
+        let path = w.join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let write = |text: &str| {
+            if file.ends_with(".gz") {
+                use std::io::Write;
+                let mut e = flate2::write::GzEncoder::new(
+                    std::fs::File::create(&path).unwrap(),
+                    flate2::Compression::default(),
+                );
+                e.write_all(text.as_bytes()).unwrap();
+                e.finish().unwrap();
+            } else {
+                std::fs::write(&path, text).unwrap();
+            }
+        };
+        write("{\"text\": \"the pinned text\"}\n");
+        let (source, key, digest) = if file.starts_with("dir/") {
+            let h = crambench::provenance::hash::hash_dir(&w.join("dir"), &|_| {}).unwrap();
+            ("dir", "dir_hash", h.dir_hash)
+        } else {
+            let h = crambench::provenance::hash::hash_file(&path, &|_| {}).unwrap();
+            (file, "sha256", h.sha256)
+        };
+        let size = crambench::provenance::hash::hash_path(&w.join(source), &|_| {})
+            .unwrap()
+            .size();
+        let cfg: crambench::data::DataConfig = toml::from_str(&format!(
+            "sources = [{{ path = {source:?}, format = \"jsonl\", {key} = \"{digest}\", size = {size} }}]"
+        ))
+        .unwrap();
+        let opts = crambench::data::PrepareOptions {
+            out_root: w.join("dc"),
+            base_dir: w.to_path_buf(),
+            hub_root: None,
+            threads: Some(1),
+            progress: false,
+        };
+        let (sources, _) = crambench::data::prepare::resolve_sources(&cfg, &opts).unwrap();
+        // Unchanged: read, and verified.
+        let mut texts = Vec::new();
+        read_entries(&sources[0], policy, &|_| {}, &mut |e| {
+            if let crambench::data::source::Entry::Text(t) = e {
+                texts.push(t);
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(texts, ["the pinned text"]);
+        // Rewritten between the pin check and the read (same length): refused, exit 1.
+        write("{\"text\": \"the swapped text\"}\n");
+        let e = read_entries(&sources[0], policy, &|_| {}, &mut |_| Ok(())).unwrap_err();
+        assert_eq!(
+            crambench::error::exit_code_of(&e),
+            crambench::ExitCode::CheckFailed,
+            "{file}"
+        );
+        assert!(
+            format!("{e:#}").contains("changed while it was read"),
+            "{file}: {e:#}"
+        );
+    }
+}

@@ -345,7 +345,8 @@ fn build_dataset(
     let mut remap = None;
     let tok = if pretokenised {
         let t = tok_src.expect("validated");
-        let (tok, map) = tokenizer::load_remapping_specials(&t.files[0])?;
+        let (tok, map) =
+            tokenizer::load_remapping_specials_pinned(&t.files[0], t.file_digests.first())?;
         remap = Some(map);
         tok
     } else {

@@ -45,6 +45,9 @@ pub struct Source {
     pub split: Split,
     /// Files in reading order (empty for embedded).
     pub files: Vec<PathBuf>,
+    /// The pinned (verified) sha256 and size of each of `files`, in the same order: what the
+    /// bytes actually read must hash to ([`read_entries`] checks it).
+    pub file_digests: Vec<(String, u64)>,
     /// Root for the relative file names in messages (the directory of a directory source).
     pub embedded: Option<&'static [u8]>,
     /// The verified pin.
@@ -184,6 +187,7 @@ pub fn resolve(
             field: field.clone(),
             split,
             files: vec![],
+            file_digests: vec![],
             embedded: Some(SOTU_ZST),
             record: SourceRecord {
                 name: "embedded:sotu".into(),
@@ -263,6 +267,39 @@ pub fn resolve(
         ))
         .into());
     }
+    // The digest of every file that will be read, from this same hashing pass: reading checks
+    // the bytes it consumed against them, so a file changed after the pin check is caught.
+    let file_digests = match &d {
+        PathDigest::File(f) => vec![(f.sha256.clone(), f.size)],
+        PathDigest::Dir(dir) => {
+            let by_rel: BTreeMap<&str, (&str, u64)> = dir
+                .entries
+                .iter()
+                .map(|e| (e.path.as_str(), (e.sha256.as_str(), e.size)))
+                .collect();
+            files
+                .iter()
+                .map(|f| {
+                    let rel = f
+                        .strip_prefix(&path)
+                        .ok()
+                        .and_then(|r| r.to_str())
+                        .unwrap_or_default();
+                    by_rel
+                        .get(rel)
+                        .map(|(h, n)| (h.to_string(), *n))
+                        .ok_or_else(|| {
+                            Error::Check(format!(
+                                "{}: appeared after the directory was hashed; refusing to use {}",
+                                f.display(),
+                                path.display()
+                            ))
+                            .into()
+                        })
+                })
+                .collect::<Result<Vec<_>>>()?
+        }
+    };
     let digest = d.digest_set();
     Ok(Source {
         index,
@@ -271,6 +308,7 @@ pub fn resolve(
         field: field.clone(),
         split,
         files,
+        file_digests,
         embedded: None,
         record: SourceRecord {
             name,
@@ -376,9 +414,73 @@ impl Ctx<'_> {
     }
 }
 
-/// A reader that decompresses by file extension (`.gz`, `.zst`/`.zstd`).
-fn open_decompressed(path: &Path) -> Result<Box<dyn Read + Send>> {
-    let f = crate::io::open_input(path)?;
+/// The raw bytes of one file as they are consumed, hashed on the way (shared with the reader
+/// stack above it, so that what is left can be drained and the digest taken when the format
+/// reader is done).
+struct Consumed {
+    file: std::fs::File,
+    hasher: sha2::Sha256,
+    bytes: u64,
+}
+
+/// A `Read` over a [`Consumed`] file.
+struct HashingReader(std::sync::Arc<std::sync::Mutex<Consumed>>);
+
+impl Read for HashingReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        let mut c = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = c.file.read(buf)?;
+        c.hasher.update(&buf[..n]);
+        c.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// Check that the bytes consumed from `path` — everything the format reader read, plus
+/// whatever it left, read now — are the pinned ones. A file rewritten between the pin check and
+/// the read is refused (exit 1), and with it the dataset being built.
+fn verify_consumed(
+    path: &Path,
+    consumed: &std::sync::Arc<std::sync::Mutex<Consumed>>,
+    want: &(String, u64),
+) -> Result<()> {
+    use sha2::Digest;
+    let mut c = consumed.lock().unwrap_or_else(|e| e.into_inner());
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = c.file.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        c.hasher.update(&buf[..n]);
+        c.bytes += n as u64;
+    }
+    let got = hex::encode(std::mem::take(&mut c.hasher).finalize());
+    if got != want.0 || c.bytes != want.1 {
+        return Err(Error::Check(format!(
+            "{}: changed while it was read: the pin check saw sha256 {} and size {}, the bytes read              hash to {got} and size {}; refusing to build a dataset from them",
+            path.display(),
+            want.0,
+            want.1,
+            c.bytes
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Open `path` for reading with every consumed byte hashed (see [`verify_consumed`]).
+fn open_hashed(path: &Path) -> Result<std::sync::Arc<std::sync::Mutex<Consumed>>> {
+    Ok(std::sync::Arc::new(std::sync::Mutex::new(Consumed {
+        file: crate::io::open_input(path)?,
+        hasher: Default::default(),
+        bytes: 0,
+    })))
+}
+
+/// A reader that decompresses `f` by the extension of `path` (`.gz`, `.zst`/`.zstd`).
+fn decompressed(path: &Path, f: HashingReader) -> Result<Box<dyn Read + Send>> {
     let name = path.to_string_lossy().to_ascii_lowercase();
     Ok(if name.ends_with(".gz") {
         Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
@@ -432,21 +534,35 @@ pub fn read_entries(
         read_jsonl(&src.name, Box::new(dec), &src.field, &mut ctx, sink)?;
         return Ok(counts);
     }
-    for file in &src.files {
+    if src.file_digests.len() != src.files.len() {
+        anyhow::bail!("internal: {} has no pinned digest per file", src.name);
+    }
+    for (file, want) in src.files.iter().zip(&src.file_digests) {
         let name = file.display().to_string();
         match src.format {
-            Format::Jsonl => {
-                read_jsonl(&name, open_decompressed(file)?, &src.field, &mut ctx, sink)?
+            Format::Jsonl | Format::Text => {
+                let consumed = open_hashed(file)?;
+                let r = decompressed(file, HashingReader(consumed.clone()))?;
+                if src.format == Format::Jsonl {
+                    read_jsonl(&name, r, &src.field, &mut ctx, sink)?
+                } else {
+                    read_text(&name, r, src.split, &mut ctx, sink)?
+                }
+                verify_consumed(file, &consumed, want)?;
             }
-            Format::Text => read_text(&name, open_decompressed(file)?, src.split, &mut ctx, sink)?,
-            Format::Parquet | Format::ParquetIds => read_parquet(
-                &name,
-                file,
-                &src.field,
-                src.format == Format::ParquetIds,
-                &mut ctx,
-                sink,
-            )?,
+            Format::Parquet | Format::ParquetIds => {
+                // Parquet is read out of order: copy the file privately, hashing the copy's
+                // bytes, check them, and parse the copy — the bytes checked are the bytes read.
+                let copy = private_copy(file, want)?;
+                read_parquet(
+                    &name,
+                    copy,
+                    &src.field,
+                    src.format == Format::ParquetIds,
+                    &mut ctx,
+                    sink,
+                )?
+            }
         }
     }
     Ok(counts)
@@ -645,9 +761,30 @@ fn read_text(
     }
 }
 
+/// A private, unlinked copy of `path` whose bytes were checked against `want` while copying.
+fn private_copy(path: &Path, want: &(String, u64)) -> Result<std::fs::File> {
+    use std::io::{Seek, Write};
+    let consumed = open_hashed(path)?;
+    let mut copy = tempfile::tempfile().map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    let mut r = HashingReader(consumed.clone());
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = r.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        copy.write_all(&buf[..n])
+            .map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    }
+    verify_consumed(path, &consumed, want)?;
+    copy.rewind()
+        .map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    Ok(copy)
+}
+
 fn read_parquet(
     name: &str,
-    path: &Path,
+    f: std::fs::File,
     column: &str,
     ids: bool,
     ctx: &mut Ctx,
@@ -655,7 +792,6 @@ fn read_parquet(
 ) -> Result<()> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     use parquet::record::Field;
-    let f = crate::io::open_input(path)?;
     let reader = SerializedFileReader::new(f)
         .map_err(|e| Error::input(name, format!("not a readable Parquet file: {e}")))?;
     let schema = reader.metadata().file_metadata().schema();

@@ -239,8 +239,30 @@ pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
 /// Returns the rewritten tokenizer and `remap`, with `remap[old_id] = new_id` for ids 0–6 (ids
 /// from 7 up are unchanged). Used for pre-tokenised (`parquet-ids`) data.
 pub fn load_remapping_specials(path: &Path) -> Result<(Tokenizer, [u32; 7])> {
+    load_remapping_specials_pinned(path, None)
+}
+
+/// [`load_remapping_specials`], refusing (exit 1) bytes that are not the pinned `(sha256,
+/// size)`: the bytes parsed are the bytes checked, so a file changed after its pin check is
+/// not used.
+pub fn load_remapping_specials_pinned(
+    path: &Path,
+    pin: Option<&(String, u64)>,
+) -> Result<(Tokenizer, [u32; 7])> {
     let bytes = crate::io::read_limited(path, 1 << 30)?;
     let what = path.display().to_string();
+    if let Some((sha256, size)) = pin {
+        let got = crate::provenance::hash::sha256_hex(&bytes);
+        if &got != sha256 || bytes.len() as u64 != *size {
+            return Err(Error::Check(format!(
+                "{what}: changed while it was read: the pin check saw sha256 {sha256} and size \
+                 {size}, the bytes read hash to {got} and size {}; refusing to build a dataset \
+                 from them",
+                bytes.len()
+            ))
+            .into());
+        }
+    }
     let mut v: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| Error::input(&what, format!("not JSON: {e}")))?;
     let vocab = v
