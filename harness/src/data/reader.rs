@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 
 /// The manifest file of a dataset directory.
 pub const MANIFEST_FILE: &str = "dataset.json";
+/// Largest verification cache read (a larger one is ignored and rebuilt).
+const JSON_CACHE_LIMIT: u64 = 64 << 20;
 /// The verification cache file.
 pub const VERIFIED_FILE: &str = ".verified.json";
 
@@ -172,7 +174,7 @@ impl PackedDataset {
             .into());
         }
         let cpath = dir.join(VERIFIED_FILE);
-        let mut cache: VerifiedCache = std::fs::read(&cpath)
+        let mut cache: VerifiedCache = crate::io::read_limited(&cpath, JSON_CACHE_LIMIT)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
