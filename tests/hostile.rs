@@ -323,6 +323,39 @@ fn huge_model_sizes_are_refused_in_recipes_and_checkpoints() {
     assert!(err.contains("arch.json") && err.contains("limit"), "{err}");
 }
 
+#[test]
+fn tiny_sizes_that_used_to_panic_are_named_errors() {
+    let d = tempfile::tempdir().unwrap();
+    let w = d.path();
+    let tiny = common::repo_root().join("baselines/crammed-bert-tiny.toml");
+    for (extra, field) in [
+        ("[arch]\nvocab_size = 3\n", "arch.vocab_size"),
+        ("[train]\nseq_len = 1\n", "train.seq_len"),
+    ] {
+        let r = w.join("t.toml");
+        std::fs::write(
+            &r,
+            format!("extends = {:?}\nname = \"t\"\n{extra}", tiny.display()),
+        )
+        .unwrap();
+        let (code, _, err) = cb(
+            w,
+            &[
+                "pretrain",
+                r.to_str().unwrap(),
+                "--out",
+                "p",
+                "--device",
+                "cpu",
+                "--budget",
+                "2s",
+            ],
+        );
+        assert_eq!(code, 2, "{extra}: {err}");
+        assert!(err.contains(field) && !err.contains("panicked"), "{err}");
+    }
+}
+
 // ---- item 9: non-regular files are refused where input is read ---------------------------
 
 #[test]
