@@ -154,7 +154,7 @@ pub fn pretrain_recipe(recipe_path: &Path, opts: &PretrainOptions) -> Result<Pre
     let vs_device = opts.device;
     let mut vs = nn::VarStore::new(vs_device);
     let model = crate::model::build(&vs.root(), &arch)?;
-    if dataset.is_none() && arch.vocab_size <= super::masking::NUM_SPECIAL as i64 + 1 {
+    if dataset.is_none() && arch.vocab_size <= super::masking::NUM_SPECIAL + 1 {
         return Err(Error::input(
             format!("{}: arch.vocab_size", recipe.path.display()),
             format!(
