@@ -340,7 +340,9 @@ fn resolve_duplicates(reports: &mut [EntryReport]) {
                 .unwrap_or_else(|| "another key".into())
         };
         match (me, earliest) {
-            (Some(m), Some((c, _))) if m < c => {} // this one is the earliest: ranked
+            // This one is the earliest signed (the rivals' times are later or unreadable).
+            (Some(m), Some((c, _))) if m < c => {}
+            (Some(_), None) => {}
             (Some(m), Some((c, j))) if m > c => add.push((
                 i,
                 format!(
@@ -376,5 +378,92 @@ fn resolve_duplicates(reports: &mut [EntryReport]) {
     }
     for (i, reason) in add {
         reports[i].reasons.push(reason);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(
+        name: &str,
+        key: &str,
+        created: Option<&str>,
+        payload: &str,
+        preds: &str,
+    ) -> EntryReport {
+        EntryReport {
+            entry: format!("entries/{name}"),
+            name: name.into(),
+            submitter: Some(key.into()),
+            signers: vec![key.into()],
+            created: created.map(str::to_string),
+            payload_sha256: Some(payload.into()),
+            predictions_digest: Some(preds.into()),
+            ..Default::default()
+        }
+    }
+
+    fn outcome(mut v: Vec<EntryReport>) -> Vec<(String, Option<String>)> {
+        resolve_duplicates(&mut v);
+        v.into_iter()
+            .map(|r| (r.name, r.reasons.first().cloned()))
+            .collect()
+    }
+
+    fn kept(o: &[(String, Option<String>)]) -> Vec<&str> {
+        o.iter()
+            .filter(|(_, r)| r.is_none())
+            .map(|(n, _)| n.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn the_earliest_signed_claim_wins_whatever_the_order() {
+        let t1 = Some("2026-11-28T12:00:00Z");
+        let t2 = Some("2026-11-29T12:00:00Z");
+        // Another submitter's later statement with the same predictions, listed first.
+        let o = outcome(vec![
+            entry("aa-copy", "mallory", t2, "p2", "d"),
+            entry("zz-orig", "alice", t1, "p1", "d"),
+        ]);
+        assert_eq!(kept(&o), ["zz-orig"]);
+        assert!(o[0]
+            .1
+            .as_deref()
+            .unwrap()
+            .starts_with("copy of entry entries/zz-orig"));
+        // An unreadable time is never the earliest.
+        let o = outcome(vec![
+            entry("aa", "mallory", Some("yesterday"), "p2", "d"),
+            entry("zz", "alice", t1, "p1", "d"),
+        ]);
+        assert_eq!(kept(&o), ["zz"]);
+        // The same statement re-signed by someone else: equal times, nobody is ranked.
+        let o = outcome(vec![
+            entry("a", "alice", t1, "p", "d"),
+            entry("b", "mallory", t1, "p", "d"),
+        ]);
+        assert!(kept(&o).is_empty());
+        assert!(o
+            .iter()
+            .all(|(_, r)| r.as_deref().unwrap().starts_with("contested")));
+        // The same statement by the same key: counted once.
+        let o = outcome(vec![
+            entry("a", "alice", t1, "p", "d"),
+            entry("b", "alice", t1, "p", "d"),
+        ]);
+        assert_eq!(kept(&o), ["a"]);
+        assert!(o[1]
+            .1
+            .as_deref()
+            .unwrap()
+            .starts_with("duplicate of entry entries/a"));
+        // Different predictions and statements: independent entries.
+        let o = outcome(vec![
+            entry("a", "alice", t1, "p1", "d1"),
+            entry("b", "mallory", t1, "p2", "d2"),
+        ]);
+        assert_eq!(kept(&o), ["a", "b"]);
     }
 }

@@ -61,7 +61,7 @@ pub struct BuildOptions {
 }
 
 /// The outcome for one entry.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct EntryReport {
     /// The entry path as given.
     pub entry: String,
