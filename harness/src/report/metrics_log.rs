@@ -244,6 +244,18 @@ mod tests {
     }
 
     #[test]
+    fn a_fifo_is_not_read() {
+        let d = tempfile::tempdir().unwrap();
+        // A FIFO (a hostile entry's metrics log) is refused, not read: it would block.
+        let fifo = d.path().join("fifo.jsonl");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let why = read(Some(&fifo)).missing.unwrap_or_default();
+        assert!(why.contains("FIFO"), "{why}");
+    }
+
+    #[test]
     fn missing_file_is_a_note() {
         let log = read(Some(Path::new("/nonexistent/metrics.jsonl")));
         assert!(
