@@ -365,9 +365,16 @@ fn good_entries_are_ranked_and_bad_ones_rejected_with_reasons() {
         serde_json::from_slice(&std::fs::read(b.root.join("site/leaderboard.json")).unwrap())
             .unwrap();
     assert_eq!(json["rejected"].as_array().unwrap().len(), expect.len());
-    let first = md.find("| 1 | b-better |").expect(&md);
-    let second = md.find("| 2 | a-good |").expect(&md);
-    assert!(first < second);
+    // Rows name the submitter by key (the directory is only the last column).
+    let row_of = |rank: &str, entry: &str| {
+        md.lines()
+            .position(|l| {
+                l.starts_with(&format!("| {rank} | trusted |"))
+                    && l.ends_with(&format!("| entries/{entry} |"))
+            })
+            .expect(&md)
+    };
+    assert!(row_of("1", "b-better") < row_of("2", "a-good"));
     assert!(
         md.contains("demo-sentiment") && md.contains("(demo)"),
         "{md}"
@@ -382,6 +389,119 @@ fn good_entries_are_ranked_and_bad_ones_rejected_with_reasons() {
     assert_eq!(
         std::fs::read_to_string(b.root.join("site/keep.txt")).unwrap(),
         "mine"
+    );
+}
+
+/// The ranked entries of the demo track: (entry path, submitter).
+fn ranked(site: &Value) -> Vec<(String, String)> {
+    track(site, "demo-cpu")["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["entry"].as_str().unwrap().to_string(),
+                e["submitter"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn copies_never_take_the_rank_and_submitters_are_keys_not_directories() {
+    let b = Board::new();
+    // A second trusted submitter.
+    let (mallory, mallory_pub) = keypair(&b.root.join("private"), "mallory");
+    std::fs::copy(&mallory_pub, b.root.join("keys/mallory.pub")).unwrap();
+
+    // Alice's (the `trusted` key's) run, and Mallory's copy of its predictions in a statement
+    // of her own, signed later, under a directory that sorts first and claims the original's
+    // name.
+    let original = b.entry("zz-alice", &FakeRun::default(), &b.trusted, |_| {});
+    let copy_run = b.root.join("runs/aa-alice-original");
+    let mut st = write_fake_run(&copy_run, &FakeRun::default(), &mallory);
+    st["predicate"]["created"] = Value::from("2026-11-29T08:00:00Z");
+    resign(&copy_run, &st, &mallory);
+    submit(
+        &copy_run,
+        &b.entries.join("aa-alice-original"),
+        &SubmitOptions::default(),
+    )
+    .unwrap();
+    let (code, out, err) = b.build(&["--gold", "column"]);
+    assert_eq!(code, 0, "{err}");
+    let site: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        ranked(&site),
+        [("entries/zz-alice".to_string(), "trusted".to_string())],
+        "{out}"
+    );
+    let rej = rejected(&site);
+    let reasons = &rej["aa-alice-original"];
+    assert!(
+        has(reasons, "copy of entry entries/zz-alice") && has(reasons, "signed earlier by trusted"),
+        "{reasons:#?}"
+    );
+    let md = std::fs::read_to_string(b.root.join("site/leaderboard.md")).unwrap();
+    assert!(md.contains("| 1 | trusted |"), "{md}");
+    assert!(
+        md.contains("- **mallory** (entries/aa-alice-original;"),
+        "{md}"
+    );
+
+    // Alice's statement itself, re-signed by Mallory alone: the same statement from two
+    // submitters, the same `created`: nobody can tell whose it is, neither is ranked.
+    std::fs::remove_dir_all(b.entries.join("aa-alice-original")).unwrap();
+    let stolen_run = b.root.join("runs/aa-stolen");
+    std::fs::create_dir_all(&stolen_run).unwrap();
+    for f in ["manifest.json", "pretrain", "glue"] {
+        let from = b.root.join("runs/zz-alice").join(f);
+        let status = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(&from)
+            .arg(stolen_run.join(f))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let statement: Value =
+        serde_json::from_slice(&std::fs::read(stolen_run.join("manifest.json")).unwrap()).unwrap();
+    resign(&stolen_run, &statement, &mallory);
+    submit(
+        &stolen_run,
+        &b.entries.join("aa-stolen"),
+        &SubmitOptions::default(),
+    )
+    .unwrap();
+    let (code, out, err) = b.build(&["--gold", "column"]);
+    assert_eq!(code, 0, "{err}");
+    let site: Value = serde_json::from_str(&out).unwrap();
+    assert!(ranked(&site).is_empty(), "{out}");
+    let rej = rejected(&site);
+    for entry in ["zz-alice", "aa-stolen"] {
+        assert!(has(&rej[entry], "contested"), "{entry}: {:#?}", rej[entry]);
+    }
+
+    // An exact copy of Alice's bundle under another name: one entry, credited to her key.
+    std::fs::remove_dir_all(b.entries.join("aa-stolen")).unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&original)
+        .arg(b.entries.join("aa-copy"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (code, out, err) = b.build(&["--gold", "column"]);
+    assert_eq!(code, 0, "{err}");
+    let site: Value = serde_json::from_str(&out).unwrap();
+    let r = ranked(&site);
+    assert_eq!(r.len(), 1, "{out}");
+    assert_eq!(r[0].1, "trusted");
+    let rej = rejected(&site);
+    assert_eq!(rej.len(), 1, "{rej:#?}");
+    assert!(
+        rej.values().all(|v| has(v, "duplicate of entry")),
+        "{rej:#?}"
     );
 }
 

@@ -119,6 +119,40 @@ fn resume_after_stop_mid_accumulation_replays_the_partial_step() {
 }
 
 #[test]
+fn identical_trainings_give_identical_checkpoint_digests() {
+    // Same recipe, seed, data and step count: weights, optimizer state and counters are
+    // bit-identical, and so must be the checkpoint's dirHash (the run manifest's checkpoint
+    // subject). Wall-clock time differs between the two and lives outside the directory.
+    let d = tempfile::tempdir().unwrap();
+    let cfg = config(8, 4);
+    let mut digests = Vec::new();
+    for name in ["a", "b"] {
+        let out = d.path().join(name);
+        run(&out, &cfg, false, None).0.unwrap();
+        let ck = checkpoint::load_latest(&out)
+            .unwrap()
+            .expect("a checkpoint");
+        assert!(ck.state.elapsed_s > 0.0, "the budget used is still known");
+        let h = crambench::provenance::hash::hash_dir(&ck.dir, &|_| {}).unwrap();
+        digests.push((h.dir_hash, h.entries));
+    }
+    assert_eq!(digests[0], digests[1]);
+    // The clock is bound to its checkpoint: another checkpoint's clock file is refused.
+    let a = checkpoint::load_latest(&d.path().join("a"))
+        .unwrap()
+        .unwrap();
+    let clock = checkpoint::clock_path(&a.dir);
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&clock).unwrap()).unwrap();
+    v["meta_sha256"] = serde_json::Value::from("0".repeat(64));
+    std::fs::write(&clock, serde_json::to_vec(&v).unwrap()).unwrap();
+    let e = checkpoint::load_latest(&d.path().join("a")).err().unwrap();
+    assert!(format!("{e:#}").contains("another checkpoint"), "{e:#}");
+    std::fs::remove_file(&clock).unwrap();
+    let e = checkpoint::load_latest(&d.path().join("a")).err().unwrap();
+    assert!(format!("{e:#}").contains("no clock file"), "{e:#}");
+}
+
+#[test]
 fn damaged_checkpoint_and_reused_out_dir_are_refused() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("run");

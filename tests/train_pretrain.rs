@@ -214,21 +214,22 @@ fn sigkill_then_resume_continues_the_run() {
     child.kill().unwrap(); // SIGKILL
     let status = child.wait().unwrap();
     assert!(!status.success());
-    let killed_at: serde_json::Value = {
+    let (killed_at, killed_clock): (serde_json::Value, serde_json::Value) = {
         let name = std::fs::read_to_string(&latest).unwrap();
-        let st = d
-            .path()
-            .join("run/checkpoints")
-            .join(name.trim())
-            .join("state.json");
-        serde_json::from_slice(&std::fs::read(st).unwrap()).unwrap()
+        let dir = d.path().join("run/checkpoints").join(name.trim());
+        let read = |p: &Path| serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap();
+        (
+            read(&dir.join("state.json")),
+            // The budget used is beside the checkpoint, outside its dirHash.
+            read(&crambench::train::checkpoint::clock_path(&dir)),
+        )
     };
     // The heartbeat knows how far the killed process got; that time counts as spent.
     let heartbeat: Option<serde_json::Value> = std::fs::read(d.path().join("run/clock.json"))
         .ok()
         .map(|b| serde_json::from_slice(&b).unwrap());
     let steps_before = killed_at["optimizer_steps"].as_u64().unwrap();
-    let elapsed_before = killed_at["elapsed_s"].as_f64().unwrap();
+    let elapsed_before = killed_clock["elapsed_s"].as_f64().unwrap();
     assert!(steps_before > 0 && elapsed_before > 0.0);
 
     let resume_args = [

@@ -206,16 +206,15 @@ impl Audit {
     }
 }
 
-/// Whether `rel` is a plain relative path that stays inside its root (no `..`, not absolute,
-/// no empty or `.` components, no backslash or NUL).
+/// Whether `rel` is a plain relative path that stays inside its root: `/`-separated
+/// components, each an identifier ([`crate::ident`]: no `..`, `.`, empty, hidden or absolute
+/// component, no backslash, newline or control character).
 pub fn safe_rel(rel: &str) -> bool {
     !rel.is_empty()
-        && !rel.contains('\\')
-        && !rel.contains('\0')
+        && rel.split('/').all(crate::ident::is_valid)
         && Path::new(rel)
             .components()
             .all(|c| matches!(c, Component::Normal(_)))
-        && !rel.split('/').any(|s| s.is_empty() || s == ".")
 }
 
 /// Resolve `rel` inside `root`: a [`safe_rel`] path none of whose components (the last
@@ -564,6 +563,16 @@ pub struct SignedPredictions {
     /// The trial's metrics (fractions).
     pub metrics: BTreeMap<String, f64>,
     pub dev_examples: Option<u64>,
+}
+
+/// The `dirHash` of the signed `predictions` subject (`annotations.role = "predictions"`).
+pub fn predictions_subject(record: &RunRecord) -> Option<String> {
+    record.statement["subject"]
+        .as_array()?
+        .iter()
+        .find(|s| s["annotations"]["role"] == "predictions")
+        .and_then(|s| s["digest"]["dirHash"].as_str())
+        .map(str::to_string)
 }
 
 /// Metrics object → map; non-numbers are an error.

@@ -124,6 +124,54 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<()> 
     Ok(())
 }
 
+/// Write several files as one: every file goes to its synced temporary file first, and only
+/// when all of them are written are they renamed into place. A failure while writing (a full
+/// disk, a refused permission) leaves every target as it was — none of the new files is
+/// published, no old one is replaced. (The renames that follow need no space and do not fail
+/// on a full disk.) `files`: (target, bytes, mode).
+pub fn write_all_atomic(files: &[(&Path, &[u8], Option<u32>)]) -> Result<()> {
+    let mut staged = Vec::with_capacity(files.len());
+    for (path, bytes, mode) in files {
+        let (tmp, dir) = synced_temp(path, bytes, *mode)?;
+        staged.push((tmp, *path, dir));
+    }
+    for (tmp, path, dir) in staged {
+        tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
+        sync_dir(dir);
+    }
+    Ok(())
+}
+
+/// [`write_all_atomic`] for new files: refuses (before writing anything) if any target exists,
+/// and publishes each with a no-clobber link, so an existing file is never replaced.
+pub fn write_all_new_atomic(files: &[(&Path, &[u8], Option<u32>)]) -> Result<()> {
+    let exists = |path: &Path| {
+        anyhow::Error::new(Error::Refused(format!(
+            "{} already exists; refusing to overwrite it",
+            path.display()
+        )))
+    };
+    if let Some((path, _, _)) = files.iter().find(|(p, _, _)| p.exists()) {
+        return Err(exists(path));
+    }
+    let mut staged = Vec::with_capacity(files.len());
+    for (path, bytes, mode) in files {
+        let (tmp, dir) = synced_temp(path, bytes, *mode)?;
+        staged.push((tmp, *path, dir));
+    }
+    for (tmp, path, dir) in staged {
+        tmp.persist_noclobber(path).map_err(|e| {
+            if e.error.kind() == std::io::ErrorKind::AlreadyExists {
+                exists(path)
+            } else {
+                Error::io(path, e.error).into()
+            }
+        })?;
+        sync_dir(dir);
+    }
+    Ok(())
+}
+
 /// Like [`write_atomic`], but fails if `path` already exists (checked before writing and made
 /// race-free by a hard link instead of a rename).
 pub fn write_new_atomic(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<()> {
@@ -148,20 +196,133 @@ pub fn write_new_atomic(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<
     Ok(())
 }
 
-/// Read a whole file, refusing files larger than `limit` bytes with a clear error.
-pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    if meta.is_dir() {
-        return Err(Error::input(path.display(), "is a directory, expected a file").into());
+/// What kind of file `ft` is, for messages.
+fn kind_of(ft: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if ft.is_dir() {
+        "a directory"
+    } else if ft.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if ft.is_char_device() {
+        "a character device"
+    } else if ft.is_block_device() {
+        "a block device"
+    } else if ft.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
     }
-    if meta.len() > limit {
+}
+
+/// Open an input file for reading, refusing anything but a regular file (after following
+/// symbolic links): a FIFO, a device such as `/dev/zero`, a socket or a directory is bad input,
+/// never read — reading one would block forever or never end. Every file crambench reads as
+/// input is opened here.
+///
+/// The file is opened non-blocking (so that opening a FIFO without a writer does not hang),
+/// checked with `fstat` on the open descriptor (no race with a rename between check and
+/// open), and switched back to blocking reads.
+pub fn open_input(path: &Path) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    let meta = file.metadata().map_err(|e| Error::io(path, e))?;
+    if !meta.file_type().is_file() {
         return Err(Error::input(
             path.display(),
-            format!("file is {} bytes; the limit is {limit} bytes", meta.len()),
+            format!("is {}, expected a regular file", kind_of(meta.file_type())),
         )
         .into());
     }
-    std::fs::read(path).map_err(|e| Error::io(path, e).into())
+    // SAFETY: fcntl on a descriptor this function owns; F_GETFL/F_SETFL take and return ints.
+    let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0
+        || unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0
+    {
+        return Err(Error::io(path, std::io::Error::last_os_error()).into());
+    }
+    Ok(file)
+}
+
+/// A reader that fails, instead of growing a buffer without end, when a line (bytes between
+/// newlines) is longer than `cap`: the error (`InvalidData`) names the 1-based line, the cap
+/// and `what` the cap is (for the message, e.g. "the GLUE record limit").
+pub struct LineCap<R> {
+    inner: R,
+    cap: u64,
+    what: &'static str,
+    /// Lines completed so far, and the length of the current one.
+    lines: u64,
+    len: u64,
+}
+
+impl<R> LineCap<R> {
+    pub fn new(inner: R, cap: u64, what: &'static str) -> Self {
+        LineCap {
+            inner,
+            cap,
+            what,
+            lines: 0,
+            len: 0,
+        }
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for LineCap<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut segments = buf[..n].split(|&b| b == b'\n').peekable();
+        while let Some(seg) = segments.next() {
+            self.len += seg.len() as u64;
+            if self.len > self.cap {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "line {} is longer than {} bytes, {}",
+                        self.lines + 1,
+                        self.cap,
+                        self.what
+                    ),
+                ));
+            }
+            if segments.peek().is_some() {
+                self.lines += 1;
+                self.len = 0;
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// Read a whole file, refusing files larger than `limit` bytes and files that are not regular
+/// files ([`open_input`]) with a clear error. The limit also bounds the read itself, so a file
+/// that grows after the size check is still refused.
+pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let file = open_input(path)?;
+    let too_big = |len: u64| -> anyhow::Error {
+        Error::input(
+            path.display(),
+            format!("file is {len} bytes; the limit is {limit} bytes"),
+        )
+        .into()
+    };
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if len > limit {
+        return Err(too_big(len));
+    }
+    let mut bytes = Vec::with_capacity(len as usize);
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > limit {
+        return Err(too_big(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
 
 /// An exclusive advisory lock (`flock`) on a lock file, held until dropped; the file says who
@@ -272,6 +433,83 @@ mod tests {
         std::fs::File::create(&plain).unwrap();
         let want = std::fs::metadata(&plain).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, want);
+    }
+
+    #[test]
+    fn non_regular_inputs_are_refused_without_reading() {
+        let d = tempfile::tempdir().unwrap();
+        let fifo = d.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let zero = d.path().join("zero");
+        std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+        for (p, kind) in [
+            (&fifo, "FIFO"),
+            (&zero, "character device"),
+            (&d.path().to_path_buf(), "directory"),
+        ] {
+            // Each would block (FIFO without a writer) or never end (/dev/zero).
+            let e = read_limited(p, 1 << 20).unwrap_err();
+            assert_eq!(crate::error::exit_code_of(&e), crate::ExitCode::BadInput);
+            assert!(e.to_string().contains(kind), "{e}");
+            assert!(open_input(p).is_err());
+        }
+        let f = d.path().join("f");
+        std::fs::write(&f, b"abc").unwrap();
+        assert_eq!(read_limited(&f, 3).unwrap(), b"abc");
+        assert!(read_limited(&f, 2).is_err());
+    }
+
+    #[test]
+    fn line_cap_stops_an_endless_line() {
+        use std::io::Read;
+        let mut ok = Vec::new();
+        LineCap::new(&b"abc\ndefg\nhi"[..], 4, "the test limit")
+            .read_to_end(&mut ok)
+            .unwrap();
+        assert_eq!(ok, b"abc\ndefg\nhi");
+        // An endless line (as /dev/zero would give) fails at the cap, naming the line.
+        let e = LineCap::new(std::io::repeat(b'x'), 1 << 16, "the test limit")
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        assert!(
+            e.to_string().contains("line 1 is longer than 65536 bytes"),
+            "{e}"
+        );
+        let e = LineCap::new(&b"ab\nabcdef\n"[..], 4, "the test limit")
+            .read_to_end(&mut Vec::new())
+            .unwrap_err();
+        assert!(e.to_string().contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn a_group_is_published_whole_or_not_at_all() {
+        let d = tempfile::tempdir().unwrap();
+        let a = d.path().join("a.md");
+        std::fs::write(&a, b"old a").unwrap();
+        // The second file cannot be written (its directory is missing; a full disk fails the
+        // same step): the first is not published either, and the old one stays.
+        let b = d.path().join("missing/b.html");
+        let e = write_all_atomic(&[(&a, b"new a", None), (&b, b"new b", None)]).unwrap_err();
+        assert_eq!(crate::error::exit_code_of(&e), crate::ExitCode::BadInput);
+        assert_eq!(std::fs::read(&a).unwrap(), b"old a");
+        assert_eq!(
+            std::fs::read_dir(d.path()).unwrap().count(),
+            1,
+            "no temporaries left"
+        );
+        let b = d.path().join("b.html");
+        write_all_atomic(&[(&a, b"new a", None), (&b, b"new b", None)]).unwrap();
+        assert_eq!(std::fs::read(&a).unwrap(), b"new a");
+        assert_eq!(std::fs::read(&b).unwrap(), b"new b");
+        // New files only: an existing target refuses the whole group before anything is written.
+        let c = d.path().join("c");
+        let e = write_all_new_atomic(&[(&c, b"c", None), (&a, b"x", None)]).unwrap_err();
+        assert_eq!(crate::error::exit_code_of(&e), crate::ExitCode::Refused);
+        assert!(!c.exists());
+        assert_eq!(std::fs::read(&a).unwrap(), b"new a");
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //!
 //! Modules follow the data's path, and a lower layer never imports a higher one:
 //!
-//! * [`error`], [`escape`], [`io`], [`rng`], [`stats`], [`torchrt`] — infrastructure: error classes and exit
-//!   codes, crash-safe file writes, the seeded random stream, descriptive statistics, loading libtorch's CUDA backend before the
+//! * [`error`], [`escape`], [`ident`], [`io`], [`rng`], [`stats`], [`torchrt`] — infrastructure: error classes and exit
+//!   codes, the one check of names that become paths, crash-safe file writes, the seeded random stream, descriptive statistics, loading libtorch's CUDA backend before the
 //!   first tch call.
 //! * [`provenance`] — what a run is pinned to: machine fingerprint, git state, content hashes,
 //!   seeds.
@@ -31,6 +31,7 @@ pub mod error;
 pub mod escape;
 pub mod gate;
 pub mod glue;
+pub mod ident;
 pub mod io;
 pub mod leaderboard;
 pub mod manifest;

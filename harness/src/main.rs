@@ -364,7 +364,14 @@ fn cmd_seeds(args: SeedsArgs) -> Result<ExitCode> {
 }
 
 fn cmd_keygen(args: KeygenArgs) -> Result<ExitCode> {
-    let files = keys::generate(&args.out, &args.name)?;
+    let (files, rederived) = keys::generate_or_repair(&args.out, &args.name)?;
+    if rederived {
+        eprintln!(
+            "{} exists without its public key: re-derived {} from it (no new key made)",
+            files.private_key.display(),
+            files.public_key.display()
+        );
+    }
     if args.json {
         return out(&json_text(&files)?).map(|_| ExitCode::Ok);
     }

@@ -64,14 +64,43 @@ impl Recipe {
                 .into());
             }
         }
-        Ok(Recipe {
+        let recipe = Recipe {
             path: path.to_path_buf(),
             chain,
             table,
-        })
+        };
+        // The name becomes the run directory (`<out>/<name>/`): an identifier, checked here
+        // before anything joins it to a path.
+        match recipe.table.get("name") {
+            Some(toml::Value::String(n)) => {
+                crate::ident::check(format!("{}: name", path.display()), n)?
+            }
+            Some(other) => {
+                return Err(Error::input(
+                    format!("{}: name", path.display()),
+                    format!("must be a string, got a {}", other.type_str()),
+                )
+                .into())
+            }
+            None => {
+                let stem = recipe.name();
+                if let Some(p) = crate::ident::problem(&stem) {
+                    return Err(Error::input(
+                        format!("{}: name", path.display()),
+                        format!(
+                            "not set, and the file stem {stem:?} is not a valid name: it {p}; \
+                             set `name`"
+                        ),
+                    )
+                    .into());
+                }
+            }
+        }
+        Ok(recipe)
     }
 
-    /// The recipe's name (`name`, else the file stem).
+    /// The recipe's name (`name`, else the file stem); [`Recipe::load`] checked that it is an
+    /// identifier ([`crate::ident`]).
     pub fn name(&self) -> String {
         self.table
             .get("name")

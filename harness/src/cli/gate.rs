@@ -86,29 +86,42 @@ pub fn run(a: GateArgs) -> Result<ExitCode> {
         tfile,
         a.allow_hardware_mismatch,
     )?;
-    std::fs::create_dir_all(&a.out).map_err(|e| Error::io(&a.out, e))?;
+    // Everything that can refuse — the signing key (a key readable by others is refused) and
+    // the signature — comes before the first byte is written; then the summary and the
+    // attestation are published together, or neither is.
     let markdown = report.to_markdown();
     let summary_path = a.out.join("gate-summary.md");
-    crambench::io::write_atomic(&summary_path, markdown.as_bytes(), None)?;
+    let env_path = a.out.join("gate.dsse.json");
+    let envelope = match report.statement(ci_url().as_deref()) {
+        Some(statement) => {
+            let (sk, key_path, created) = keys::signing_key_or_default(a.key.as_deref())?;
+            if created {
+                eprintln!(
+                    "created a signing key: {} (public key {})",
+                    key_path.display(),
+                    key_path.with_extension("pub").display()
+                );
+            }
+            let bytes = jcs::to_vec(&statement)?;
+            let mut env = dsse::Envelope::new(dsse::PAYLOAD_TYPE_IN_TOTO, &bytes);
+            env.sign(&sk, "gate attestation")?;
+            Some(env.to_json())
+        }
+        None => None,
+    };
+    std::fs::create_dir_all(&a.out).map_err(|e| Error::io(&a.out, e))?;
+    let mut group: Vec<(&Path, &[u8], Option<u32>)> =
+        vec![(&summary_path, markdown.as_bytes(), None)];
+    if let Some(env) = &envelope {
+        group.push((&env_path, env.as_bytes(), None));
+    }
+    crambench::io::write_all_atomic(&group)?;
+    let mut written = vec![summary_path.display().to_string()];
+    if envelope.is_some() {
+        written.push(env_path.display().to_string());
+    }
     if let Some(p) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()) {
         append_step_summary(Path::new(&p), &markdown)?;
-    }
-    let mut written = vec![summary_path.display().to_string()];
-    if let Some(statement) = report.statement(ci_url().as_deref()) {
-        let (sk, key_path, created) = keys::signing_key_or_default(a.key.as_deref())?;
-        if created {
-            eprintln!(
-                "created a signing key: {} (public key {})",
-                key_path.display(),
-                key_path.with_extension("pub").display()
-            );
-        }
-        let bytes = jcs::to_vec(&statement)?;
-        let mut env = dsse::Envelope::new(dsse::PAYLOAD_TYPE_IN_TOTO, &bytes);
-        env.sign(&sk, "gate attestation")?;
-        let env_path = a.out.join("gate.dsse.json");
-        crambench::io::write_atomic(&env_path, env.to_json().as_bytes(), None)?;
-        written.push(env_path.display().to_string());
     }
     if a.json {
         let mut v = serde_json::to_value(&report)?;

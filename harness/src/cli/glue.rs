@@ -166,8 +166,14 @@ fn run_glue(a: RunArgs) -> Result<ExitCode> {
         }
         cfg.trials = n;
     }
-    let task_list = a.tasks.clone().unwrap_or_else(|| cfg.tasks.join(","));
-    let tasks = tasks::Task::parse_list(&task_list)?;
+    let tasks = match (&a.tasks, &a.recipe) {
+        (Some(list), _) => tasks::Task::parse_list(list)?,
+        (None, Some(r)) => tasks::Task::parse_list_as(
+            &format!("{}: glue.tasks", r.display()),
+            &cfg.tasks.join(","),
+        )?,
+        (None, None) => tasks::Task::parse_list_as("glue.tasks (default)", &cfg.tasks.join(","))?,
+    };
     let device = super::device(a.device.as_deref())?;
     let master = crambench::provenance::seeds::Seeds::from_option(a.seed)?.master;
     let ck = finetune::Checkpoint::load(&a.checkpoint)?;

@@ -7,6 +7,9 @@ use crate::error::Error;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
+/// Smallest `data.vocab_size` accepted.
+pub const MIN_VOCAB_SIZE: u32 = 64;
+
 /// `[data]` of a recipe.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,6 +68,16 @@ pub struct DataConfig {
     /// Blocks per shard file.
     #[serde(default = "default_shard_blocks")]
     pub shard_blocks: u64,
+    /// Longest record read, in bytes: a JSONL or text line, a whole-file text entry, a Parquet
+    /// string. A longer one is a bad record (`record-too-long`, see `on_bad_record`), found
+    /// before it is held in memory. Raise it for a corpus with longer documents. Not part of
+    /// the dataset's identity (it changes no content, only what is refused); written to the
+    /// resolved recipe only when it differs from the default.
+    #[serde(
+        default = "default_max_record_bytes",
+        skip_serializing_if = "is_default_max_record_bytes"
+    )]
+    pub max_record_bytes: u64,
     /// For pre-tokenised sources (`format = "parquet-ids"`): the tokenizer they were made with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokenizer: Option<SourceSpec>,
@@ -96,6 +109,16 @@ fn default_seed() -> u64 {
 }
 fn default_shard_blocks() -> u64 {
     1 << 16
+}
+/// Default of `data.max_record_bytes`: 64 MiB, far above any document of the paper's corpora.
+pub const DEFAULT_MAX_RECORD_BYTES: u64 = 64 << 20;
+/// Largest `data.max_record_bytes` accepted.
+pub const MAX_MAX_RECORD_BYTES: u64 = 4 << 30;
+fn default_max_record_bytes() -> u64 {
+    DEFAULT_MAX_RECORD_BYTES
+}
+fn is_default_max_record_bytes(v: &u64) -> bool {
+    *v == DEFAULT_MAX_RECORD_BYTES
 }
 
 /// Block order.
@@ -213,10 +236,13 @@ impl DataConfig {
                 format!("must be a positive number, got {}", self.trash_cutoff),
             ));
         }
-        if self.vocab_size < 64 || self.vocab_size > (1 << 24) {
+        if self.vocab_size < MIN_VOCAB_SIZE || self.vocab_size > (1 << 24) {
             return Err(bad(
                 "vocab_size",
-                format!("must be in 64..=16777216, got {}", self.vocab_size),
+                format!(
+                    "must be in {MIN_VOCAB_SIZE}..=16777216, got {}",
+                    self.vocab_size
+                ),
             ));
         }
         if self.seq_len < 2 || self.seq_len > 1 << 16 {
@@ -238,6 +264,15 @@ impl DataConfig {
         }
         if self.shard_blocks == 0 {
             return Err(bad("shard_blocks", "must be at least 1".into()));
+        }
+        if !(1..=MAX_MAX_RECORD_BYTES).contains(&self.max_record_bytes) {
+            return Err(bad(
+                "max_record_bytes",
+                format!(
+                    "must be in 1..={MAX_MAX_RECORD_BYTES}, got {}",
+                    self.max_record_bytes
+                ),
+            ));
         }
         if self.seed > crate::provenance::seeds::MAX_SEED {
             return Err(bad("seed", "must be at most 2^53-1".into()));
@@ -297,19 +332,24 @@ impl DataConfig {
                         "must be dataset or model".into(),
                     ));
                 }
-                if !h.repo.contains('/') || h.repo.split('/').count() != 2 {
-                    return Err(bad(
-                        &format!("sources[{i}].hub.repo"),
-                        "must be owner/name".into(),
-                    ));
-                }
-                if h.path.is_empty()
-                    || h.path.starts_with('/')
-                    || h.path.split('/').any(|c| c == "..")
+                if h.repo.split('/').count() != 2 || !h.repo.split('/').all(crate::ident::is_valid)
                 {
                     return Err(bad(
+                        &format!("sources[{i}].hub.repo"),
+                        format!(
+                            "{:?}: must be owner/name, each a name of ASCII letters, digits, '-', '_', '.'",
+                            h.repo
+                        ),
+                    ));
+                }
+                // It becomes a path in the hub cache: every component an identifier.
+                if let Some(p) = h.path.split('/').find_map(crate::ident::problem) {
+                    return Err(bad(
                         &format!("sources[{i}].hub.path"),
-                        "must be a relative path inside the repository".into(),
+                        format!(
+                            "{:?} must be a relative path inside the repository: a component {p}",
+                            h.path
+                        ),
                     ));
                 }
             }

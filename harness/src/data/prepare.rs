@@ -143,6 +143,8 @@ fn processing_config(cfg: &DataConfig) -> Result<serde_json::Value> {
     if let Some(o) = v.as_object_mut() {
         o.remove("sources");
         o.remove("tokenizer");
+        // A bound on what is read, not a way of processing it.
+        o.remove("max_record_bytes");
     }
     Ok(v)
 }
@@ -332,7 +334,11 @@ fn documents(
             sink(doc)
         };
         let mut local = Counts::default();
-        let rc = source::read_entries(src, cfg.on_bad_record, progress, &mut |e| match e {
+        let policy = source::ReadPolicy {
+            on_bad_record: cfg.on_bad_record,
+            max_record_bytes: cfg.max_record_bytes,
+        };
+        let rc = source::read_entries(src, policy, progress, &mut |e| match e {
             Entry::Text(t) if group > 1 => {
                 pending.push_str(&t);
                 in_group += 1;
@@ -391,7 +397,8 @@ fn build_dataset(
     let mut remap = None;
     let tok = if pretokenised {
         let t = tok_src.expect("validated");
-        let (tok, map) = tokenizer::load_remapping_specials(&t.files[0])?;
+        let (tok, map) =
+            tokenizer::load_remapping_specials_pinned(&t.files[0], t.file_digests.first())?;
         remap = Some(map);
         tok
     } else {

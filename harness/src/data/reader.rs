@@ -21,6 +21,8 @@ use std::path::{Path, PathBuf};
 
 /// The manifest file of a dataset directory.
 pub const MANIFEST_FILE: &str = "dataset.json";
+/// Largest verification cache read (a larger one is ignored and rebuilt).
+const JSON_CACHE_LIMIT: u64 = 64 << 20;
 /// The verification cache file.
 pub const VERIFIED_FILE: &str = ".verified.json";
 
@@ -92,9 +94,18 @@ pub struct DatasetManifest {
 pub fn root_digest(tokenizer: &FileRecord, shards: &[ShardRecord]) -> String {
     let mut lines: Vec<(String, String)> = shards
         .iter()
-        .map(|s| (s.name.clone(), s.digest["sha256"].clone()))
+        .map(|s| {
+            (
+                s.name.clone(),
+                s.digest.get("sha256").cloned().unwrap_or_default(),
+            )
+        })
         .collect();
-    lines.push((tokenizer.name.clone(), tokenizer.digest["sha256"].clone()));
+    // A record without a sha256 (a damaged manifest) gives a root digest that matches nothing.
+    lines.push((
+        tokenizer.name.clone(),
+        tokenizer.digest.get("sha256").cloned().unwrap_or_default(),
+    ));
     lines.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
     let text: String = lines.iter().map(|(n, d)| format!("{d}  {n}\n")).collect();
     crate::provenance::hash::sha256_hex(text.as_bytes())
@@ -163,7 +174,7 @@ impl PackedDataset {
             .into());
         }
         let cpath = dir.join(VERIFIED_FILE);
-        let mut cache: VerifiedCache = std::fs::read(&cpath)
+        let mut cache: VerifiedCache = crate::io::read_limited(&cpath, JSON_CACHE_LIMIT)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
@@ -175,11 +186,7 @@ impl PackedDataset {
         ))
         .chain(manifest.shards.iter().map(|s| (&s.name, &s.digest, s.size)));
         for (name, digest, size) in files {
-            if name.contains('/') || name.starts_with('.') {
-                return Err(
-                    Error::input(mpath.display(), format!("bad file name {name:?}")).into(),
-                );
-            }
+            crate::ident::check(format!("{}: file name", mpath.display()), name)?;
             let p = dir.join(name);
             let meta = std::fs::metadata(&p).map_err(|e| Error::io(&p, e))?;
             let want = digest.get("sha256").cloned().unwrap_or_default();
@@ -229,7 +236,7 @@ impl PackedDataset {
             }
             next += s.blocks;
             let p = dir.join(&s.name);
-            let f = std::fs::File::open(&p).map_err(|e| Error::io(&p, e))?;
+            let f = crate::io::open_input(&p)?;
             // SAFETY: read-only mapping of a verified file; crambench never writes a published
             // shard (new datasets go to a new directory).
             let m = unsafe { memmap2::Mmap::map(&f) }.map_err(|e| Error::io(&p, e))?;

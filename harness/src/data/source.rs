@@ -45,6 +45,9 @@ pub struct Source {
     pub split: Split,
     /// Files in reading order (empty for embedded).
     pub files: Vec<PathBuf>,
+    /// The pinned (verified) sha256 and size of each of `files`, in the same order: what the
+    /// bytes actually read must hash to ([`read_entries`] checks it).
+    pub file_digests: Vec<(String, u64)>,
     /// Root for the relative file names in messages (the directory of a directory source).
     pub embedded: Option<&'static [u8]>,
     /// The verified pin.
@@ -184,6 +187,7 @@ pub fn resolve(
             field: field.clone(),
             split,
             files: vec![],
+            file_digests: vec![],
             embedded: Some(SOTU_ZST),
             record: SourceRecord {
                 name: "embedded:sotu".into(),
@@ -263,6 +267,39 @@ pub fn resolve(
         ))
         .into());
     }
+    // The digest of every file that will be read, from this same hashing pass: reading checks
+    // the bytes it consumed against them, so a file changed after the pin check is caught.
+    let file_digests = match &d {
+        PathDigest::File(f) => vec![(f.sha256.clone(), f.size)],
+        PathDigest::Dir(dir) => {
+            let by_rel: BTreeMap<&str, (&str, u64)> = dir
+                .entries
+                .iter()
+                .map(|e| (e.path.as_str(), (e.sha256.as_str(), e.size)))
+                .collect();
+            files
+                .iter()
+                .map(|f| {
+                    let rel = f
+                        .strip_prefix(&path)
+                        .ok()
+                        .and_then(|r| r.to_str())
+                        .unwrap_or_default();
+                    by_rel
+                        .get(rel)
+                        .map(|(h, n)| (h.to_string(), *n))
+                        .ok_or_else(|| {
+                            Error::Check(format!(
+                                "{}: appeared after the directory was hashed; refusing to use {}",
+                                f.display(),
+                                path.display()
+                            ))
+                            .into()
+                        })
+                })
+                .collect::<Result<Vec<_>>>()?
+        }
+    };
     let digest = d.digest_set();
     Ok(Source {
         index,
@@ -271,6 +308,7 @@ pub fn resolve(
         field: field.clone(),
         split,
         files,
+        file_digests,
         embedded: None,
         record: SourceRecord {
             name,
@@ -330,9 +368,18 @@ impl ReadCounts {
     }
 }
 
+/// How a source is read: what to do with a bad record, and the longest record read.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadPolicy {
+    pub on_bad_record: OnBadRecord,
+    /// `data.max_record_bytes`.
+    pub max_record_bytes: u64,
+}
+
 /// Reads entries of one source with a bad-record policy.
 struct Ctx<'a> {
     policy: OnBadRecord,
+    max_record: u64,
     counts: &'a mut ReadCounts,
     progress: &'a dyn Fn(u64),
 }
@@ -367,9 +414,73 @@ impl Ctx<'_> {
     }
 }
 
-/// A reader that decompresses by file extension (`.gz`, `.zst`/`.zstd`).
-fn open_decompressed(path: &Path) -> Result<Box<dyn Read + Send>> {
-    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+/// The raw bytes of one file as they are consumed, hashed on the way (shared with the reader
+/// stack above it, so that what is left can be drained and the digest taken when the format
+/// reader is done).
+struct Consumed {
+    file: std::fs::File,
+    hasher: sha2::Sha256,
+    bytes: u64,
+}
+
+/// A `Read` over a [`Consumed`] file.
+struct HashingReader(std::sync::Arc<std::sync::Mutex<Consumed>>);
+
+impl Read for HashingReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        let mut c = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = c.file.read(buf)?;
+        c.hasher.update(&buf[..n]);
+        c.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// Check that the bytes consumed from `path` — everything the format reader read, plus
+/// whatever it left, read now — are the pinned ones. A file rewritten between the pin check and
+/// the read is refused (exit 1), and with it the dataset being built.
+fn verify_consumed(
+    path: &Path,
+    consumed: &std::sync::Arc<std::sync::Mutex<Consumed>>,
+    want: &(String, u64),
+) -> Result<()> {
+    use sha2::Digest;
+    let mut c = consumed.lock().unwrap_or_else(|e| e.into_inner());
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = c.file.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        c.hasher.update(&buf[..n]);
+        c.bytes += n as u64;
+    }
+    let got = hex::encode(std::mem::take(&mut c.hasher).finalize());
+    if got != want.0 || c.bytes != want.1 {
+        return Err(Error::Check(format!(
+            "{}: changed while it was read: the pin check saw sha256 {} and size {}, the bytes read              hash to {got} and size {}; refusing to build a dataset from them",
+            path.display(),
+            want.0,
+            want.1,
+            c.bytes
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+/// Open `path` for reading with every consumed byte hashed (see [`verify_consumed`]).
+fn open_hashed(path: &Path) -> Result<std::sync::Arc<std::sync::Mutex<Consumed>>> {
+    Ok(std::sync::Arc::new(std::sync::Mutex::new(Consumed {
+        file: crate::io::open_input(path)?,
+        hasher: Default::default(),
+        bytes: 0,
+    })))
+}
+
+/// A reader that decompresses `f` by the extension of `path` (`.gz`, `.zst`/`.zstd`).
+fn decompressed(path: &Path, f: HashingReader) -> Result<Box<dyn Read + Send>> {
     let name = path.to_string_lossy().to_ascii_lowercase();
     Ok(if name.ends_with(".gz") {
         Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(
@@ -407,13 +518,14 @@ fn line_of(b: &[u8], off: usize) -> usize {
 /// Stream the entries of `src` into `sink`. `progress` receives (decompressed) bytes read.
 pub fn read_entries(
     src: &Source,
-    policy: OnBadRecord,
+    policy: ReadPolicy,
     progress: &dyn Fn(u64),
     sink: &mut dyn FnMut(Entry) -> Result<()>,
 ) -> Result<ReadCounts> {
     let mut counts = ReadCounts::default();
     let mut ctx = Ctx {
-        policy,
+        policy: policy.on_bad_record,
+        max_record: policy.max_record_bytes,
         counts: &mut counts,
         progress,
     };
@@ -422,21 +534,35 @@ pub fn read_entries(
         read_jsonl(&src.name, Box::new(dec), &src.field, &mut ctx, sink)?;
         return Ok(counts);
     }
-    for file in &src.files {
+    if src.file_digests.len() != src.files.len() {
+        anyhow::bail!("internal: {} has no pinned digest per file", src.name);
+    }
+    for (file, want) in src.files.iter().zip(&src.file_digests) {
         let name = file.display().to_string();
         match src.format {
-            Format::Jsonl => {
-                read_jsonl(&name, open_decompressed(file)?, &src.field, &mut ctx, sink)?
+            Format::Jsonl | Format::Text => {
+                let consumed = open_hashed(file)?;
+                let r = decompressed(file, HashingReader(consumed.clone()))?;
+                if src.format == Format::Jsonl {
+                    read_jsonl(&name, r, &src.field, &mut ctx, sink)?
+                } else {
+                    read_text(&name, r, src.split, &mut ctx, sink)?
+                }
+                verify_consumed(file, &consumed, want)?;
             }
-            Format::Text => read_text(&name, open_decompressed(file)?, src.split, &mut ctx, sink)?,
-            Format::Parquet | Format::ParquetIds => read_parquet(
-                &name,
-                file,
-                &src.field,
-                src.format == Format::ParquetIds,
-                &mut ctx,
-                sink,
-            )?,
+            Format::Parquet | Format::ParquetIds => {
+                // Parquet is read out of order: copy the file privately, hashing the copy's
+                // bytes, check them, and parse the copy — the bytes checked are the bytes read.
+                let copy = private_copy(file, want)?;
+                read_parquet(
+                    &name,
+                    copy,
+                    &src.field,
+                    src.format == Format::ParquetIds,
+                    &mut ctx,
+                    sink,
+                )?
+            }
         }
     }
     Ok(counts)
@@ -453,9 +579,13 @@ fn for_each_line(
     let mut r = BufReader::with_capacity(1 << 20, r);
     let mut line = Vec::new();
     let mut n = 0u64;
+    let cap = ctx.max_record;
     loop {
         line.clear();
-        let got = r
+        // At most cap + 1 bytes (a line of cap bytes plus its newline): a longer line is never
+        // held whole.
+        let got = (&mut r)
+            .take(cap.saturating_add(1))
             .read_until(b'\n', &mut line)
             .map_err(|e| stream_error(format!("{name}:{}", n + 1), e))?;
         if got == 0 {
@@ -463,6 +593,36 @@ fn for_each_line(
         }
         n += 1;
         (ctx.progress)(got as u64);
+        if line.len() as u64 > cap && line.last() != Some(&b'\n') {
+            let mut total = got as u64;
+            // Skip the rest of the line without keeping it.
+            loop {
+                let buf = r
+                    .fill_buf()
+                    .map_err(|e| stream_error(format!("{name}:{n}"), e))?;
+                if buf.is_empty() {
+                    break;
+                }
+                let (k, end) = match buf.iter().position(|&b| b == b'\n') {
+                    Some(p) => (p + 1, true),
+                    None => (buf.len(), false),
+                };
+                r.consume(k);
+                total += k as u64;
+                (ctx.progress)(k as u64);
+                if end {
+                    break;
+                }
+            }
+            ctx.bad(
+                format!("{name}:{n}"),
+                "record-too-long",
+                format!(
+                    "the line is {total} bytes or more, longer than data.max_record_bytes ({cap}); raise data.max_record_bytes if the corpus really has records this long"
+                ),
+            )?;
+            continue;
+        }
         each(ctx, n, &mut line)?;
     }
 }
@@ -536,6 +696,7 @@ fn read_text(
             let mut b = Vec::new();
             let mut r = r;
             let mut buf = vec![0u8; 1 << 20];
+            let cap = ctx.max_record;
             loop {
                 let k = r
                     .read(&mut buf)
@@ -544,6 +705,15 @@ fn read_text(
                     break;
                 }
                 (ctx.progress)(k as u64);
+                if (b.len() + k) as u64 > cap {
+                    return ctx.bad(
+                        name.to_string(),
+                        "record-too-long",
+                        format!(
+                            "the file (one entry) is longer than data.max_record_bytes ({cap}); raise data.max_record_bytes or use split = \"line\""
+                        ),
+                    );
+                }
                 b.extend_from_slice(&buf[..k]);
             }
             if b.is_empty() {
@@ -591,9 +761,30 @@ fn read_text(
     }
 }
 
+/// A private, unlinked copy of `path` whose bytes were checked against `want` while copying.
+fn private_copy(path: &Path, want: &(String, u64)) -> Result<std::fs::File> {
+    use std::io::{Seek, Write};
+    let consumed = open_hashed(path)?;
+    let mut copy = tempfile::tempfile().map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    let mut r = HashingReader(consumed.clone());
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = r.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        copy.write_all(&buf[..n])
+            .map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    }
+    verify_consumed(path, &consumed, want)?;
+    copy.rewind()
+        .map_err(|e| Error::io(std::env::temp_dir(), e))?;
+    Ok(copy)
+}
+
 fn read_parquet(
     name: &str,
-    path: &Path,
+    f: std::fs::File,
     column: &str,
     ids: bool,
     ctx: &mut Ctx,
@@ -601,7 +792,6 @@ fn read_parquet(
 ) -> Result<()> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     use parquet::record::Field;
-    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let reader = SerializedFileReader::new(f)
         .map_err(|e| Error::input(name, format!("not a readable Parquet file: {e}")))?;
     let schema = reader.metadata().file_metadata().schema();
@@ -634,6 +824,18 @@ fn read_parquet(
             continue;
         };
         match (ids, value) {
+            (false, Field::Str(s)) if s.len() as u64 > ctx.max_record => {
+                (ctx.progress)(s.len() as u64);
+                let cap = ctx.max_record;
+                ctx.bad(
+                    at(),
+                    "record-too-long",
+                    format!(
+                        "the value is {} bytes, longer than data.max_record_bytes ({cap}); raise data.max_record_bytes if the corpus really has records this long",
+                        s.len()
+                    ),
+                )?
+            }
             (false, Field::Str(s)) => {
                 (ctx.progress)(s.len() as u64);
                 ctx.text(s.clone(), sink)?

@@ -169,14 +169,42 @@ where
         .map_err(|e| anyhow::anyhow!("re-reading the tokenizer: {e}"))?;
     let got = tok.get_vocab_size(true) as u32;
     if got != vocab_size {
-        return Err(Error::input(
-            "corpus",
-            format!("too small to train a vocabulary of {vocab_size} tokens: training stopped at {got}; lower data.vocab_size"),
-        )
-        .into());
+        return Err(vocab_mismatch(vocab_size, got).into());
     }
     check_specials(&tok, "trained tokenizer")?;
     Ok(tok)
+}
+
+/// Why training gave `got` tokens instead of `vocab_size`, with the change that can help.
+fn vocab_mismatch(vocab_size: u32, got: u32) -> Error {
+    let min = crate::data::config::MIN_VOCAB_SIZE;
+    if got > vocab_size {
+        // The special tokens and the pre-registered "##c" seeds are always in the vocabulary.
+        Error::input(
+            "data.vocab_size",
+            format!(
+                "{vocab_size} is smaller than the {got} tokens every tokenizer of these \
+                 normaliser settings holds (special tokens and continuation seeds); raise \
+                 data.vocab_size to at least {got}"
+            ),
+        )
+    } else if got < min {
+        Error::input(
+            "corpus",
+            format!(
+                "too small to train a vocabulary of {vocab_size} tokens: training stopped at \
+                 {got}, below the smallest data.vocab_size allowed ({min}); use a larger corpus"
+            ),
+        )
+    } else {
+        Error::input(
+            "corpus",
+            format!(
+                "too small to train a vocabulary of {vocab_size} tokens: training stopped at \
+                 {got}; lower data.vocab_size to at most {got} or use a larger corpus"
+            ),
+        )
+    }
 }
 
 /// The canonical bytes of a tokenizer (what is saved and hashed).
@@ -215,8 +243,30 @@ pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
 /// Returns the rewritten tokenizer and `remap`, with `remap[old_id] = new_id` for ids 0–6 (ids
 /// from 7 up are unchanged). Used for pre-tokenised (`parquet-ids`) data.
 pub fn load_remapping_specials(path: &Path) -> Result<(Tokenizer, [u32; 7])> {
+    load_remapping_specials_pinned(path, None)
+}
+
+/// [`load_remapping_specials`], refusing (exit 1) bytes that are not the pinned `(sha256,
+/// size)`: the bytes parsed are the bytes checked, so a file changed after its pin check is
+/// not used.
+pub fn load_remapping_specials_pinned(
+    path: &Path,
+    pin: Option<&(String, u64)>,
+) -> Result<(Tokenizer, [u32; 7])> {
     let bytes = crate::io::read_limited(path, 1 << 30)?;
     let what = path.display().to_string();
+    if let Some((sha256, size)) = pin {
+        let got = crate::provenance::hash::sha256_hex(&bytes);
+        if &got != sha256 || bytes.len() as u64 != *size {
+            return Err(Error::Check(format!(
+                "{what}: changed while it was read: the pin check saw sha256 {sha256} and size \
+                 {size}, the bytes read hash to {got} and size {}; refusing to build a dataset \
+                 from them",
+                bytes.len()
+            ))
+            .into());
+        }
+    }
     let mut v: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| Error::input(&what, format!("not JSON: {e}")))?;
     let vocab = v
@@ -500,6 +550,38 @@ mod tests {
             .collect();
         lines.push(text);
         train(lines.iter(), 300, NormalizerOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn a_vocabulary_mismatch_says_which_way_helps() {
+        // ASCII-only pre-registers ~100 continuation seeds: 64 tokens can never be reached by
+        // lowering, only by raising data.vocab_size.
+        let o = NormalizerOptions {
+            lowercase: true,
+            strip_accents: true,
+            ascii_only: true,
+        };
+        let e = train(["the quick brown fox"].iter(), 64, o)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("raise data.vocab_size") && !e.contains("lower"),
+            "{e}"
+        );
+        // A corpus too small for the vocabulary: lowering helps, down to what was reached.
+        let o = NormalizerOptions {
+            ascii_only: false,
+            ..o
+        };
+        let words: Vec<String> = (0..300).map(|i| format!("word{i} other{i}")).collect();
+        let e = train(words.iter(), 5000, o).unwrap_err().to_string();
+        assert!(e.contains("lower data.vocab_size to at most"), "{e}");
+        // Below the smallest vocabulary allowed, lowering cannot help either.
+        let e = vocab_mismatch(5000, 40).to_string();
+        assert!(
+            e.contains("use a larger corpus") && !e.contains("lower"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -240,6 +240,13 @@ impl GlueConfig {
         if self.head_dim.is_some_and(|d| d <= 0) || self.max_seq_len < 4 {
             return Err("head_dim must be positive and max_seq_len at least 4".into());
         }
+        // Task ids name output directories (`predictions/<set>/`): only known ones pass.
+        if let Err(e) = crate::glue::tasks::Task::parse_list_as("tasks", &self.tasks.join(",")) {
+            return Err(match e.downcast_ref::<Error>() {
+                Some(Error::Input { msg, .. }) => format!("tasks: {msg}"),
+                _ => format!("tasks: {e}"),
+            });
+        }
         for (path, pin) in &self.pins {
             let hex = pin.strip_prefix("sha256:").unwrap_or(pin);
             if !crate::provenance::hash::is_sha256_hex(hex) {

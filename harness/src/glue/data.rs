@@ -56,6 +56,15 @@ type Files = (Vec<PathBuf>, Vec<(EvalSet, Vec<PathBuf>)>);
 
 /// Detect the task's layout and list its files. Errors name what was looked for.
 pub fn locate(root: &Path, task: Task) -> Result<(Layout, Files)> {
+    // A GLUE data root is a directory; a file there is a wrong argument, not an OS failure.
+    let meta = std::fs::metadata(root).map_err(|e| Error::io(root, e))?;
+    if !meta.is_dir() {
+        return Err(Error::input(
+            root.display(),
+            "not a directory (the GLUE data root holds one directory per task, TSV or Parquet layout)",
+        )
+        .into());
+    }
     let t = tsv::train_path(root, task);
     if t.is_file() {
         let dev = task
@@ -210,7 +219,9 @@ pub fn pin_dir(root: &Path) -> Result<Vec<DataFile>> {
             continue;
         };
         for p in train.iter().chain(dev.iter().flat_map(|(_, v)| v.iter())) {
-            if p.is_file() {
+            // Present but not a regular file (a FIFO, a link to a device): refused by the
+            // reader, not skipped.
+            if p.exists() {
                 out.push(digest(root, p, None)?);
             }
         }

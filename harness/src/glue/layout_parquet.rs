@@ -90,7 +90,7 @@ pub fn read_files(task: Task, files: &[PathBuf], kind: SplitKind) -> Result<Load
 
 fn read_one(task: Task, path: &Path, kind: SplitKind, out: &mut Loaded) -> Result<()> {
     let name = path.display().to_string();
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let file = crate::io::open_input(path)?;
     let reader = SerializedFileReader::new(file)
         .map_err(|e| Error::input(&name, format!("not a readable Parquet file: {e}")))?;
     check_hf_labels(task, &reader, &name)?;
@@ -156,6 +156,18 @@ fn read_one(task: Task, path: &Path, kind: SplitKind, out: &mut Loaded) -> Resul
         }
         if a.is_none() || (cb.is_some() && b.is_none()) {
             bad = bad.or(Some("missing text".into()));
+        }
+        // The same per-record bound as the TSV layout (a record here is one row's texts).
+        let text_bytes = a.as_ref().map_or(0, |t| t.len()) + b.as_ref().map_or(0, |t| t.len());
+        if text_bytes as u64 > crate::glue::layout_tsv::MAX_LINE_BYTES {
+            return Err(Error::input(
+                format!("{name}: row {ordinal}"),
+                format!(
+                    "the row's text is {text_bytes} bytes, longer than {} bytes, the limit for one GLUE record",
+                    crate::glue::layout_tsv::MAX_LINE_BYTES
+                ),
+            )
+            .into());
         }
         match bad {
             None => out.examples.push(Example {

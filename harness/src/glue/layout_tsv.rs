@@ -19,6 +19,10 @@ use anyhow::Result;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 
+/// Longest line (one record) of a GLUE TSV file read, in bytes. GLUE's longest lines are a few
+/// kilobytes; a longer one is bad input, refused before it can exhaust memory.
+pub const MAX_LINE_BYTES: u64 = 1 << 20;
+
 /// Whether a file is a training or an evaluation split (see the module doc on malformed rows).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SplitKind {
@@ -104,13 +108,17 @@ pub fn read(task: Task, path: &Path, kind: SplitKind) -> Result<Loaded> {
         )
         .into());
     }
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let file = crate::io::open_input(path)?;
     let mut rdr = csv::ReaderBuilder::new()
         .delimiter(b'\t')
         .quoting(false)
         .has_headers(false)
         .flexible(true)
-        .from_reader(std::io::BufReader::with_capacity(1 << 20, file));
+        .from_reader(crate::io::LineCap::new(
+            std::io::BufReader::with_capacity(1 << 20, file),
+            MAX_LINE_BYTES,
+            "the limit for one GLUE record (the longest GLUE line is a few kilobytes)",
+        ));
     let name = path.display().to_string();
     let mut records = rdr.byte_records();
     let cols = if task == Task::Cola {

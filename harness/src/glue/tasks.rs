@@ -170,8 +170,14 @@ impl Task {
         }
     }
 
-    /// Parse a task id (case-insensitive; `sst-2`, `sts-b` accepted).
+    /// Parse a task id (case-insensitive; `sst-2`, `sts-b` accepted) given by `--tasks`.
     pub fn parse(s: &str) -> Result<Task> {
+        Self::parse_as("--tasks", s)
+    }
+
+    /// Parse a task id; an unknown one is bad input in `what` (the option or recipe field it
+    /// came from).
+    pub fn parse_as(what: &str, s: &str) -> Result<Task> {
         let l = s.to_ascii_lowercase().replace('_', "-");
         let t = match l.as_str() {
             "cola" => Task::Cola,
@@ -187,7 +193,7 @@ impl Task {
             "demo-next-sentence" => Task::DemoNextSentence,
             _ => {
                 return Err(Error::input(
-                    "--tasks",
+                    what,
                     format!(
                         "unknown task `{s}` (known: {}, {}, all, demo)",
                         Task::ALL_GLUE.map(|t| t.id()).join(", "),
@@ -203,12 +209,18 @@ impl Task {
     /// Parse a comma-separated task list; `all` is the eight default GLUE tasks, `demo` the
     /// demo suite.
     pub fn parse_list(s: &str) -> Result<Vec<Task>> {
+        Self::parse_list_as("--tasks", s)
+    }
+
+    /// [`Task::parse_list`] for a list that came from `what` (an option or a recipe field),
+    /// which errors name.
+    pub fn parse_list_as(what: &str, s: &str) -> Result<Vec<Task>> {
         let mut out: Vec<Task> = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let add: Vec<Task> = match part.to_ascii_lowercase().as_str() {
                 "all" => Task::DEFAULT_GLUE.to_vec(),
                 "demo" => Task::DEMO.to_vec(),
-                _ => vec![Task::parse(part)?],
+                _ => vec![Task::parse_as(what, part)?],
             };
             for t in add {
                 if !out.contains(&t) {
@@ -217,7 +229,7 @@ impl Task {
             }
         }
         if out.is_empty() {
-            return Err(Error::input("--tasks", "no task given").into());
+            return Err(Error::input(what, "no task given").into());
         }
         Ok(out)
     }

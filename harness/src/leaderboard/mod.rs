@@ -15,7 +15,6 @@ pub mod verify;
 
 use crate::error::Error;
 use anyhow::Result;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use crate::audit::GoldPolicy;
@@ -98,20 +97,247 @@ pub fn build(entries: &[PathBuf], opts: &BuildOptions) -> Result<Site> {
         .iter()
         .map(|e| verify::verify_entry(e, opts, &mut gold))
         .collect();
-    // The same signed statement twice counts once: a later copy of an otherwise acceptable
-    // entry is rejected as a duplicate (entries are in argument order, directories sorted).
-    let mut seen: BTreeMap<String, String> = BTreeMap::new();
     for r in reports.iter_mut() {
-        if let (Some(p), true) = (&r.payload_sha256, r.reasons.is_empty()) {
-            if let Some(first) = seen.get(p) {
-                r.reasons.push(format!(
-                    "duplicate of entry {first} (the same signed statement)"
-                ));
-            } else {
-                seen.insert(p.clone(), r.entry.clone());
-            }
-        }
+        r.submitter = submitter_name(&r.signers, &opts.keys);
+    }
+    resolve_duplicates(&mut reports);
+    for r in reports.iter_mut() {
         r.accepted = r.reasons.is_empty();
     }
     Ok(Site::rank(reports, opts))
+}
+
+/// The submitter of an entry: the names (file stems) of the trusted keys that signed it, in
+/// the order of `--keys`, joined by ` + `.
+fn submitter_name(signers: &[String], keys: &[crate::manifest::keys::PublicKey]) -> Option<String> {
+    let mut names: Vec<String> = Vec::new();
+    for k in keys {
+        if signers.contains(&k.keyid) {
+            let stem = Path::new(&k.source)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| k.keyid.chars().take(16).collect());
+            if !names.contains(&stem) {
+                names.push(stem);
+            }
+        }
+    }
+    (!names.is_empty()).then(|| names.join(" + "))
+}
+
+/// `created` as a comparable key: crambench writes `YYYY-MM-DDTHH:MM:SSZ` (UTC), which sorts
+/// as text; anything else is unknown (`None`), and an unknown time is never the earliest.
+fn created_key(created: Option<&str>) -> Option<&str> {
+    let c = created?;
+    let b = c.as_bytes();
+    let shape = b.len() == 20
+        && b.iter().enumerate().all(|(i, ch)| match i {
+            4 | 7 => *ch == b'-',
+            10 => *ch == b'T',
+            13 | 16 => *ch == b':',
+            19 => *ch == b'Z',
+            _ => ch.is_ascii_digit(),
+        });
+    shape.then_some(c)
+}
+
+/// Copies among the otherwise acceptable entries. A submitter is a signing key, never a
+/// directory name, and processing order decides nothing that matters:
+///
+/// * The same signed statement several times, signed by keys in common (the same submitter,
+///   perhaps with a co-signer more): counted once; the others are rejected as duplicates. They
+///   are byte-identical and credited to the same key, so which directory is kept is immaterial.
+/// * The same signed statement, or different statements with the same predictions, from
+///   submitters with no key in common: the one with the earliest signed `created` is ranked and
+///   the later ones are rejected as copies; when no single entry is the earliest (the same
+///   statement, equal or unreadable times) all of them are rejected, with the reason.
+fn resolve_duplicates(reports: &mut [EntryReport]) {
+    let ok: Vec<usize> = (0..reports.len())
+        .filter(|&i| reports[i].reasons.is_empty())
+        .collect();
+    let disjoint =
+        |a: &EntryReport, b: &EntryReport| !a.signers.iter().any(|k| b.signers.contains(k));
+    let mut add: Vec<(usize, String)> = Vec::new();
+    // Same statement, same submitter: keep the first.
+    for (n, &i) in ok.iter().enumerate() {
+        for &j in &ok[..n] {
+            let (a, b) = (&reports[j], &reports[i]);
+            if a.payload_sha256.is_some() && a.payload_sha256 == b.payload_sha256 && !disjoint(a, b)
+            {
+                add.push((
+                    i,
+                    format!(
+                        "duplicate of entry {} (the same signed statement, submitted by {}; counted once)",
+                        a.entry,
+                        a.submitter.as_deref().unwrap_or("the same key")
+                    ),
+                ));
+                break;
+            }
+        }
+    }
+    let dup: Vec<usize> = add.iter().map(|(i, _)| *i).collect();
+    // Claims by different submitters on one statement or one set of predictions.
+    let same_work = |a: &EntryReport, b: &EntryReport| {
+        (a.payload_sha256.is_some() && a.payload_sha256 == b.payload_sha256)
+            || (a.predictions_digest.is_some() && a.predictions_digest == b.predictions_digest)
+    };
+    for &i in ok.iter().filter(|i| !dup.contains(i)) {
+        let rivals: Vec<usize> = ok
+            .iter()
+            .copied()
+            .filter(|&j| j != i && !dup.contains(&j))
+            .filter(|&j| same_work(&reports[i], &reports[j]) && disjoint(&reports[i], &reports[j]))
+            .collect();
+        if rivals.is_empty() {
+            continue;
+        }
+        let me = created_key(reports[i].created.as_deref());
+        let earliest = rivals
+            .iter()
+            .filter_map(|&j| created_key(reports[j].created.as_deref()).map(|c| (c, j)))
+            .min();
+        let what = |j: usize| {
+            if reports[i].payload_sha256 == reports[j].payload_sha256 {
+                "the same signed statement".to_string()
+            } else {
+                format!(
+                    "the same predictions (dirHash {})",
+                    reports[j].predictions_digest.as_deref().unwrap_or("?")
+                )
+            }
+        };
+        let by = |j: usize| {
+            reports[j]
+                .submitter
+                .clone()
+                .unwrap_or_else(|| "another key".into())
+        };
+        match (me, earliest) {
+            // This one is the earliest signed (the rivals' times are later or unreadable).
+            (Some(m), Some((c, _))) if m < c => {}
+            (Some(_), None) => {}
+            (Some(m), Some((c, j))) if m > c => add.push((
+                i,
+                format!(
+                    "copy of entry {}: {} signed earlier by {} (created {c}, this one {m}); the earliest signed entry is ranked",
+                    reports[j].entry,
+                    what(j),
+                    by(j)
+                ),
+            )),
+            (None, Some((c, j))) => add.push((
+                i,
+                format!(
+                    "copy of entry {}: {} signed by {} (created {c}); this entry has no readable created time, so it cannot be the earliest",
+                    reports[j].entry,
+                    what(j),
+                    by(j)
+                ),
+            )),
+            (_, _) => {
+                let j = rivals[0];
+                add.push((
+                    i,
+                    format!(
+                        "contested: {} as entry {} is claimed by {} and by {} with no earlier signed created time for either; neither is ranked",
+                        what(j),
+                        reports[j].entry,
+                        reports[i].submitter.as_deref().unwrap_or("this key"),
+                        by(j)
+                    ),
+                ));
+            }
+        }
+    }
+    for (i, reason) in add {
+        reports[i].reasons.push(reason);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(
+        name: &str,
+        key: &str,
+        created: Option<&str>,
+        payload: &str,
+        preds: &str,
+    ) -> EntryReport {
+        EntryReport {
+            entry: format!("entries/{name}"),
+            name: name.into(),
+            submitter: Some(key.into()),
+            signers: vec![key.into()],
+            created: created.map(str::to_string),
+            payload_sha256: Some(payload.into()),
+            predictions_digest: Some(preds.into()),
+            ..Default::default()
+        }
+    }
+
+    fn outcome(mut v: Vec<EntryReport>) -> Vec<(String, Option<String>)> {
+        resolve_duplicates(&mut v);
+        v.into_iter()
+            .map(|r| (r.name, r.reasons.first().cloned()))
+            .collect()
+    }
+
+    fn kept(o: &[(String, Option<String>)]) -> Vec<&str> {
+        o.iter()
+            .filter(|(_, r)| r.is_none())
+            .map(|(n, _)| n.as_str())
+            .collect()
+    }
+
+    #[test]
+    fn the_earliest_signed_claim_wins_whatever_the_order() {
+        let t1 = Some("2026-11-28T12:00:00Z");
+        let t2 = Some("2026-11-29T12:00:00Z");
+        // Another submitter's later statement with the same predictions, listed first.
+        let o = outcome(vec![
+            entry("aa-copy", "mallory", t2, "p2", "d"),
+            entry("zz-orig", "alice", t1, "p1", "d"),
+        ]);
+        assert_eq!(kept(&o), ["zz-orig"]);
+        assert!(o[0]
+            .1
+            .as_deref()
+            .unwrap()
+            .starts_with("copy of entry entries/zz-orig"));
+        // An unreadable time is never the earliest.
+        let o = outcome(vec![
+            entry("aa", "mallory", Some("yesterday"), "p2", "d"),
+            entry("zz", "alice", t1, "p1", "d"),
+        ]);
+        assert_eq!(kept(&o), ["zz"]);
+        // The same statement re-signed by someone else: equal times, nobody is ranked.
+        let o = outcome(vec![
+            entry("a", "alice", t1, "p", "d"),
+            entry("b", "mallory", t1, "p", "d"),
+        ]);
+        assert!(kept(&o).is_empty());
+        assert!(o
+            .iter()
+            .all(|(_, r)| r.as_deref().unwrap().starts_with("contested")));
+        // The same statement by the same key: counted once.
+        let o = outcome(vec![
+            entry("a", "alice", t1, "p", "d"),
+            entry("b", "alice", t1, "p", "d"),
+        ]);
+        assert_eq!(kept(&o), ["a"]);
+        assert!(o[1]
+            .1
+            .as_deref()
+            .unwrap()
+            .starts_with("duplicate of entry entries/a"));
+        // Different predictions and statements: independent entries.
+        let o = outcome(vec![
+            entry("a", "alice", t1, "p1", "d1"),
+            entry("b", "mallory", t1, "p2", "d2"),
+        ]);
+        assert_eq!(kept(&o), ["a", "b"]);
+    }
 }

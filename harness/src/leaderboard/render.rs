@@ -137,7 +137,10 @@ fn short(keyid: &str) -> String {
 fn row(e: &EntryReport, sets: &[String]) -> Vec<String> {
     let mut c = vec![
         e.rank.map(|r| r.to_string()).unwrap_or_default(),
-        e.name.clone(),
+        // Who, by signing key; the directory name is anybody's choice.
+        e.submitter
+            .clone()
+            .unwrap_or_else(|| "(no trusted signer)".into()),
         e.recipe.clone().unwrap_or_default(),
         e.aggregate
             .as_ref()
@@ -159,11 +162,12 @@ fn row(e: &EntryReport, sets: &[String]) -> Vec<String> {
             .join(" "),
     );
     c.push(e.created.clone().unwrap_or_default());
+    c.push(e.entry.clone());
     c
 }
 
 fn header(sets: &[String]) -> Vec<String> {
-    let mut h: Vec<String> = ["rank", "entry", "recipe", "aggregate (rule)"]
+    let mut h: Vec<String> = ["rank", "submitter", "recipe", "aggregate (rule)"]
         .iter()
         .map(|s| s.to_string())
         .collect();
@@ -174,6 +178,7 @@ fn header(sets: &[String]) -> Vec<String> {
             "hardware class",
             "signer keyid",
             "created",
+            "entry",
         ]
         .iter()
         .map(|s| s.to_string()),
@@ -231,7 +236,7 @@ pub fn markdown(site: &Site) -> String {
             .flat_map(|e| {
                 e.notes
                     .iter()
-                    .map(move |n| format!("- {}: {}", md(&e.name), md(n)))
+                    .map(move |n| format!("- {}: {}", md(&e.entry), md(n)))
             })
             .collect();
         if !notes.is_empty() {
@@ -249,7 +254,7 @@ pub fn markdown(site: &Site) -> String {
         let _ = writeln!(
             s,
             "- **{}** ({}; recipe {}; track {}):",
-            md(&e.name),
+            md(e.submitter.as_deref().unwrap_or("(no trusted signer)")),
             md(&e.entry),
             md(e.recipe.as_deref().unwrap_or("?")),
             md(e.track.as_deref().unwrap_or("?"))
@@ -330,7 +335,7 @@ pub fn html(site: &Site) -> String {
             .flat_map(|e| {
                 e.notes
                     .iter()
-                    .map(move |n| format!("<li>{}: {}</li>", html_escape(&e.name), html_escape(n)))
+                    .map(move |n| format!("<li>{}: {}</li>", html_escape(&e.entry), html_escape(n)))
             })
             .collect();
         if !notes.is_empty() {
@@ -346,7 +351,7 @@ pub fn html(site: &Site) -> String {
             let _ = write!(
                 s,
                 "<li><strong>{}</strong> (<code>{}</code>; recipe {}; track {})<ul>",
-                html_escape(&e.name),
+                html_escape(e.submitter.as_deref().unwrap_or("(no trusted signer)")),
                 html_escape(&e.entry),
                 html_escape(e.recipe.as_deref().unwrap_or("?")),
                 html_escape(e.track.as_deref().unwrap_or("?"))
@@ -381,12 +386,14 @@ pub fn write_site(site: &Site, out: &Path) -> Result<Vec<PathBuf>> {
         ("index.html", html(site).into_bytes()),
         ("leaderboard.json", j),
     ];
-    let mut paths = Vec::new();
-    for (name, bytes) in files {
-        let p = out.join(name);
-        crate::io::write_atomic(&p, &bytes, None)?;
-        paths.push(p);
-    }
+    // Published together: a failure leaves the previous site whole, never half of a new one.
+    let paths: Vec<PathBuf> = files.iter().map(|(name, _)| out.join(name)).collect();
+    let group: Vec<(&Path, &[u8], Option<u32>)> = paths
+        .iter()
+        .zip(&files)
+        .map(|(p, (_, bytes))| (p.as_path(), bytes.as_slice(), None))
+        .collect();
+    crate::io::write_all_atomic(&group)?;
     Ok(paths)
 }
 

@@ -290,7 +290,7 @@ fn copy_hashed(src: &Path, dst: &Path) -> Result<(String, u64)> {
     if !meta.file_type().is_file() {
         return Err(Error::input(src.display(), "not a regular file").into());
     }
-    let mut input = std::fs::File::open(src).map_err(|e| Error::io(src, e))?;
+    let mut input = crate::io::open_input(src)?;
     let mut out = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)

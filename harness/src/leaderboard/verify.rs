@@ -51,12 +51,18 @@ pub struct BuildOptions {
 }
 
 /// The outcome for one entry.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct EntryReport {
     /// The entry path as given.
     pub entry: String,
-    /// Its directory name (shown in tables).
+    /// Its directory name: a locator, not an identity (anyone can copy an entry under any
+    /// name). Tables show [`EntryReport::submitter`].
     pub name: String,
+    /// Who submitted it: the names of the trusted keys that signed it (their file stems in
+    /// `--keys`), `None` without a valid trusted signature.
+    pub submitter: Option<String>,
+    /// The dirHash of the signed `predictions` subject.
+    pub predictions_digest: Option<String>,
     pub accepted: bool,
     /// Why it was rejected (empty when accepted).
     pub reasons: Vec<String>,
@@ -93,6 +99,8 @@ pub fn verify_entry(path: &Path, opts: &BuildOptions, gold: &mut GoldCache) -> E
     let mut r = EntryReport {
         entry: path.display().to_string(),
         name,
+        submitter: None,
+        predictions_digest: None,
         accepted: false,
         reasons: Vec::new(),
         notes: Vec::new(),
@@ -136,6 +144,7 @@ fn check(
     r.hardware_class = Some(record.hardware_class().to_string()).filter(|s| !s.is_empty());
     r.created = p["created"].as_str().map(str::to_string);
     r.payload_sha256 = Some(crate::provenance::hash::sha256_hex(&record.payload));
+    r.predictions_digest = crate::audit::predictions_subject(record);
     let b = &p["budget"];
     r.used_device_hours = b["used_device_hours"].as_f64();
     r.allowed_device_hours = b["allowed_device_hours"].as_f64();

@@ -43,12 +43,45 @@ pub struct KeyPairFiles {
     pub keyid: String,
 }
 
-/// Generate a key pair into `dir` as `<name>.key` (0600) and `<name>.pub`. Refuses if either
-/// file exists; creates `dir` (mode 0700) if needed.
+/// Generate a key pair into `dir` as `<name>.key` (0600) and `<name>.pub`, both published
+/// together ([`crate::io::write_all_new_atomic`]: a full disk leaves neither). Refuses if
+/// either file exists — except that `<name>.pub` is re-derived when only `<name>.key` exists
+/// (a pair written by an older crambench, or a public key deleted), see
+/// [`rederive_public_key`]. Creates `dir` (mode 0700) if needed.
 pub fn generate(dir: &Path, name: &str) -> Result<KeyPairFiles> {
-    if name.is_empty() || name.contains('/') || name.starts_with('.') {
-        return Err(Error::input(format!("key name {name:?}"), "must be a plain file name").into());
+    generate_or_repair(dir, name).map(|(files, _)| files)
+}
+
+/// [`generate`], also saying whether the public key was re-derived from an existing private key
+/// (`true`) instead of a new pair being made.
+pub fn generate_or_repair(dir: &Path, name: &str) -> Result<(KeyPairFiles, bool)> {
+    crate::ident::check("--name", name)?;
+    let private_key = dir.join(format!("{name}.key"));
+    let public_key = dir.join(format!("{name}.pub"));
+    if private_key.exists() && !public_key.exists() {
+        return rederive_public_key(&private_key, &public_key).map(|f| (f, true));
     }
+    new_pair(dir, name).map(|f| (f, false))
+}
+
+/// Write the public key of the private key at `private_key` to `public_key` (which must not
+/// exist). The private key is loaded with the usual checks (mode 0600, PKCS#8 Ed25519) and never
+/// written.
+pub fn rederive_public_key(private_key: &Path, public_key: &Path) -> Result<KeyPairFiles> {
+    let sk = load_signing_key(private_key)?;
+    let pub_pem = sk
+        .verifying_key()
+        .to_public_key_pem(Default::default())
+        .map_err(|e| anyhow::anyhow!("encoding public key: {e}"))?;
+    crate::io::write_new_atomic(public_key, pub_pem.as_bytes(), Some(0o644))?;
+    Ok(KeyPairFiles {
+        private_key: private_key.to_path_buf(),
+        public_key: public_key.to_path_buf(),
+        keyid: keyid(&sk.verifying_key()),
+    })
+}
+
+fn new_pair(dir: &Path, name: &str) -> Result<KeyPairFiles> {
     if !dir.exists() {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
@@ -79,8 +112,10 @@ pub fn generate(dir: &Path, name: &str) -> Result<KeyPairFiles> {
         .verifying_key()
         .to_public_key_pem(Default::default())
         .map_err(|e| anyhow::anyhow!("encoding public key: {e}"))?;
-    crate::io::write_new_atomic(&private_key, pem.as_bytes(), Some(0o600))?;
-    crate::io::write_new_atomic(&public_key, pub_pem.as_bytes(), Some(0o644))?;
+    crate::io::write_all_new_atomic(&[
+        (&private_key, pem.as_bytes(), Some(0o600)),
+        (&public_key, pub_pem.as_bytes(), Some(0o644)),
+    ])?;
     Ok(KeyPairFiles {
         private_key,
         public_key,
@@ -139,11 +174,11 @@ pub fn signing_key_or_default(explicit: Option<&Path>) -> Result<(SigningKey, Pa
     }
     let dir = config_dir()?.join("keys");
     let path = dir.join("default.key");
-    let created = if path.exists() {
+    // A default key whose public half is missing gets it back (the announcement names it).
+    let created = if path.exists() && dir.join("default.pub").exists() {
         false
     } else {
-        generate(&dir, "default")?;
-        true
+        !generate_or_repair(&dir, "default")?.1
     };
     Ok((load_signing_key(&path)?, path, created))
 }

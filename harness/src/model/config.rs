@@ -305,8 +305,45 @@ impl ArchConfig {
         }
     }
 
-    /// Reject configurations the model cannot build.
+    /// An upper estimate of the number of parameters (embeddings, blocks, head and decoder),
+    /// in floating point so that no product of untrusted sizes overflows.
+    pub fn parameter_estimate(&self) -> f64 {
+        let (v, h, l, i, s, t) = (
+            self.vocab_size as f64,
+            self.hidden as f64,
+            self.layers as f64,
+            self.intermediate as f64,
+            self.max_seq_len as f64,
+            self.type_vocab_size as f64,
+        );
+        let embeddings = (v + s + t) * h;
+        // QKV, attention output, two FFN projections, norms and biases.
+        let block = 4.0 * h * h + 2.0 * h * i + 10.0 * h + i;
+        let head = h * h + 4.0 * h + if self.tie_weights { 0.0 } else { v * h } + v;
+        embeddings + l * block + head
+    }
+
+    /// Reject configurations the model cannot build, or that are larger than any model
+    /// crambench trains ([`MAX_DIMS`], [`MAX_PARAMETERS`]): sizes from a recipe or a checkpoint's
+    /// `arch.json` are bounded here, before anything allocates them.
     pub fn validate(&self) -> Result<(), String> {
+        for (name, v, max) in [
+            ("vocab_size", self.vocab_size, MAX_DIMS.vocab_size),
+            ("hidden", self.hidden, MAX_DIMS.hidden),
+            ("layers", self.layers, MAX_DIMS.layers),
+            ("heads", self.heads, MAX_DIMS.heads),
+            ("intermediate", self.intermediate, MAX_DIMS.intermediate),
+            ("max_seq_len", self.max_seq_len, MAX_DIMS.max_seq_len),
+            (
+                "type_vocab_size",
+                self.type_vocab_size,
+                MAX_DIMS.type_vocab_size,
+            ),
+        ] {
+            if v > max {
+                return Err(format!("{name} = {v} is larger than the limit {max}"));
+            }
+        }
         let positive = [
             ("vocab_size", self.vocab_size),
             ("hidden", self.hidden),
@@ -369,9 +406,43 @@ impl ArchConfig {
                 ));
             }
         }
+        let params = self.parameter_estimate();
+        if params > MAX_PARAMETERS {
+            return Err(format!(
+                "about {params:.3e} parameters (vocab_size {}, hidden {}, layers {}, intermediate {}); \
+                 the limit is {MAX_PARAMETERS:.3e}",
+                self.vocab_size, self.hidden, self.layers, self.intermediate
+            ));
+        }
         Ok(())
     }
 }
+
+/// Largest value of each size of [`ArchConfig`].
+pub struct MaxDims {
+    pub vocab_size: i64,
+    pub hidden: i64,
+    pub layers: i64,
+    pub heads: i64,
+    pub intermediate: i64,
+    pub max_seq_len: i64,
+    pub type_vocab_size: i64,
+}
+
+/// The bounds [`ArchConfig::validate`] enforces: far above every recipe of the paper (BERT-large
+/// is 1024 wide, 24 deep), far below what would overflow a shape or an allocation size.
+pub const MAX_DIMS: MaxDims = MaxDims {
+    vocab_size: 1 << 24,
+    hidden: 1 << 14,
+    layers: 1 << 10,
+    heads: 1 << 10,
+    intermediate: 1 << 16,
+    max_seq_len: 1 << 16,
+    type_vocab_size: 1 << 10,
+};
+
+/// Largest model accepted, in parameters (≈ 4.3e9; BERT-large has 3.4e8).
+pub const MAX_PARAMETERS: f64 = (1u64 << 32) as f64;
 
 /// The `[arch]` table as written: `kind` plus overrides of its preset. Unknown keys are errors.
 #[derive(Debug, Default, Deserialize)]
@@ -531,5 +602,48 @@ mod tests {
         assert!(toml::from_str::<ArchConfig>("sparse_prediction = 1.5").is_err());
         assert!(toml::from_str::<ArchConfig>("norm = \"middle\"").is_err());
         assert!(ArchConfig::preset("gpt2").is_err());
+    }
+
+    #[test]
+    fn sizes_are_bounded_before_anything_allocates() {
+        for (text, field) in [
+            (
+                "hidden = 1000000000
+heads = 1",
+                "hidden",
+            ),
+            ("vocab_size = 9223372036854775807", "vocab_size"),
+            ("layers = 100000", "layers"),
+            ("intermediate = 1000000000", "intermediate"),
+            ("max_seq_len = 1000000000", "max_seq_len"),
+            ("type_vocab_size = 1000000000", "type_vocab_size"),
+            // Every size within its bound, the product beyond the parameter limit.
+            (
+                "hidden = 16384
+heads = 16
+layers = 1024",
+                "parameters",
+            ),
+        ] {
+            let e = toml::from_str::<ArchConfig>(text).unwrap_err().to_string();
+            assert!(e.contains(field) && e.contains("limit"), "{text}: {e}");
+            // The same bound applies to a checkpoint's arch.json.
+            let mut v = serde_json::to_value(ArchConfig::default()).unwrap();
+            for line in text.lines() {
+                let (k, n) = line.split_once(" = ").unwrap();
+                v[k] = serde_json::Value::from(n.parse::<i64>().unwrap());
+            }
+            let e = serde_json::from_value::<ArchConfig>(v)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(field) && e.contains("limit"),
+                "{text} (json): {e}"
+            );
+        }
+        for name in PRESETS {
+            let c = ArchConfig::preset(name).unwrap();
+            assert!(c.parameter_estimate() < MAX_PARAMETERS / 10.0, "{name}");
+        }
     }
 }

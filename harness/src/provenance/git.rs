@@ -183,7 +183,8 @@ fn new_side_content(workdir: &Path, delta: &git2::DiffDelta<'_>) -> String {
 
 /// Streamed SHA-256 of a file's bytes.
 fn sha256_file(path: &Path) -> Option<String> {
-    let mut file = std::fs::File::open(path).ok()?;
+    // A FIFO or device in the work tree is not hashed (it would block or never end).
+    let mut file = crate::io::open_input(path).ok()?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {

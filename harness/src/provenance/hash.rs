@@ -107,7 +107,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// SHA-256 and size of the file at `path`.
 pub fn hash_file(path: &Path, progress: &dyn Fn(u64)) -> Result<FileDigest> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let file = crate::io::open_input(path)?;
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;

@@ -87,12 +87,12 @@ pub fn read(path: Option<&Path>) -> MetricsLog {
     let Some(path) = path else {
         return MetricsLog::missing("the record was not opened from a run directory");
     };
-    let file = match std::fs::File::open(path) {
+    if !path.exists() {
+        return MetricsLog::missing(format!("{} does not exist", path.display()));
+    }
+    let file = match crate::io::open_input(path) {
         Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return MetricsLog::missing(format!("{} does not exist", path.display()))
-        }
-        Err(e) => return MetricsLog::missing(format!("cannot open {}: {e}", path.display())),
+        Err(e) => return MetricsLog::missing(format!("cannot open {e:#}")),
     };
     let mut log = match parse(BufReader::new(file)) {
         Ok(l) => l,
@@ -241,6 +241,18 @@ mod tests {
         let log = parse(&text[..]).unwrap();
         assert_eq!((log.malformed, log.steps), (1, 1));
         assert_eq!(log.loss, vec![(1.0, 2.0)]);
+    }
+
+    #[test]
+    fn a_fifo_is_not_read() {
+        let d = tempfile::tempdir().unwrap();
+        // A FIFO (a hostile entry's metrics log) is refused, not read: it would block.
+        let fifo = d.path().join("fifo.jsonl");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: mkfifo with a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let why = read(Some(&fifo)).missing.unwrap_or_default();
+        assert!(why.contains("FIFO"), "{why}");
     }
 
     #[test]

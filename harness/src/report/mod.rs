@@ -52,8 +52,9 @@ pub fn render(record: &RunRecord, reference: &ReferenceRow) -> Result<Report> {
     })
 }
 
-/// Render and write `report.md` and `report.html` into `out_dir` (created if missing), each
-/// atomically. Returns their paths (Markdown, HTML).
+/// Render and write `report.md` and `report.html` into `out_dir` (created if missing), together
+/// ([`crate::io::write_all_atomic`]: both or, on a failure, neither). Returns their paths
+/// (Markdown, HTML).
 pub fn write(
     record: &RunRecord,
     reference: &ReferenceRow,
@@ -63,7 +64,9 @@ pub fn write(
     std::fs::create_dir_all(out_dir).map_err(|e| Error::io(out_dir, e))?;
     let md = out_dir.join(MARKDOWN_FILE);
     let html = out_dir.join(HTML_FILE);
-    crate::io::write_atomic(&md, report.markdown.as_bytes(), None)?;
-    crate::io::write_atomic(&html, report.html.as_bytes(), None)?;
+    crate::io::write_all_atomic(&[
+        (&md, report.markdown.as_bytes(), None),
+        (&html, report.html.as_bytes(), None),
+    ])?;
     Ok((md, html))
 }

@@ -114,10 +114,17 @@ pub struct RunOutcome {
 /// with its defaults filled in, the budget override applied.
 pub fn resolve_recipe(recipe: &Recipe, budget: Option<&str>) -> Result<Value> {
     let data_cfg: DataConfig = recipe.section("data")?;
+    // The data table's own bounds first, so that its values are reported as `data.*`.
+    data_cfg.validate(&recipe.path.display().to_string())?;
+    let origin = format!("{}: data.", recipe.path.display());
     let (_, _, pre) = crate::train::run::resolved(
         recipe,
         budget,
-        Some((data_cfg.seq_len as usize, data_cfg.vocab_size as usize)),
+        Some((
+            data_cfg.seq_len as usize,
+            data_cfg.vocab_size as usize,
+            origin.as_str(),
+        )),
     )?;
     let glue = GlueConfig::from_recipe(recipe)?;
     let description = recipe
@@ -635,11 +642,20 @@ impl Ctx<'_> {
     fn stage_glue(&mut self) -> Result<StageResult> {
         let cfg = GlueConfig::from_recipe(self.recipe)?;
         let tasks = Task::parse_list(&cfg.tasks.join(","))?;
-        let ckpt_dir = self.dir.join(
-            self.info("pretrain")?["checkpoint"]
-                .as_str()
-                .context("run.json: pretrain.checkpoint")?,
-        );
+        let rel = self.info("pretrain")?["checkpoint"]
+            .as_str()
+            .context("run.json: pretrain.checkpoint")?;
+        if !crate::audit::safe_rel(rel) {
+            return Err(Error::input(
+                format!(
+                    "{}: stages.pretrain.info.checkpoint",
+                    self.dir.join(state::STATE_FILE).display()
+                ),
+                format!("{rel:?} is not a path inside the run directory"),
+            )
+            .into());
+        }
+        let ckpt_dir = self.dir.join(rel);
         let ck = finetune::Checkpoint::load(&ckpt_dir)?;
         let partial = self.dir.join("glue.partial");
         if partial.exists() {

@@ -102,6 +102,18 @@ impl RunState {
             )
             .into());
         }
+        // Messages slice the digest (`[..16]`): only a well-formed one gets that far.
+        if !hash::is_sha256_hex(&st.recipe_sha256) {
+            return Err(Error::input(
+                format!("{}: recipe_sha256", path.display()),
+                format!(
+                    "{:?} is not 64 lowercase hex digits; the run directory is damaged",
+                    st.recipe_sha256
+                ),
+            )
+            .into());
+        }
+        crate::ident::check(format!("{}: recipe_name", path.display()), &st.recipe_name)?;
         Ok(Some(st))
     }
 

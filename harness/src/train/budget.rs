@@ -9,8 +9,13 @@ use crate::error::Error;
 use anyhow::Result;
 use std::time::{Duration, Instant};
 
+/// Largest budget accepted, in device-hours (about 11 years of one device). Bounded at parse
+/// time so that every duration derived from a budget fits a `std::time::Duration`.
+pub const MAX_BUDGET_HOURS: f64 = 100_000.0;
+
 /// Parse a budget such as `24h`, `90m`, `2.5h`, `2m`, `30s` or a bare number of hours (`24`).
-/// Returns the budget in hours. Zero, negative and non-finite budgets are refused.
+/// Returns the budget in hours. Zero, negative, non-finite budgets and budgets above
+/// [`MAX_BUDGET_HOURS`] are refused.
 pub fn parse_budget(text: &str) -> Result<f64> {
     let t = text.trim();
     let bad = || {
@@ -38,7 +43,15 @@ pub fn parse_budget(text: &str) -> Result<f64> {
     if !v.is_finite() || v <= 0.0 {
         return Err(bad().into());
     }
-    Ok(v / per_hour)
+    let hours = v / per_hour;
+    if hours > MAX_BUDGET_HOURS {
+        return Err(Error::input(
+            format!("budget {text:?}"),
+            format!("is {hours:e} hours; the largest budget accepted is {MAX_BUDGET_HOURS} hours"),
+        )
+        .into());
+    }
+    Ok(hours)
 }
 
 /// Wall clock of pretraining, carried across resumes.
@@ -115,7 +128,10 @@ impl BudgetClock {
     /// Budget left (zero when spent).
     pub fn left(&self) -> Duration {
         let left_s = (self.budget_hours - self.used_device_hours()) * 3600.0 / self.devices as f64;
-        Duration::from_secs_f64(left_s.max(0.0))
+        // Budgets are bounded at parse time; the clamp keeps a clock built from anything else
+        // (a corrupt carried time, NaN) from panicking in the conversion.
+        Duration::try_from_secs_f64(left_s.clamp(0.0, MAX_BUDGET_HOURS * 3600.0))
+            .unwrap_or(Duration::ZERO)
     }
 }
 
@@ -134,6 +150,20 @@ mod tests {
         for bad in ["", "h", "0h", "-1h", "1e3h", "abc", "2x", "nanh", "1.2.3h"] {
             assert!(parse_budget(bad).is_err(), "{bad}");
         }
+        // Huge budgets are refused by name at parse time (they used to panic later, in the
+        // clock's Duration conversion).
+        assert_eq!(parse_budget("100000h").unwrap(), MAX_BUDGET_HOURS);
+        for huge in ["100000000000000000000h", "100001h", "6000001m"] {
+            let e = parse_budget(huge).unwrap_err();
+            assert_eq!(
+                crate::error::exit_code_of(&e),
+                crate::ExitCode::BadInput,
+                "{huge}"
+            );
+            assert!(e.to_string().contains("largest budget"), "{e}");
+        }
+        let c = BudgetClock::new(f64::MAX, 1, 0.0);
+        assert!(c.left() > Duration::ZERO);
     }
 
     #[test]

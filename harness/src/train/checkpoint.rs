@@ -13,7 +13,15 @@
 //!   arch.json                 the model's ArchConfig
 //!   tokenizer.json            copy of the dataset's tokenizer (real data only)
 //!   meta.json                 sha256 and size of every file above; written last
+//! ckpt-0000001234.clock.json  wall-clock budget used (`elapsed_s`), bound to the checkpoint
+//!                             by the sha256 of its meta.json
 //! ```
+//!
+//! The wall-clock time is the only thing two identical trainings (same recipe, seed, data and
+//! step count) do not share, so it is kept out of the checkpoint directory: its `dirHash` — the
+//! run manifest's `checkpoint` subject — is then the same for both. The clock file is written
+//! before the directory is renamed into place, and a checkpoint whose clock file is missing or
+//! belongs to another `meta.json` is refused.
 //!
 //! Writing: all files go into `.tmp-…` in the same directory, each is fsynced, `meta.json` is
 //! written last, the directory is fsynced and renamed into place, then `latest` is replaced
@@ -32,6 +40,10 @@ use super::amp::LossScaler;
 pub const STATE_FORMAT: &str = "crambench-train-state/v1";
 /// Format tag of `meta.json`.
 pub const META_FORMAT: &str = "crambench-checkpoint/v1";
+/// Format tag of a checkpoint's clock file.
+pub const CLOCK_FORMAT: &str = "crambench-checkpoint-clock/v1";
+/// Suffix of a checkpoint's clock file beside its directory (`ckpt-…` + this).
+pub const CLOCK_SUFFIX: &str = ".clock.json";
 /// Largest `state.json` / `meta.json` read.
 const JSON_LIMIT: u64 = 64 << 20;
 
@@ -55,7 +67,10 @@ pub struct TrainState {
     pub tokens_seen: u64,
     /// Next block of the data stream to read (blocks wrap around the dataset).
     pub data_position: u64,
-    /// Pretraining wall seconds used so far (the budget clock).
+    /// Pretraining wall seconds used so far (the budget clock). Not written to `state.json`
+    /// (it would make identical trainings' checkpoints differ) but to the checkpoint's clock
+    /// file; read from `state.json` only for checkpoints written before the clock file existed.
+    #[serde(default, skip_serializing)]
     pub elapsed_s: f64,
     /// Budget in device-hours.
     pub budget_hours: f64,
@@ -95,6 +110,24 @@ pub struct Meta {
     pub micro_step: u64,
     /// File name → digest and size.
     pub files: BTreeMap<String, FileEntry>,
+}
+
+/// A checkpoint's clock file: the budget used, and the sha256 of the `meta.json` it belongs to.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Clock {
+    format: String,
+    meta_sha256: String,
+    elapsed_s: f64,
+}
+
+/// The clock file of the checkpoint directory `dir` (beside it, outside its `dirHash`).
+pub fn clock_path(dir: &Path) -> PathBuf {
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dir.with_file_name(format!("{name}{CLOCK_SUFFIX}"))
 }
 
 /// One file of a checkpoint in `meta.json`.
@@ -183,11 +216,18 @@ pub fn save(
     if let Some(e) = crate::io::injected_fault(&dir_for_fault(&root, &name)) {
         return Err(Error::io(&meta_path, e).into());
     }
-    std::fs::write(&meta_path, serde_json::to_vec_pretty(&meta)?)
-        .map_err(|e| Error::io(&meta_path, e))?;
+    let meta_bytes = serde_json::to_vec_pretty(&meta)?;
+    std::fs::write(&meta_path, &meta_bytes).map_err(|e| Error::io(&meta_path, e))?;
     fsync_path(&meta_path)?;
     fsync_path(&tmp)?;
     let dir = root.join(&name);
+    // The clock first: a checkpoint directory never exists without its clock file.
+    let clock = Clock {
+        format: CLOCK_FORMAT.into(),
+        meta_sha256: crate::provenance::hash::sha256_hex(&meta_bytes),
+        elapsed_s: state.elapsed_s,
+    };
+    crate::io::write_atomic(&clock_path(&dir), &serde_json::to_vec_pretty(&clock)?, None)?;
     std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
     fsync_path(&root)?;
     crate::io::crash_point("checkpoint-renamed");
@@ -215,9 +255,21 @@ fn prune(root: &Path, latest: &str, keep: usize) -> Result<()> {
     }
     complete.sort();
     let n = complete.len();
-    for name in complete.into_iter().take(n.saturating_sub(keep)) {
+    for name in complete.iter().take(n.saturating_sub(keep)) {
         if name != latest {
             let _ = std::fs::remove_dir_all(root.join(name));
+            let _ = std::fs::remove_file(clock_path(&root.join(name)));
+        }
+    }
+    // Clock files whose checkpoint is gone (removed above, or a write that failed after the
+    // clock was written and before the rename).
+    for entry in std::fs::read_dir(root).map_err(|e| Error::io(root, e))? {
+        let entry = entry.map_err(|e| Error::io(root, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(ck) = name.strip_suffix(CLOCK_SUFFIX) {
+            if ck.starts_with("ckpt-") && !root.join(ck).is_dir() {
+                let _ = std::fs::remove_file(entry.path());
+            }
         }
     }
     Ok(())
@@ -294,6 +346,7 @@ pub fn verify_files(dir: &Path) -> Result<Meta> {
 pub fn load_dir(dir: &Path) -> Result<Checkpoint> {
     let meta = verify_files(dir)?;
     let meta_path = dir.join("meta.json");
+    let bytes = crate::io::read_limited(&meta_path, JSON_LIMIT)?;
     for required in [
         "model.safetensors",
         "optimizer.safetensors",
@@ -315,6 +368,43 @@ pub fn load_dir(dir: &Path) -> Result<Checkpoint> {
         )
         .into());
     }
+    let mut state = state;
+    let cpath = clock_path(dir);
+    if cpath.exists() {
+        let clock: Clock = serde_json::from_slice(&crate::io::read_limited(&cpath, JSON_LIMIT)?)
+            .map_err(|e| Error::input(cpath.display(), e))?;
+        if clock.format != CLOCK_FORMAT {
+            return Err(Error::input(
+                cpath.display(),
+                format!("unknown format {:?}", clock.format),
+            )
+            .into());
+        }
+        if clock.meta_sha256 != crate::provenance::hash::sha256_hex(&bytes) {
+            return Err(Error::Check(format!(
+                "{}: belongs to another checkpoint (meta.json sha256 {}); the checkpoint is damaged",
+                cpath.display(),
+                clock.meta_sha256
+            ))
+            .into());
+        }
+        if !(clock.elapsed_s.is_finite() && clock.elapsed_s >= 0.0) {
+            return Err(Error::input(
+                format!("{}: elapsed_s", cpath.display()),
+                format!("{} is not a number of seconds", clock.elapsed_s),
+            )
+            .into());
+        }
+        state.elapsed_s = clock.elapsed_s;
+    } else if state.elapsed_s == 0.0 {
+        // Written before the clock file existed, state.json held the time; now it must be here.
+        return Err(Error::Check(format!(
+            "checkpoint {}: no clock file {}; the budget it used is unknown",
+            dir.display(),
+            cpath.display()
+        ))
+        .into());
+    }
     Ok(Checkpoint {
         dir: dir.to_path_buf(),
         state,
@@ -331,8 +421,6 @@ pub fn load_latest(out: &Path) -> Result<Option<Checkpoint>> {
     let name = String::from_utf8(crate::io::read_limited(&latest, 4096)?)
         .map_err(|_| Error::input(latest.display(), "not UTF-8"))?;
     let name = name.trim();
-    if name.is_empty() || name.contains('/') || name.starts_with('.') {
-        return Err(Error::input(latest.display(), format!("bad checkpoint name {name:?}")).into());
-    }
+    crate::ident::check(format!("{}: checkpoint name", latest.display()), name)?;
     load_dir(&root.join(name)).map(Some)
 }

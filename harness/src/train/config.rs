@@ -139,8 +139,11 @@ impl TrainConfig {
         if !(self.gradient_clipping >= 0.0 && self.gradient_clipping.is_finite()) {
             return Err(("gradient_clipping", "must be ≥ 0 (0 = no clipping)".into()));
         }
-        if self.seq_len == 0 {
-            return Err(("seq_len", "must be positive".into()));
+        if !(2..=1 << 16).contains(&self.seq_len) {
+            return Err((
+                "seq_len",
+                format!("must be in 2..=65536, got {}", self.seq_len),
+            ));
         }
         if self.checkpoint_every_minutes < 0.0 {
             return Err(("checkpoint_every_minutes", "must be ≥ 0".into()));

@@ -24,7 +24,7 @@ impl LineLog {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
         if !fresh && path.exists() {
-            let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            let bytes = crate::io::read_limited(path, u64::MAX)?;
             if !bytes.is_empty() && !bytes.ends_with(b"\n") {
                 let keep = bytes
                     .iter()

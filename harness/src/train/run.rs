@@ -57,12 +57,15 @@ pub enum PretrainData {
 /// The resolved `[arch]` and `[train]` of a recipe (with a budget override applied), as JSON
 /// with the recipe name: `{"name", "arch", "train"}`. Its sha256 (of the canonical JSON) pins a
 /// run's checkpoints to the recipe.
-/// With `data = Some((seq_len, vocab_size))` of a dataset, those replace `train.seq_len` and
-/// `arch.vocab_size`.
+/// With `data = Some((seq_len, vocab_size, origin))` of a dataset, those replace
+/// `train.seq_len` and `arch.vocab_size`; a value that does not fit the architecture is bad
+/// input named `<origin>seq_len` / `<origin>vocab_size` (`origin`: where the data's shape was
+/// read, e.g. `recipe.toml: data.` or `DIR/dataset.json: `), not as the recipe field it
+/// replaced.
 pub fn resolved(
     recipe: &Recipe,
     budget: Option<&str>,
-    data: Option<(usize, usize)>,
+    data: Option<(usize, usize, &str)>,
 ) -> Result<(ArchConfig, TrainConfig, Value)> {
     let mut arch: ArchConfig = recipe.section("arch")?;
     let mut train = TrainConfig::from_recipe(recipe)?;
@@ -70,15 +73,24 @@ pub fn resolved(
         super::budget::parse_budget(b)?;
         train.budget = b.to_string();
     }
-    if let Some((seq_len, vocab_size)) = data {
+    let mut seq_len_field = format!("{}: train.seq_len", recipe.path.display());
+    if let Some((seq_len, vocab_size, origin)) = data {
         train.seq_len = seq_len;
-        arch.vocab_size = vocab_size as i64;
-        arch.validate()
-            .map_err(|m| Error::input(format!("{}: arch", recipe.path.display()), m))?;
+        arch.vocab_size = i64::try_from(vocab_size).unwrap_or(i64::MAX);
+        arch.validate().map_err(|m| {
+            Error::input(
+                format!("{origin}vocab_size"),
+                format!(
+                    "{vocab_size} (it replaces arch.vocab_size of {}) does not fit the architecture: {m}",
+                    recipe.path.display()
+                ),
+            )
+        })?;
+        seq_len_field = format!("{origin}seq_len");
     }
     if train.seq_len as i64 > arch.max_seq_len {
         return Err(Error::input(
-            format!("{}: train.seq_len", recipe.path.display()),
+            seq_len_field,
             format!(
                 "{} exceeds arch.max_seq_len {}",
                 train.seq_len, arch.max_seq_len
@@ -135,9 +147,15 @@ pub fn pretrain_recipe(recipe_path: &Path, opts: &PretrainOptions) -> Result<Pre
             None
         }
     };
+    let origin = match &opts.data {
+        PretrainData::Dataset(d) => {
+            format!("{}: ", d.join(crate::data::reader::MANIFEST_FILE).display())
+        }
+        PretrainData::Synthetic => String::new(),
+    };
     let shape = dataset
         .as_ref()
-        .map(|d| (d.seq_len(), d.vocab_size() as usize));
+        .map(|d| (d.seq_len(), d.vocab_size() as usize, origin.as_str()));
     let (arch, train, resolved) = resolved(&recipe, opts.budget.as_deref(), shape)?;
     let budget_hours = train.budget_hours()?;
     if opts.device.is_cuda() && !tch::Cuda::is_available() {
@@ -169,6 +187,18 @@ pub fn pretrain_recipe(recipe_path: &Path, opts: &PretrainOptions) -> Result<Pre
     let vs_device = opts.device;
     let mut vs = nn::VarStore::new(vs_device);
     let model = crate::model::build(&vs.root(), &arch)?;
+    if dataset.is_none() && arch.vocab_size <= super::masking::NUM_SPECIAL + 1 {
+        return Err(Error::input(
+            format!("{}: arch.vocab_size", recipe.path.display()),
+            format!(
+                "{} leaves no ordinary tokens for the synthetic stream (pretraining without \
+                 --data needs more than {})",
+                arch.vocab_size,
+                super::masking::NUM_SPECIAL + 1
+            ),
+        )
+        .into());
+    }
     let data: Box<dyn BlockSource> = match dataset {
         Some(d) => Box::new(d),
         None => Box::new(SyntheticStream::new(

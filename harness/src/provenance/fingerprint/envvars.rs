@@ -13,6 +13,11 @@
 //! * IP addresses (with or without a port) become `<ip>`.
 //! * Values of variables whose name suggests a secret ([`SECRET_NAME_PARTS`]) become
 //!   `<redacted>`.
+//! * URLs (`scheme://…`) are recorded whole, not cut like paths, with their credentials taken
+//!   out: userinfo (`user:pass@`) becomes `<redacted>@`, every query and fragment parameter's
+//!   value becomes `<redacted>` (signed URLs carry their secret there, under any name), and the
+//!   host is redacted like any other word: `https://<redacted>@hub.example/x?token=<redacted>`.
+//! * Outside URLs, anything before an `@` in a word (`user:pass@host`) becomes `<redacted>`.
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
@@ -98,12 +103,31 @@ pub fn from_process(secrets: &[String]) -> BTreeMap<String, String> {
     )
 }
 
-/// `a/b/torch/lib:/x/libfoo.so` → `2 entries: torch/lib, x/libfoo.so`.
+/// `a/b/torch/lib:/x/libfoo.so` → `2 entries: torch/lib, x/libfoo.so`. An entry with an `@`
+/// (a URL's or `user:pass@host`'s credentials split at `:`) keeps only what follows the last
+/// `@`, an entry right after `scheme:` (`//user`, the user name of a URL) is withheld, and so
+/// is anything from a `?` or `#` on.
 fn path_list(value: &str, secrets: &[String]) -> String {
-    let entries: Vec<String> = value
+    let value = credentials_before_at(value);
+    let raw: Vec<&str> = value
         .split(|c: char| c == ':' || c.is_whitespace())
         .filter(|e| !e.is_empty())
-        .map(|e| path_tail(e, secrets))
+        .collect();
+    let entries: Vec<String> = raw
+        .iter()
+        .map(|e| {
+            // A query or fragment (a URL's, split at `:`) is withheld whole.
+            let (e, query) = match e.find(['?', '#']) {
+                Some(q) => (&e[..q], format!("{}{REDACTED}", &e[q..q + 1])),
+                None => (*e, String::new()),
+            };
+            let entry = match e.rfind('@') {
+                Some(at) => format!("{REDACTED}@{}", path_tail(&e[at + 1..], secrets)),
+                None if e.starts_with("//") => REDACTED.to_string(),
+                None => path_tail(e, secrets),
+            };
+            entry + &query
+        })
         .collect();
     let noun = if entries.len() == 1 {
         "entry"
@@ -115,6 +139,38 @@ fn path_list(value: &str, secrets: &[String]) -> String {
     } else {
         format!("{} {noun}: {}", entries.len(), entries.join(", "))
     }
+}
+
+/// Every run of characters other than `/` and whitespace right before an `@` (`user:pass` of
+/// `user:pass@host` or of a URL, which a split at `:` would otherwise scatter over entries)
+/// replaced by `<redacted>`.
+fn credentials_before_at(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut run = String::new();
+    for c in value.chars() {
+        match c {
+            '@' => {
+                if !run.is_empty() {
+                    out.push_str(REDACTED);
+                    run.clear();
+                }
+                out.push('@');
+            }
+            '/' => {
+                out.push_str(&run);
+                run.clear();
+                out.push(c);
+            }
+            c if c.is_whitespace() => {
+                out.push_str(&run);
+                run.clear();
+                out.push(c);
+            }
+            c => run.push(c),
+        }
+    }
+    out.push_str(&run);
+    out
 }
 
 /// The last two components of `path`, with identifying components redacted.
@@ -150,31 +206,147 @@ fn path_tail(path: &str, secrets: &[String]) -> String {
     format!("{prefix}{}", tail.join("/"))
 }
 
-/// Redact absolute paths, IP addresses and secret words in a free-form value.
+/// Redact absolute paths, IP addresses, URL credentials and secret words in a free-form value.
 fn redact_value(value: &str, secrets: &[String]) -> String {
     let mut out = String::with_capacity(value.len());
-    let mut token = String::new();
-    let flush = |token: &mut String, out: &mut String| {
-        if !token.is_empty() {
-            out.push_str(&redact_token(token, secrets));
-            token.clear();
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if !word.is_empty() {
+            out.push_str(&redact_word(word, secrets));
+            word.clear();
         }
     };
     for c in value.chars() {
-        if c.is_whitespace() || matches!(c, ',' | ';' | '=') {
-            flush(&mut token, &mut out);
+        if c.is_whitespace() {
+            flush(&mut word, &mut out);
+            out.push(c);
+        } else {
+            word.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
+/// Starts of every `scheme://` in `word` (RFC 3986 scheme: a letter, then letters, digits,
+/// `+`, `-`, `.`).
+fn url_starts(word: &str) -> Vec<usize> {
+    let b = word.as_bytes();
+    let mut starts = Vec::new();
+    let mut from = 0;
+    while let Some(k) = word[from..].find("://") {
+        let sep = from + k;
+        let mut start = sep;
+        while start > from
+            && (b[start - 1].is_ascii_alphanumeric() || matches!(b[start - 1], b'+' | b'-' | b'.'))
+        {
+            start -= 1;
+        }
+        while start < sep && !b[start].is_ascii_alphabetic() {
+            start += 1;
+        }
+        if start < sep {
+            starts.push(start);
+        }
+        from = sep + 3;
+    }
+    starts
+}
+
+/// A word without whitespace. Each URL in it runs to the next URL or the end of the word and is
+/// handled whole ([`redact_url`]: its query has `=`, `&`, `;` and `,`, its path `/`, its
+/// authority `:`, none of which may split it); the text before the first URL is split at `,`,
+/// `;` and `=` into tokens ([`redact_token`]).
+fn redact_word(word: &str, secrets: &[String]) -> String {
+    let starts = url_starts(word);
+    let head_end = starts.first().copied().unwrap_or(word.len());
+    let mut out = String::with_capacity(word.len());
+    let mut token = String::new();
+    for c in word[..head_end].chars() {
+        if matches!(c, ',' | ';' | '=') {
+            if !token.is_empty() {
+                out.push_str(&redact_token(&token, secrets));
+                token.clear();
+            }
             out.push(c);
         } else {
             token.push(c);
         }
     }
-    flush(&mut token, &mut out);
+    if !token.is_empty() {
+        out.push_str(&redact_token(&token, secrets));
+    }
+    for (k, &start) in starts.iter().enumerate() {
+        let end = starts.get(k + 1).copied().unwrap_or(word.len());
+        out.push_str(&redact_url(&word[start..end], secrets));
+    }
+    out
+}
+
+/// `scheme://[userinfo@]host[:port][/path][?query][#fragment]` with the userinfo and every
+/// query and fragment value replaced by `<redacted>`, the host and path words redacted like
+/// other words, and IP hosts replaced by `<ip>`. Nothing else changes.
+fn redact_url(url: &str, secrets: &[String]) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let auth_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(auth_end);
+    let mut out = format!("{scheme}://");
+    let host_port = match authority.rfind('@') {
+        Some(at) => {
+            out.push_str(REDACTED);
+            out.push('@');
+            &authority[at + 1..]
+        }
+        None => authority,
+    };
+    // `[v6]:port`, `host:port`, `host`.
+    let (host, port) = match host_port.strip_prefix('[').and_then(|h| h.split_once(']')) {
+        Some((h, port)) => (h, port),
+        None => match host_port.rsplit_once(':') {
+            Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => (h, &host_port[h.len()..]),
+            _ => (host_port, ""),
+        },
+    };
+    if host.parse::<IpAddr>().is_ok() {
+        out.push_str("<ip>");
+    } else {
+        out.push_str(&redact_words(host, secrets));
+    }
+    out.push_str(port);
+    let (path, query_fragment) = match tail.find(['?', '#']) {
+        Some(i) => tail.split_at(i),
+        None => (tail, ""),
+    };
+    out.push_str(&redact_words(path, secrets));
+    // `?a=1&b=2#c=3`: keep the separators and the parameter names, withhold every value.
+    let mut rest = query_fragment;
+    while let Some(sep) = rest.chars().next() {
+        out.push(sep);
+        rest = &rest[sep.len_utf8()..];
+        let end = rest.find(['&', '?', '#', ';']).unwrap_or(rest.len());
+        let (param, after) = rest.split_at(end);
+        match param.split_once('=') {
+            Some((name, _)) => {
+                out.push_str(&redact_words(name, secrets));
+                out.push('=');
+                out.push_str(REDACTED);
+            }
+            None if param.is_empty() => {}
+            // A bare value (`?secret`, `#token`) is a value too.
+            None => out.push_str(REDACTED),
+        }
+        rest = after;
+    }
     out
 }
 
 fn redact_token(token: &str, secrets: &[String]) -> String {
     if token.parse::<IpAddr>().is_ok() || token.parse::<SocketAddr>().is_ok() {
         return "<ip>".into();
+    }
+    // `user:password@host` without a scheme: the part before `@` is a credential.
+    if let Some(at) = token.rfind('@') {
+        return format!("{REDACTED}@{}", redact_token(&token[at + 1..], secrets));
     }
     if token.contains('/') || token.starts_with('~') {
         // Possibly a `:`-separated list of paths, or `key:/path`.
@@ -308,6 +480,80 @@ mod tests {
         assert_eq!(got, expect.into_iter().collect::<BTreeMap<_, _>>());
         let text = format!("{got:?}");
         assert!(!text.contains("alice") && !text.contains("10.1.2.3"));
+    }
+
+    /// One name for every variable the fingerprint records: each exact name and one per prefix.
+    fn every_recorded_name() -> Vec<String> {
+        ENV_EXACT
+            .iter()
+            .map(|s| s.to_string())
+            .chain(ENV_PREFIXES.iter().map(|p| format!("{p}PLANTED")))
+            .collect()
+    }
+
+    #[test]
+    fn planted_credentials_never_reach_the_fingerprint() {
+        let secrets = vec!["alice".to_string()];
+        let planted = [
+            "https://plantuser:plantpass@hub.example/hub",
+            "https://hub.example/x?token=planttoken&rev=plantrev",
+            "http://hub.example:8080/x?sig=plantsig;sv=plantsv#frag=plantfrag",
+            "s3://plantkeyid:plantsecret@bucket/obj",
+            "plantuser:plantpass@proxy.example:3128",
+            "a=1,url=https://plantuser:plantpass@h/x,b=2",
+            "https://h/a,https://plantuser:plantpass@h2/b",
+            "https://[fd00::2]:443/x?plantname=plantvalue",
+        ];
+        for name in every_recorded_name() {
+            for value in planted {
+                let got = recorded(vars(&[(&name, value)]), &secrets);
+                let v = &got[&name];
+                for leak in [
+                    "plantpass",
+                    "plantuser",
+                    "planttoken",
+                    "plantrev",
+                    "plantsig",
+                    "plantsv",
+                    "plantfrag",
+                    "plantkeyid",
+                    "plantsecret",
+                    "plantvalue",
+                    "fd00",
+                ] {
+                    assert!(!v.contains(leak), "{name}={value:?} recorded as {v:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn urls_are_recorded_whole_without_credentials() {
+        let s = vec!["alice".to_string()];
+        for (value, want) in [
+            (
+                "https://user:pass@host.example/hub",
+                "https://<redacted>@host.example/hub",
+            ),
+            (
+                "https://host.example/a/b/c/d?token=x&rev=main#k=v",
+                "https://host.example/a/b/c/d?token=<redacted>&rev=<redacted>#k=<redacted>",
+            ),
+            ("http://10.0.0.1:8080/x", "http://<ip>:8080/x"),
+            (
+                "https://alice.example/alice/x",
+                "https://alice.example/<redacted>/x",
+            ),
+            ("file:///opt/models/bert", "file:///opt/models/bert"),
+            (
+                "expandable_segments:True,url=https://u:p@h/x",
+                "expandable_segments:True,url=https://<redacted>@h/x",
+            ),
+        ] {
+            assert_eq!(redact_value(value, &s), want, "{value}");
+        }
+        let got = recorded(vars(&[("TORCH_HUB_URL", "https://user:pass@host/hub")]), &s);
+        assert_eq!(got["TORCH_HUB_URL"], "https://<redacted>@host/hub");
     }
 
     #[test]
