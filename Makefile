@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test lint libtorch pyenv torchenv build release bench-hash bench-data bench-train
+.PHONY: demo test lint fuzz libtorch pyenv torchenv build release bench-hash bench-data bench-train
 
 ## demo: the main job on the embedded demo data: data → pretrain → fine-tune → signed manifest.
 demo: libtorch
@@ -13,6 +13,11 @@ demo: libtorch
 test: libtorch pyenv torchenv
 	$(CARGO) build --all-targets
 	CRAMBENCH_REQUIRE_INTEROP=1 CRAMBENCH_REQUIRE_TORCH=1 $(CARGO) test --all-targets
+
+## fuzz: the property-based fuzz targets of tests/fuzz.rs at length (20000 cases each; make test
+## runs 256 per target).
+fuzz: libtorch
+	CRAMBENCH_FUZZ_CASES=$${CRAMBENCH_FUZZ_CASES:-20000} $(CARGO) test --test fuzz -- --nocapture --test-threads 1
 
 ## lint: formatting and clippy, warnings as errors.
 lint: libtorch

@@ -4,7 +4,8 @@
 #     fingerprint → data (State of the Union corpus → WordPiece tokenizer → packed, hashed
 #     shards) → pretrain crammed-bert-tiny for 2 minutes of device time (CPU) → fine-tune and
 #     evaluate on the demo tasks (3 trials each) → manifest → DSSE signature → report
-#   then: verify the signature offline, and show that a tampered copy fails.
+#   then: verify the signature and every artifact offline, and show that a tampered envelope
+#   and a run directory with edited predictions both fail.
 # Output: demo-out/demo-cpu/ (recreated on every run); the dataset is cached in data-cache/.
 # The manifest is signed with your crambench key (~/.config/crambench/keys/default.key, created
 # on first use; set CRAMBENCH_CONFIG_DIR to keep it elsewhere). DEMO_BUDGET overrides the
@@ -40,8 +41,8 @@ PY
 step "2. the run again: every stage is complete, its outputs are re-verified and reused"
 $CB run baselines/demo-cpu.toml --out "$OUT" "${BUDGET_ARGS[@]}" | head -7
 
-step "3. verify the signed manifest offline with the public key"
-$CB verify "$RUN/manifest.dsse.json" --key "$PUB"
+step "3. verify the run offline with the public key: the signature, then every artifact it vouches for"
+$CB verify "$RUN" --key "$PUB"
 
 step "4. a tampered copy must fail (exit 1)"
 python3 - "$RUN/manifest.dsse.json" "$OUT/tampered.dsse.json" "$SEED" <<'PY'
@@ -59,10 +60,26 @@ set -e
 if [ "$code" -ne 1 ]; then echo "expected exit 1 for a tampered envelope, got $code" >&2; exit 1; fi
 echo "tampered copy rejected (exit $code), as expected"
 
+step "5. predictions edited to 100% accuracy must fail too (the signature is still valid; exit 1)"
+rm -rf "$OUT/edited"; cp -r "$RUN" "$OUT/edited"
+python3 - "$OUT/edited/glue/predictions/demo-sentiment/trial-0.tsv" <<'PY'
+import sys
+p = sys.argv[1]
+rows = open(p).read().splitlines()
+out = [rows[0]] + ["\t".join([r.split("\t")[0], r.split("\t")[2], r.split("\t")[2]]) for r in rows[1:]]
+open(p, "w").write("\n".join(out) + "\n")
+PY
+set +e
+$CB verify "$OUT/edited" --key "$PUB" | grep -E "mismatch|result"
+code=${PIPESTATUS[0]}
+set -e
+if [ "$code" -ne 1 ]; then echo "expected exit 1 for edited predictions, got $code" >&2; exit 1; fi
+echo "edited predictions rejected (exit $code), as expected"
+
 step "done"
 echo "run directory: $RUN"
 echo "manifest:      $RUN/manifest.json"
 echo "envelope:      $RUN/manifest.dsse.json"
 echo "report:        $RUN/report.md"
 echo "               $RUN/report.html"
-echo "verify it:     $CB verify $RUN/manifest.dsse.json --key $PUB"
+echo "verify it:     $CB verify $RUN --key $PUB"

@@ -69,6 +69,7 @@ fn opts(out: &Path, base: &Path, threads: usize) -> PrepareOptions {
         hub_root: Some(base.join("hub")),
         threads: Some(threads),
         progress: false,
+        stop: None,
     }
 }
 

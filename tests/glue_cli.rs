@@ -184,6 +184,25 @@ fn score_regression_and_bad_files() {
         out.contains("pearson   1.000000") && out.contains("spearman  1.000000"),
         "{out}"
     );
+    // STS-B gold scores lie in [0, 5]: 5.5 is not a label (a prediction may be).
+    std::fs::write(&p, "idx\tprediction\tgold\n0\t5.5\t5.0\n1\t-0.5\t5.5\n").unwrap();
+    let (code, _, err) = run_in(
+        dir.path(),
+        &[
+            "glue",
+            "score",
+            "--task",
+            "stsb",
+            "--predictions",
+            pp,
+            "--any-size",
+        ],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("stsb.tsv:3") && err.contains("`5.5` is not a stsb label"),
+        "{err}"
+    );
     std::fs::write(&p, "idx\tprediction\tgold\n0\tnan\t1.0\n").unwrap();
     let (code, _, err) = run_in(
         dir.path(),

@@ -116,6 +116,7 @@ fn tiny_checkpoint(dir: &Path) -> PathBuf {
         serde_json::to_vec_pretty(&arch).unwrap(),
     )
     .unwrap();
+    crambench::train::checkpoint::seal(&ck, 0).unwrap();
     ck
 }
 
@@ -306,6 +307,9 @@ fn huge_model_sizes_are_refused_in_recipes_and_checkpoints() {
     arch["hidden"] = serde_json::Value::from(1_000_000_000i64);
     arch["heads"] = serde_json::Value::from(1);
     std::fs::write(ck.join("arch.json"), serde_json::to_vec(&arch).unwrap()).unwrap();
+    std::fs::write(ck.join("tokenizer.json"), b"{}").unwrap();
+    std::fs::write(ck.join("model.safetensors"), b"").unwrap();
+    crambench::train::checkpoint::seal(&ck, 0).unwrap();
     let (code, _, err) = cb(
         w,
         &[
@@ -349,6 +353,7 @@ fn tiny_sizes_that_used_to_panic_are_named_errors() {
                 "cpu",
                 "--budget",
                 "2s",
+                "--synthetic",
             ],
         );
         assert_eq!(code, 2, "{extra}: {err}");
@@ -813,6 +818,7 @@ fn a_corpus_rewritten_after_its_pin_check_is_refused() {
             hub_root: None,
             threads: Some(1),
             progress: false,
+            stop: None,
         };
         let (sources, _) = crambench::data::prepare::resolve_sources(&cfg, &opts).unwrap();
         // Unchanged: read, and verified.

@@ -637,3 +637,58 @@ fn unusable_invocations_exit_2() {
     assert!(err.contains("bad.toml") && err.contains("gpus"), "{err}");
     assert!(!b.root.join("site").exists());
 }
+
+/// An entry cannot make the leaderboard read, hash or report on a file outside it: a symbolic
+/// link in any component of a path that `bundle.json` or the signed manifest names is refused
+/// without following it, and nothing about the target (its digest, or whether it exists) is
+/// printed.
+#[test]
+fn paths_through_links_out_of_the_entry_are_refused_without_an_oracle() {
+    let b = Board::new();
+    let outside = b.root.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret"), b"the secret").unwrap();
+    let secret_sha = crambench::provenance::hash::sha256_hex(b"the secret");
+    let e = b.entry("linked", &FakeRun::default(), &b.trusted, |_| {});
+    std::os::unix::fs::symlink(&outside, e.join("lnk")).unwrap();
+    let index = e.join("bundle.json");
+    let mut v: Value = serde_json::from_slice(&std::fs::read(&index).unwrap()).unwrap();
+    for name in ["secret", "no-such-file"] {
+        v["files"].as_array_mut().unwrap().push(serde_json::json!({
+            "path": format!("lnk/{name}"), "sha256": "00".repeat(32), "size": 1
+        }));
+    }
+    std::fs::write(&index, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    // The signed predictions path through a link: glue/predictions/<set> replaced by a link to
+    // a copy outside the entry.
+    let set_dir = e.join("glue/predictions/demo-sentiment");
+    let copy = b.root.join("outside-preds");
+    std::fs::rename(&set_dir, &copy).unwrap();
+    std::os::unix::fs::symlink(&copy, &set_dir).unwrap();
+
+    let (code, out, err) = b.build(&["--gold", "column"]);
+    assert_eq!(code, 0, "{err}");
+    let site: Value = serde_json::from_str(&out).unwrap();
+    let reasons = &rejected(&site)["linked"];
+    assert!(
+        has(reasons, "lnk/secret: a symbolic link on the way"),
+        "{reasons:#?}"
+    );
+    assert!(
+        has(reasons, "lnk/no-such-file: a symbolic link on the way"),
+        "{reasons:#?}"
+    );
+    assert!(
+        has(reasons, "demo-sentiment trial 0") && has(reasons, "symbolic link"),
+        "{reasons:#?}"
+    );
+    let all = format!(
+        "{out}{}",
+        std::fs::read_to_string(b.root.join("site/index.html")).unwrap()
+    );
+    assert!(!all.contains(&secret_sha), "the target's digest leaked");
+    assert!(
+        !all.contains("No such file"),
+        "whether the target exists leaked"
+    );
+}

@@ -310,11 +310,15 @@ fn sigkill_at_twenty_points_then_rerun_verifies_within_budget() {
 }
 
 fn recipe_with(dir: &Path, name: &str, glue: &str) -> PathBuf {
+    recipe_toml(dir, name, &format!("[glue]\n{glue}\n"))
+}
+
+fn recipe_toml(dir: &Path, name: &str, body: &str) -> PathBuf {
     let p = dir.join(format!("{name}.toml"));
     std::fs::write(
         &p,
         format!(
-            "extends = {:?}\nname = \"{name}\"\n[glue]\n{glue}\n",
+            "extends = {:?}\nname = \"{name}\"\n{body}",
             common::repo_root()
                 .join("baselines/demo-cpu.toml")
                 .display()
@@ -332,18 +336,46 @@ fn preflight_fails_in_seconds_before_any_stage() {
     let cfg = w.join("cfg");
     let cases = [
         (
-            recipe_with(w, "needs-glue", "tasks = [\"sst2\", \"demo\"]"),
+            recipe_with(
+                w,
+                "needs-glue",
+                "tasks = [\"all\"]\naggregate = \"cramming\"",
+            ),
             "--glue-data",
         ),
         (
             recipe_with(w, "unknown-task", "tasks = [\"nosuchtask\"]"),
-            "glue.tasks",
+            "nosuchtask",
         ),
         (
             recipe_with(w, "rule-not-run", "tasks = [\"demo-sentiment\"]"),
             "glue.aggregate",
         ),
+        (
+            recipe_with(w, "mixed", "tasks = [\"sst2\", \"demo\"]"),
+            "cannot be mixed",
+        ),
+        (
+            recipe_toml(w, "vocab-disagrees", "[arch]\nvocab_size = 8192\n"),
+            "arch.vocab_size",
+        ),
+        (
+            recipe_toml(w, "seq-disagrees", "[train]\nseq_len = 32\n"),
+            "train.seq_len",
+        ),
+        (
+            recipe_toml(w, "name-not-a-string", "").with_file_name("x"),
+            "name",
+        ),
     ];
+    // `name = 5` (it fell back to the file stem).
+    std::fs::write(
+        w.join("x"),
+        std::fs::read_to_string(w.join("name-not-a-string.toml"))
+            .unwrap()
+            .replace("name = \"name-not-a-string\"", "name = 5"),
+    )
+    .unwrap();
     for (recipe, needle) in &cases {
         let t = Instant::now();
         let out = cmd(w, &cfg)
@@ -421,4 +453,148 @@ fn a_closed_stdout_is_a_quiet_exit_0() {
         assert_eq!(st.code(), Some(0), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
+}
+
+/// `submit --json | head` and `leaderboard build --json | head` panicked (exit 101).
+#[test]
+fn submit_and_leaderboard_into_a_closed_pipe_exit_0() {
+    use common::fake_run::{keypair, write_fake_run, FakeRun};
+    let d = tempfile::tempdir().unwrap();
+    let w = d.path();
+    let (key, public) = keypair(&w.join("private"), "k");
+    write_fake_run(&w.join("run"), &FakeRun::default(), &key);
+    std::fs::create_dir_all(w.join("keys")).unwrap();
+    std::fs::copy(&public, w.join("keys/k.pub")).unwrap();
+    for args in [
+        &["submit", "run", "--out", "entries/e", "--json"][..],
+        &[
+            "leaderboard",
+            "build",
+            "entries",
+            "--keys",
+            "keys",
+            "--gold",
+            "column",
+            "--out",
+            "site",
+            "--json",
+        ][..],
+    ] {
+        let mut child = common::crambench()
+            .current_dir(w)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        let st = child.wait().unwrap();
+        assert_eq!(st.code(), Some(0), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    assert!(w.join("entries/e/bundle.json").is_file());
+}
+
+/// The first SIGTERM stops GLUE fine-tuning and data preparation promptly (CI runners send
+/// SIGTERM, wait, then SIGKILL): exit 0 "stopped", completed GLUE trials kept, and the next run
+/// continues after them.
+#[test]
+fn sigterm_stops_glue_and_data_preparation_promptly_and_the_rerun_continues() {
+    let d = tempfile::tempdir().unwrap();
+    let w = d.path();
+    let cfg = w.join("cfg");
+    let recipe = crash_recipe(w);
+    let run_args = |out: &str, dc: &str| {
+        vec![
+            "run".to_string(),
+            recipe.display().to_string(),
+            "--out".into(),
+            out.into(),
+            "--data-dir".into(),
+            dc.into(),
+            "--device".into(),
+            "cpu".into(),
+            "--seed".into(),
+            "3".into(),
+        ]
+    };
+    let term_when = |args: Vec<String>, ready: &dyn Fn() -> bool| -> (i32, String, Duration) {
+        let mut child = cmd(w, &cfg)
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        while !ready() {
+            assert!(t.elapsed() < Duration::from_secs(120), "never ready");
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "finished before the signal"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let sent = Instant::now();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+            sent.elapsed(),
+        )
+    };
+    // Data preparation: stopped while the build directory exists.
+    let dc = w.join("dc-term");
+    let (code, out, took) = term_when(run_args("o-data", "dc-term"), &|| {
+        std::fs::read_dir(&dc).is_ok_and(|mut r| {
+            r.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with(".build-")))
+        })
+    });
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("stopped"), "{out}");
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+    assert!(!stages(&w.join("o-data/crash")).contains(&"data".to_string()));
+
+    // GLUE: stopped after its first trial was kept.
+    let trials = w.join("o-glue/crash/glue.partial/trials");
+    let (code, out, took) = term_when(run_args("o-glue", "dc"), &|| {
+        std::fs::read_dir(&trials).is_ok_and(|r| r.count() >= 1)
+    });
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("completed trials are kept"), "{out}");
+    assert!(took < Duration::from_secs(20), "took {took:?}");
+    let kept = std::fs::read_dir(&trials).unwrap().count();
+    assert!(kept >= 1);
+    let out = cmd(w, &cfg)
+        .args(run_args("o-glue", "dc"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(
+        err.matches("kept from the stopped run").count(),
+        kept,
+        "{err}"
+    );
+    assert_eq!(stages(&w.join("o-glue/crash")).len(), 7, "{err}");
+    // An unknown stage in run.json is refused, not ignored.
+    let rj = w.join("o-glue/crash/run.json");
+    let text = std::fs::read_to_string(&rj).unwrap();
+    std::fs::write(&rj, text.replacen("\"stages\": {", "\"stages\": {\n    \"bogus\": {\"completed\": \"x\", \"seconds\": 0, \"outputs\": {}, \"info\": {}},", 1)).unwrap();
+    let out = cmd(w, &cfg)
+        .args(run_args("o-glue", "dc"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("stages.bogus"), "{err}");
 }

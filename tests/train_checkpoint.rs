@@ -15,6 +15,13 @@ use tch::{nn, Device, Tensor};
 const VOCAB: i64 = 64;
 const SEQ: usize = 16;
 
+/// libtorch's generator is global to the process and the tests run on parallel threads: each
+/// test holds this for its whole length, so that its seeded trainings are reproducible.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn config(steps: u64, batch_size: u64) -> TrainConfig {
     TrainConfig {
         budget: "1h".into(),
@@ -110,16 +117,19 @@ fn resume_is_exact(batch_size: u64, stop_after: usize) {
 
 #[test]
 fn resume_after_stop_is_bit_identical() {
+    let _serial = serial();
     resume_is_exact(4, 10);
 }
 
 #[test]
 fn resume_after_stop_mid_accumulation_replays_the_partial_step() {
+    let _serial = serial();
     resume_is_exact(8, 11);
 }
 
 #[test]
 fn identical_trainings_give_identical_checkpoint_digests() {
+    let _serial = serial();
     // Same recipe, seed, data and step count: weights, optimizer state and counters are
     // bit-identical, and so must be the checkpoint's dirHash (the run manifest's checkpoint
     // subject). Wall-clock time differs between the two and lives outside the directory.
@@ -154,6 +164,7 @@ fn identical_trainings_give_identical_checkpoint_digests() {
 
 #[test]
 fn damaged_checkpoint_and_reused_out_dir_are_refused() {
+    let _serial = serial();
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("run");
     let cfg = config(6, 4);
@@ -221,6 +232,7 @@ fn damaged_checkpoint_and_reused_out_dir_are_refused() {
 
 #[test]
 fn persistent_nonfinite_loss_aborts_naming_the_step() {
+    let _serial = serial();
     let d = tempfile::tempdir().unwrap();
     let cfg = TrainConfig {
         nonfinite_patience: 3,
@@ -271,6 +283,7 @@ fn persistent_nonfinite_loss_aborts_naming_the_step() {
 
 #[test]
 fn summary_predicates_match_the_manifest_schema() {
+    let _serial = serial();
     let d = tempfile::tempdir().unwrap();
     let (s, _) = run(&d.path().join("run"), &config(8, 4), false, None);
     let s = s.unwrap();

@@ -23,6 +23,21 @@ pub enum ExitCode {
     Refused = 4,
     /// A bug in crambench.
     Internal = 70,
+    /// Stopped by SIGINT/SIGTERM before finishing (what was completed is kept; rerun the same
+    /// command to continue).
+    Interrupted = 130,
+}
+
+/// A long stage stopped at a signal (SIGINT/SIGTERM) between units of work it keeps (GLUE trials,
+/// dataset shards). `crambench run` turns it into a cleanly stopped run (exit 0, "stopped");
+/// other commands exit [`ExitCode::Interrupted`].
+#[derive(Debug, thiserror::Error)]
+#[error("stopped by a signal; what was completed is kept: rerun the same command to continue")]
+pub struct Stopped;
+
+/// Whether a stop flag (set by the signal handlers) is raised.
+pub fn stop_requested(stop: Option<&std::sync::atomic::AtomicBool>) -> bool {
+    stop.is_some_and(|s| s.load(std::sync::atomic::Ordering::Relaxed))
 }
 
 /// A failure with a class. Put one at the root of an `anyhow` chain; add context above it.
@@ -81,6 +96,9 @@ impl Error {
 /// The exit code for an error chain: that of the outermost typed [`Error`] in it, else
 /// [`ExitCode::Io`] for a bare `std::io::Error`, else [`ExitCode::Internal`].
 pub fn exit_code_of(err: &anyhow::Error) -> ExitCode {
+    if err.chain().any(|c| c.is::<Stopped>()) {
+        return ExitCode::Interrupted;
+    }
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<Error>() {
             return e.exit_code();

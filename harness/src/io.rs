@@ -53,6 +53,36 @@ pub fn crash_point(name: &str) {
     }
 }
 
+thread_local! {
+    static CONTAINED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the current thread is inside [`contain_panics`] (the binary's panic hook then lets
+/// the panic unwind to it instead of ending the process as a crambench bug).
+pub fn panics_contained() -> bool {
+    CONTAINED.with(|c| c.get())
+}
+
+/// Run `f`, a call into a third-party decoder that is known to panic on some malformed input
+/// (the `parquet` crate on corrupted pages), and turn a panic into bad input naming `what`
+/// (exit 2) instead of a crash. Only for code that touches no shared state of ours.
+pub fn contain_panics<T>(what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let was = CONTAINED.with(|c| c.replace(true));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    CONTAINED.with(|c| c.set(was));
+    match r {
+        Ok(r) => r,
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "(no message)".into());
+            Err(Error::input(what, format!("malformed file: the decoder failed ({msg})")).into())
+        }
+    }
+}
+
 /// Write `bytes` to a new temporary file next to `path` (permissions `mode` set before any byte
 /// is written, so a secret never exists with looser permissions) and fsync it.
 fn synced_temp<'a>(
@@ -130,16 +160,29 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<()> 
 /// published, no old one is replaced. (The renames that follow need no space and do not fail
 /// on a full disk.) `files`: (target, bytes, mode).
 pub fn write_all_atomic(files: &[(&Path, &[u8], Option<u32>)]) -> Result<()> {
-    let mut staged = Vec::with_capacity(files.len());
-    for (path, bytes, mode) in files {
-        let (tmp, dir) = synced_temp(path, bytes, *mode)?;
-        staged.push((tmp, *path, dir));
-    }
-    for (tmp, path, dir) in staged {
+    for (tmp, path, dir) in stage_all(files)? {
+        crash_point(&format!(
+            "write:{}",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        ));
         tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
         sync_dir(dir);
     }
     Ok(())
+}
+
+/// Every file of a group written to its synced temporary file (nothing renamed yet).
+#[allow(clippy::type_complexity)]
+fn stage_all<'a>(
+    files: &[(&'a Path, &[u8], Option<u32>)],
+) -> Result<Vec<(tempfile::NamedTempFile, &'a Path, &'a Path)>> {
+    files
+        .iter()
+        .map(|(path, bytes, mode)| {
+            let (tmp, dir) = synced_temp(path, bytes, *mode)?;
+            Ok((tmp, *path, dir))
+        })
+        .collect()
 }
 
 /// [`write_all_atomic`] for new files: refuses (before writing anything) if any target exists,
@@ -154,12 +197,7 @@ pub fn write_all_new_atomic(files: &[(&Path, &[u8], Option<u32>)]) -> Result<()>
     if let Some((path, _, _)) = files.iter().find(|(p, _, _)| p.exists()) {
         return Err(exists(path));
     }
-    let mut staged = Vec::with_capacity(files.len());
-    for (path, bytes, mode) in files {
-        let (tmp, dir) = synced_temp(path, bytes, *mode)?;
-        staged.push((tmp, *path, dir));
-    }
-    for (tmp, path, dir) in staged {
+    for (tmp, path, dir) in stage_all(files)? {
         tmp.persist_noclobber(path).map_err(|e| {
             if e.error.kind() == std::io::ErrorKind::AlreadyExists {
                 exists(path)
@@ -346,24 +384,27 @@ impl Lock {
             .truncate(false)
             .open(path)
             .map_err(|e| Error::io(path, e))?;
-        match f.try_lock() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let holder = std::fs::read_to_string(path).unwrap_or_default();
-                let holder = holder.trim();
-                return Err(Error::Refused(format!(
-                    "{what} is in use by another crambench process ({}); wait for it to finish \
-                     or stop it (lock {})",
-                    if holder.is_empty() {
-                        "holder unknown"
-                    } else {
-                        holder
-                    },
-                    path.display()
-                ))
-                .into());
+        // flock(2), not File::try_lock: the crate's MSRV predates it.
+        use std::os::unix::io::AsRawFd;
+        // SAFETY: flock on a file descriptor this function owns.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
+                return Err(Error::io(path, e).into());
             }
-            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io(path, e).into()),
+            let holder = std::fs::read_to_string(path).unwrap_or_default();
+            let holder = holder.trim();
+            return Err(Error::Refused(format!(
+                "{what} is in use by another crambench process ({}); wait for it to finish \
+                 or stop it (lock {})",
+                if holder.is_empty() {
+                    "holder unknown"
+                } else {
+                    holder
+                },
+                path.display()
+            ))
+            .into());
         }
         use std::io::Seek;
         let info = format!(

@@ -150,6 +150,11 @@ fn read_table(path: &Path) -> Result<toml::Table> {
     let bytes = crate::io::read_limited(path, RECIPE_LIMIT)?;
     let text = std::str::from_utf8(&bytes)
         .map_err(|e| Error::input(path.display(), format!("not UTF-8: {e}")))?;
+    parse_toml(text, &path.display().to_string())
+}
+
+/// Parse TOML text into a table; a syntax error names `name` (the file) and the line.
+pub fn parse_toml(text: &str, name: &str) -> Result<toml::Table> {
     text.parse::<toml::Table>().map_err(|e| {
         let msg = match e.span() {
             Some(span) => {
@@ -158,7 +163,7 @@ fn read_table(path: &Path) -> Result<toml::Table> {
             }
             None => e.message().to_string(),
         };
-        Error::input(path.display(), msg).into()
+        Error::input(name, msg).into()
     })
 }
 

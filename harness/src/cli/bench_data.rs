@@ -94,8 +94,9 @@ pub fn run(
     let blocks = dir.path().join("blocks.bin");
     let ours = || -> Result<(f64, u64, u64)> {
         let t = Instant::now();
-        let p = pool
-            .install(|| prepare::tokenize_and_pack(&cfg, &sources, &tok, None, &blocks, false))?;
+        let p = pool.install(|| {
+            prepare::tokenize_and_pack(&cfg, &sources, &tok, None, &blocks, false, None)
+        })?;
         Ok((
             t.elapsed().as_secs_f64(),
             p.counts.tokens,

@@ -154,6 +154,9 @@ fn pin(a: PinArgs) -> Result<ExitCode> {
 }
 
 fn run_glue(a: RunArgs) -> Result<ExitCode> {
+    // The first SIGINT/SIGTERM stops at the next fine-tuning step; completed trials stay in
+    // --out and a rerun into it continues (exit 130 meanwhile).
+    let stop = super::stop_on_signals()?;
     use crambench::glue::config::GlueConfig;
     use crambench::glue::finetune;
     let mut cfg = match &a.recipe {
@@ -187,6 +190,7 @@ fn run_glue(a: RunArgs) -> Result<ExitCode> {
             master_seed: master,
             device,
             progress: true,
+            stop: Some(stop.as_ref()),
         },
     )?;
     if a.json {

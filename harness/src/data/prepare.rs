@@ -55,6 +55,10 @@ pub struct PrepareOptions {
     pub threads: Option<usize>,
     /// Progress bars on stderr.
     pub progress: bool,
+    /// Set by the signal handlers: preparation stops at its next batch or shard with
+    /// [`crate::error::Stopped`] (the unfinished build directory is removed by the next
+    /// preparation of the dataset).
+    pub stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl PrepareOptions {
@@ -72,6 +76,7 @@ impl PrepareOptions {
             hub_root: None,
             threads,
             progress,
+            stop: None,
         }
     }
 }
@@ -209,14 +214,21 @@ pub fn prepare(cfg: &DataConfig, what: &str, opts: &PrepareOptions) -> Result<Pr
     let (sources, tok_src) = resolve_sources(cfg, opts)?;
     let (name, processing_sha256) = dataset_name(cfg, &sources, tok_src.as_ref())?;
     let dir = opts.out_root.join(&name);
-    if dir.join(super::reader::MANIFEST_FILE).is_file() {
+    // A dataset with this content key that is complete is reused (opened, so verified).
+    let reuse = |dir: PathBuf| -> Result<Option<Prepared>> {
+        if !dir.join(super::reader::MANIFEST_FILE).is_file() {
+            return Ok(None);
+        }
         let dataset =
             PackedDataset::open(&dir).with_context(|| format!("reusing {}", dir.display()))?;
-        return Ok(Prepared {
+        Ok(Some(Prepared {
             dir,
             reused: true,
             dataset,
-        });
+        }))
+    };
+    if let Some(p) = reuse(dir.clone())? {
+        return Ok(p);
     }
     std::fs::create_dir_all(&opts.out_root).map_err(|e| Error::io(&opts.out_root, e))?;
     // One builder of this dataset at a time; under the lock, what a killed builder left
@@ -225,15 +237,9 @@ pub fn prepare(cfg: &DataConfig, what: &str, opts: &PrepareOptions) -> Result<Pr
         &opts.out_root.join(format!(".{name}.lock")),
         &format!("dataset {name} in {}", opts.out_root.display()),
     )?;
-    if dir.join(super::reader::MANIFEST_FILE).is_file() {
-        // Built by the process that held the lock before us.
-        let dataset =
-            PackedDataset::open(&dir).with_context(|| format!("reusing {}", dir.display()))?;
-        return Ok(Prepared {
-            dir,
-            reused: true,
-            dataset,
-        });
+    // Built by the process that held the lock before us?
+    if let Some(p) = reuse(dir.clone())? {
+        return Ok(p);
     }
     let prefix = format!(".build-{name}-");
     for e in std::fs::read_dir(&opts.out_root)
@@ -447,7 +453,15 @@ fn build_dataset(
         counts: c2,
         read: pass1,
         periods,
-    } = tokenize_and_pack(cfg, sources, &tok, remap, &unordered_path, opts.progress)?;
+    } = tokenize_and_pack(
+        cfg,
+        sources,
+        &tok,
+        remap,
+        &unordered_path,
+        opts.progress,
+        opts.stop.as_deref(),
+    )?;
     let packed = periods.len() as u64;
     let mut counts = pass1;
     counts.trash_removed = c2.trash_removed;
@@ -488,6 +502,9 @@ fn build_dataset(
         .collect::<Vec<_>>()
         .par_iter()
         .map(|(k, idx)| {
+            if crate::error::stop_requested(opts.stop.as_deref()) {
+                return Err(crate::error::Stopped.into());
+            }
             let fname = format!("shard-{k:05}.bin");
             let path = dir.join(&fname);
             let f = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
@@ -614,6 +631,7 @@ pub fn tokenize_and_pack(
     remap: Option<[u32; 7]>,
     unordered_path: &Path,
     progress: bool,
+    stop: Option<&std::sync::atomic::AtomicBool>,
 ) -> Result<Packed> {
     let total = source_bytes(sources);
     let vocab = tok.get_vocab_size(true) as u64;
@@ -676,6 +694,9 @@ pub fn tokenize_and_pack(
         });
         let consume = (|| -> Result<()> {
             for batch in rx.iter() {
+                if crate::error::stop_requested(stop) {
+                    return Err(crate::error::Stopped.into());
+                }
                 let encoded: Vec<Result<Encoded>> = batch
                     .par_iter()
                     .map_init(EncoderCache::default, |cache, e| match e {

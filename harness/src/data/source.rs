@@ -790,6 +790,18 @@ fn read_parquet(
     ctx: &mut Ctx,
     sink: &mut dyn FnMut(Entry) -> Result<()>,
 ) -> Result<()> {
+    // The parquet crate panics on some corrupted pages: that is bad input, not a crash.
+    crate::io::contain_panics(name, || read_parquet_rows(name, f, column, ids, ctx, sink))
+}
+
+fn read_parquet_rows(
+    name: &str,
+    f: std::fs::File,
+    column: &str,
+    ids: bool,
+    ctx: &mut Ctx,
+    sink: &mut dyn FnMut(Entry) -> Result<()>,
+) -> Result<()> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     use parquet::record::Field;
     let reader = SerializedFileReader::new(f)

@@ -601,7 +601,7 @@ fn glue_checks(
     let mut work = Vec::new();
     for set in &sets {
         let eval = tasks::eval_set(set).ok();
-        let sb = load_side(b, &ab, set, eval.as_ref())?;
+        let sb = load_side(b, ab, set, eval.as_ref())?;
         let mut metrics: Vec<String> = terms
             .iter()
             .flatten()
@@ -622,7 +622,7 @@ fn glue_checks(
             }
             continue;
         }
-        let sc = load_side(c, &ac, set, eval.as_ref())?;
+        let sc = load_side(c, ac, set, eval.as_ref())?;
         let paired = match (&sb.rows, &sc.rows, eval) {
             (Ok(rb), Ok(rc), Some(e)) => bootstrap::Paired::new(e, rb, rc),
             (Err(why), _, _) => Err(format!("baseline: {why}")),

@@ -130,16 +130,7 @@ impl Thresholds {
 
 /// Parse TOML text into a table; syntax errors name the file and line.
 fn toml_table(text: &str, name: &str) -> Result<toml::Table> {
-    text.parse::<toml::Table>().map_err(|e| {
-        let msg = match e.span() {
-            Some(span) => {
-                let line = text[..span.start].matches('\n').count() + 1;
-                format!("line {line}: {}", e.message())
-            }
-            None => e.message().to_string(),
-        };
-        Error::input(name, msg).into()
-    })
+    crate::recipe::parse_toml(text, name)
 }
 
 #[cfg(test)]

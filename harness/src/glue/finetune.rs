@@ -32,7 +32,7 @@ use crate::provenance::hash::hash_file;
 use crate::provenance::seeds;
 use crate::train::amp::{Amp, LossScaler, Precision};
 use anyhow::{Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -324,7 +324,7 @@ pub fn lr_factor(schedule: Schedule, s: u64, warmup: u64, total: u64) -> f64 {
 }
 
 /// One trial's result for one evaluation set.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrialRecord {
     pub trial: u32,
     pub seed: u64,
@@ -430,6 +430,46 @@ pub struct RunOptions<'a> {
     pub device: Device,
     /// Progress lines on stderr.
     pub progress: bool,
+    /// Set by the signal handlers: the trial in progress stops at its next step and `run`
+    /// returns [`crate::error::Stopped`]; completed trials stay in `out` and a later `run` into
+    /// the same `out` reuses them.
+    pub stop: Option<&'a std::sync::atomic::AtomicBool>,
+}
+
+/// A completed trial as kept in `out/trials/` so that a stopped run can continue: the records
+/// of every evaluation set of the trial, and what they were computed from.
+#[derive(Debug, Serialize, Deserialize)]
+struct KeptTrial {
+    /// sha256 of the checkpoint's weights.
+    checkpoint_sha256: String,
+    /// sha256 of the fine-tuning configuration (canonical JSON).
+    config_sha256: String,
+    records: Vec<(String, TrialRecord)>,
+}
+
+fn kept_trial_path(out: &Path, task: Task, trial: u32) -> std::path::PathBuf {
+    out.join("trials")
+        .join(format!("{}-{trial}.json", task.id()))
+}
+
+/// A kept trial that belongs to this checkpoint and configuration and whose predictions files
+/// are intact; `None` otherwise (the trial is run again).
+fn load_kept_trial(out: &Path, task: Task, trial: u32, ck: &str, cfg: &str) -> Option<KeptTrial> {
+    let p = kept_trial_path(out, task, trial);
+    let k: KeptTrial = serde_json::from_slice(&crate::io::read_limited(&p, 16 << 20).ok()?).ok()?;
+    if k.checkpoint_sha256 != ck || k.config_sha256 != cfg || k.records.is_empty() {
+        return None;
+    }
+    for (_, r) in &k.records {
+        if !r.predictions.split('/').all(crate::ident::is_valid) {
+            return None;
+        }
+        let d = crate::provenance::hash::hash_file(&out.join(&r.predictions), &|_| {}).ok()?;
+        if d.sha256 != r.predictions_sha256 {
+            return None;
+        }
+    }
+    Some(k)
 }
 
 /// Run the protocol on every task and write results and predictions under `opts.out`.
@@ -452,6 +492,16 @@ pub fn run(cfg: &GlueConfig, opts: &RunOptions) -> Result<GlueResults> {
         .into());
     }
     std::fs::create_dir_all(opts.out).map_err(|e| Error::io(opts.out, e))?;
+    // What a kept trial must match to be reused.
+    let ck_sha = ck
+        .files
+        .iter()
+        .find(|f| f.path == "model.safetensors")
+        .map(|f| f.sha256.clone())
+        .unwrap_or_default();
+    let cfg_sha = crate::provenance::hash::sha256_hex(&crate::manifest::jcs::to_vec(
+        &serde_json::to_value(cfg)?,
+    )?);
     let mut results = BTreeMap::new();
     let mut data_info = BTreeMap::new();
     let mut warmups = WarmupPlan::default();
@@ -506,6 +556,29 @@ pub fn run(cfg: &GlueConfig, opts: &RunOptions) -> Result<GlueResults> {
             .map(|(s, ex)| Ok((*s, encode(&ck.tokenizer, ex, max_len)?)))
             .collect::<Result<_>>()?;
         for trial in 0..cfg.trials {
+            if let Some(k) = load_kept_trial(opts.out, task, trial, &ck_sha, &cfg_sha) {
+                if opts.progress {
+                    eprintln!(
+                        "glue {} trial {trial}: kept from the stopped run",
+                        task.id()
+                    );
+                }
+                for (set, r) in k.records {
+                    results
+                        .entry(set)
+                        .or_insert_with(|| SetResult {
+                            metrics: Metrics::new(),
+                            trials: Vec::new(),
+                        })
+                        .trials
+                        .push(r);
+                }
+                continue;
+            }
+            if crate::error::stop_requested(opts.stop) {
+                return Err(crate::error::Stopped.into());
+            }
+            let mut kept = Vec::new();
             let label = format!("finetune/{}/{trial}", task.id());
             let seed = seeds::derive(opts.master_seed, &label);
             let t = TrialSetup {
@@ -517,6 +590,7 @@ pub fn run(cfg: &GlueConfig, opts: &RunOptions) -> Result<GlueResults> {
                 max_len,
                 amp,
                 device: opts.device,
+                stop: opts.stop,
             };
             let out = run_trial(ck, &t, &train, &dev, &mut ignored)?;
             for (set, preds, eval_s) in out.evals {
@@ -553,7 +627,7 @@ pub fn run(cfg: &GlueConfig, opts: &RunOptions) -> Result<GlueResults> {
                         metrics: Metrics::new(),
                         trials: Vec::new(),
                     });
-                entry.trials.push(TrialRecord {
+                let record = TrialRecord {
                     trial,
                     seed,
                     metrics,
@@ -569,8 +643,21 @@ pub fn run(cfg: &GlueConfig, opts: &RunOptions) -> Result<GlueResults> {
                         / out.finetune_s.max(1e-9),
                     eval_examples_per_second: preds.len() as f64 / eval_s.max(1e-9),
                     dev_examples: preds.len(),
-                });
+                };
+                kept.push((set.id.to_string(), record.clone()));
+                entry.trials.push(record);
             }
+            // The trial is complete: keep it, so a stopped run continues after it.
+            let kp = kept_trial_path(opts.out, task, trial);
+            if let Some(parent) = kp.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+            }
+            let k = KeptTrial {
+                checkpoint_sha256: ck_sha.clone(),
+                config_sha256: cfg_sha.clone(),
+                records: kept,
+            };
+            crate::io::write_atomic(&kp, &serde_json::to_vec_pretty(&k)?, None)?;
         }
     }
     for r in results.values_mut() {
@@ -639,6 +726,7 @@ struct TrialSetup<'a> {
     max_len: usize,
     amp: Amp,
     device: Device,
+    stop: Option<&'a std::sync::atomic::AtomicBool>,
 }
 
 struct TrialOut {
@@ -691,6 +779,9 @@ fn run_trial(
         let mut loss_sum = 0.0;
         let mut n = 0usize;
         for chunk in order.chunks_exact(cfg.batch_size) {
+            if crate::error::stop_requested(t.stop) {
+                return Err(crate::error::Stopped.into());
+            }
             let batch: Vec<&Encoded> = chunk.iter().map(|&i| &train[i]).collect();
             let (ids, mask) = collate(&batch, t.max_len, t.device);
             let logits = t

@@ -83,7 +83,10 @@ fn text_columns(task: Task) -> &'static [(&'static str, Option<&'static str>)] {
 pub fn read_files(task: Task, files: &[PathBuf], kind: SplitKind) -> Result<Loaded> {
     let mut out = Loaded::default();
     for f in files {
-        read_one(task, f, kind, &mut out)?;
+        // The parquet crate panics on some corrupted pages: that is bad input, not a crash.
+        crate::io::contain_panics(&f.display().to_string(), || {
+            read_one(task, f, kind, &mut out)
+        })?;
     }
     Ok(out)
 }
@@ -132,8 +135,10 @@ fn read_one(task: Task, path: &Path, kind: SplitKind, out: &mut Loaded) -> Resul
                 b = str_of(field);
             } else if col == "label" {
                 label = match (task.is_regression(), field) {
-                    (true, Field::Float(v)) => Some(Target::Score(*v as f64)),
-                    (true, Field::Double(v)) => Some(Target::Score(*v)),
+                    (true, Field::Float(v)) => Some(Target::Score(*v as f64))
+                        .filter(|t| crate::glue::tasks::gold_in_range(task, t)),
+                    (true, Field::Double(v)) => Some(Target::Score(*v))
+                        .filter(|t| crate::glue::tasks::gold_in_range(task, t)),
                     (false, Field::Long(v)) => task.label_from_index(*v),
                     (false, Field::Int(v)) => task.label_from_index(*v as i64),
                     (false, Field::Short(v)) => task.label_from_index(*v as i64),

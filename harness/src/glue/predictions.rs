@@ -117,6 +117,7 @@ pub fn read(set: &EvalSet, path: &Path) -> Result<Vec<Row>> {
             None | Some("") => None,
             Some(g) => Some(
                 parse_target(set, g)
+                    .filter(|t| tasks::gold_in_range(set.task, t))
                     .ok_or_else(|| Error::input(&at, format!("`{g}` is not a {} label", set.id)))?,
             ),
         };

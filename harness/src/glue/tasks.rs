@@ -116,6 +116,18 @@ impl EvalSet {
     }
 }
 
+/// STS-B gold similarity scores lie in [0, 5] (GLUE's definition); predictions may fall outside.
+pub const STSB_RANGE: (f64, f64) = (0.0, 5.0);
+
+/// Whether a gold label is one the task can have (class labels are checked when parsed; an
+/// STS-B score must lie in [`STSB_RANGE`]).
+pub fn gold_in_range(task: Task, t: &Target) -> bool {
+    match (task, t) {
+        (Task::Stsb, Target::Score(v)) => (STSB_RANGE.0..=STSB_RANGE.1).contains(v),
+        _ => true,
+    }
+}
+
 /// Every evaluation set id, for messages that list the valid ones.
 pub fn eval_set_ids() -> Vec<&'static str> {
     Task::ALL_GLUE
@@ -295,7 +307,7 @@ impl Task {
             Task::Stsb => s
                 .parse::<f64>()
                 .ok()
-                .filter(|v| v.is_finite())
+                .filter(|v| (STSB_RANGE.0..=STSB_RANGE.1).contains(v))
                 .map(Target::Score),
             Task::Mnli | Task::Qnli | Task::Rte => self
                 .labels()

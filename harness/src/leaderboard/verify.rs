@@ -312,7 +312,7 @@ fn check(
     artifacts(record, opts, gold, r);
 }
 
-/// 5. The entry's artifacts ([`audit::audit`]): bundle files, subjects inside the entry,
+/// Step 5, the entry's artifacts ([`audit::audit`]): bundle files, subjects inside the entry,
 /// predictions (digests, re-scores, medians) and the aggregate. Everything not verified that an
 /// entry must have becomes a reason; a subject an entry does not carry (the checkpoint, the
 /// dataset) is not required.

@@ -126,6 +126,34 @@ pub fn resolve_recipe(recipe: &Recipe, budget: Option<&str>) -> Result<Value> {
             origin.as_str(),
         )),
     )?;
+    // The recipe says arch.vocab_size = data.vocab_size and train.seq_len = data.seq_len:
+    // a recipe that disagrees with itself is refused, never silently corrected.
+    let (arch, train, _) = crate::train::run::resolved(recipe, budget, None)?;
+    for (field, recipe_value, data_field, data_value) in [
+        (
+            "arch.vocab_size",
+            arch.vocab_size,
+            "data.vocab_size",
+            data_cfg.vocab_size as i64,
+        ),
+        (
+            "train.seq_len",
+            train.seq_len as i64,
+            "data.seq_len",
+            data_cfg.seq_len as i64,
+        ),
+    ] {
+        if recipe_value != data_value {
+            return Err(Error::input(
+                format!("{}: {field}", recipe.path.display()),
+                format!(
+                    "is {recipe_value}, but {data_field} is {data_value}: they must be equal (the \
+                     model reads the data's tokens); set {field} = {data_value} in the recipe"
+                ),
+            )
+            .into());
+        }
+    }
     let glue = GlueConfig::from_recipe(recipe)?;
     let description = recipe
         .table
@@ -517,16 +545,23 @@ impl Ctx<'_> {
 
     fn stage_data(&mut self) -> Result<StageResult> {
         let cfg: DataConfig = self.recipe.section("data")?;
-        let p = data::prepare(
-            &cfg,
-            &self.opts.recipe.display().to_string(),
-            &data::prepare::PrepareOptions::for_recipe(
-                &self.opts.recipe,
-                self.opts.data_root.clone(),
-                self.opts.threads,
-                self.opts.progress,
-            ),
-        )?;
+        let mut popts = data::prepare::PrepareOptions::for_recipe(
+            &self.opts.recipe,
+            self.opts.data_root.clone(),
+            self.opts.threads,
+            self.opts.progress,
+        );
+        popts.stop = Some(self.opts.stop.clone());
+        let p = match data::prepare(&cfg, &self.opts.recipe.display().to_string(), &popts) {
+            Err(e) if e.is::<crate::error::Stopped>() => {
+                return Ok(StageResult::Stopped {
+                    detail: "stopped by a signal during data preparation; rerun the same \
+                             command to continue"
+                        .into(),
+                })
+            }
+            r => r?,
+        };
         let dir = std::fs::canonicalize(&p.dir).map_err(|e| Error::io(&p.dir, e))?;
         let manifest_file = dir.join(data::reader::MANIFEST_FILE);
         Ok(StageResult::Done {
@@ -657,11 +692,10 @@ impl Ctx<'_> {
         }
         let ckpt_dir = self.dir.join(rel);
         let ck = finetune::Checkpoint::load(&ckpt_dir)?;
+        // An earlier invocation that stopped (a signal, a crash) left its completed trials in
+        // glue.partial/trials/: they are reused when they belong to this checkpoint and
+        // configuration and their predictions are intact; every other trial runs again.
         let partial = self.dir.join("glue.partial");
-        if partial.exists() {
-            // An earlier invocation stopped mid-way; its files are incomplete by definition.
-            std::fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
-        }
         std::fs::create_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
         let res = finetune::run(
             &cfg,
@@ -673,8 +707,19 @@ impl Ctx<'_> {
                 master_seed: self.st.master_seed,
                 device: self.opts.device,
                 progress: self.opts.progress,
+                stop: Some(self.opts.stop.as_ref()),
             },
-        )?;
+        );
+        let res = match res {
+            Err(e) if e.is::<crate::error::Stopped>() => {
+                return Ok(StageResult::Stopped {
+                    detail: "stopped by a signal; completed trials are kept in glue.partial/; \
+                             rerun the same command to continue"
+                        .into(),
+                })
+            }
+            r => r?,
+        };
         let value = res.manifest_value()?;
         let final_dir = self.dir.join(crate::record::GLUE_DIR);
         if final_dir.exists() {

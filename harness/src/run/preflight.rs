@@ -220,12 +220,16 @@ pub fn check(recipe: &Recipe, opts: &super::RunOptions) -> Result<Preflight> {
 
     let glue = GlueConfig::from_recipe(recipe)?;
     let tasks = glue_tasks(recipe, &glue)?;
+    let field = format!("{}: glue.tasks", recipe.path.display());
+    if tasks.iter().any(|t| t.is_glue()) && tasks.iter().any(|t| !t.is_glue()) {
+        return Err(Error::input(
+            &field,
+            "demo tasks and GLUE tasks cannot be mixed in one run",
+        )
+        .into());
+    }
+    check_glue_data(&tasks, opts.glue_data.as_deref(), &field)?;
     check_aggregate_sets(recipe, &glue, &tasks)?;
-    check_glue_data(
-        &tasks,
-        opts.glue_data.as_deref(),
-        &format!("{}: glue.tasks", recipe.path.display()),
-    )?;
     check_device(opts.device)?;
 
     match &opts.key {

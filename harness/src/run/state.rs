@@ -114,6 +114,17 @@ impl RunState {
             .into());
         }
         crate::ident::check(format!("{}: recipe_name", path.display()), &st.recipe_name)?;
+        if let Some(unknown) = st.stages.keys().find(|k| !STAGES.contains(&k.as_str())) {
+            return Err(Error::input(
+                format!("{}: stages.{unknown}", path.display()),
+                format!(
+                    "not a stage of crambench run ({}); the run directory is damaged or from \
+                     another version",
+                    STAGES.join(", ")
+                ),
+            )
+            .into());
+        }
         Ok(Some(st))
     }
 
