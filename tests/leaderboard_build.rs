@@ -649,7 +649,26 @@ fn paths_through_links_out_of_the_entry_are_refused_without_an_oracle() {
     std::fs::create_dir_all(&outside).unwrap();
     std::fs::write(outside.join("secret"), b"the secret").unwrap();
     let secret_sha = crambench::provenance::hash::sha256_hex(b"the secret");
-    let e = b.entry("linked", &FakeRun::default(), &b.trusted, |_| {});
+    // A signed subject in the dataset cache, and an unsigned run.json that says the cache is
+    // the directory outside: the leaderboard must not look there.
+    let e = b.entry("linked", &FakeRun::default(), &b.trusted, |st| {
+        st["subject"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "name": "dataset/outside/secret",
+                "digest": {"sha256": "00".repeat(32)},
+                "annotations": {"role": "dataset"}
+            }));
+    });
+    std::fs::write(
+        e.join("run.json"),
+        serde_json::to_vec(&serde_json::json!({
+            "stages": {"data": {"info": {"dir": outside.display().to_string()}}}
+        }))
+        .unwrap(),
+    )
+    .unwrap();
     std::os::unix::fs::symlink(&outside, e.join("lnk")).unwrap();
     let index = e.join("bundle.json");
     let mut v: Value = serde_json::from_slice(&std::fs::read(&index).unwrap()).unwrap();

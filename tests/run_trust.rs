@@ -376,6 +376,29 @@ fn preflight_fails_in_seconds_before_any_stage() {
             .replace("name = \"name-not-a-string\"", "name = 5"),
     )
     .unwrap();
+    // --device cuda on a machine without CUDA: found before any stage, not after pretraining.
+    if !tch::Cuda::is_available() {
+        let ok = recipe_with(w, "ok", "tasks = [\"demo\"]");
+        let t = Instant::now();
+        let out = cmd(w, &cfg)
+            .args([
+                "run",
+                ok.to_str().unwrap(),
+                "--out",
+                "o",
+                "--data-dir",
+                "dc",
+                "--device",
+                "cuda",
+            ])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("CUDA is not available"), "{err}");
+        assert!(t.elapsed() < Duration::from_secs(20));
+        assert!(!w.join("o/ok/run.json").exists());
+    }
     for (recipe, needle) in &cases {
         let t = Instant::now();
         let out = cmd(w, &cfg)

@@ -104,8 +104,11 @@ pub enum GoldPolicy {
 /// What [`audit`] checks.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// Also check the materials (local files and embedded assets). Off where the manifest is
-    /// not the user's own (a leaderboard entry must not make crambench read files outside it).
+    /// The user's own run (`crambench verify`): also check the materials (local files and
+    /// embedded assets), and look for `dataset/…` subjects in the dataset directory the run's
+    /// `run.json` names. Off where the run is someone else's (a leaderboard entry, a bundle to
+    /// gate): nothing outside the entry is then read, so no entry can make crambench hash or
+    /// report on a file outside it.
     pub materials: bool,
     pub gold: GoldPolicy,
     /// GLUE data root with the dev files (TSV or Parquet layout), for trusted GLUE gold.
@@ -353,12 +356,15 @@ fn check_digest(path: &Path, want: &Value) -> (Status, String) {
 
 /// Where a subject named `name` lives: inside the run's root, or — for `dataset/<name>/<file>`
 /// subjects, which live in the dataset cache — inside the dataset directory `run.json` records.
-fn locate_subject(record: &RunRecord, name: &str) -> Result<Option<PathBuf>, String> {
+fn locate_subject(record: &RunRecord, name: &str, local: bool) -> Result<Option<PathBuf>, String> {
     let Some(root) = &record.root else {
         return Ok(None);
     };
     if let Some(p) = resolve_inside(root, name)? {
         return Ok(Some(p));
+    }
+    if !local {
+        return Ok(None);
     }
     if let Some(rest) = name.strip_prefix("dataset/") {
         if let Some((ds, file)) = rest.split_once('/') {
@@ -384,7 +390,7 @@ fn dataset_dir(root: &Path) -> Option<PathBuf> {
 /// Check everything `record` vouches for that can be found (see the module doc).
 pub fn audit(record: &RunRecord, opts: &Options, gold: &mut GoldCache) -> Audit {
     let mut a = Audit::default();
-    subjects(record, &mut a);
+    subjects(record, opts.materials, &mut a);
     if opts.materials {
         materials(record, &mut a);
     }
@@ -397,11 +403,11 @@ pub fn audit(record: &RunRecord, opts: &Options, gold: &mut GoldCache) -> Audit 
     a
 }
 
-fn subjects(record: &RunRecord, a: &mut Audit) {
+fn subjects(record: &RunRecord, local: bool, a: &mut Audit) {
     for s in record.statement["subject"].as_array().into_iter().flatten() {
         let name = s["name"].as_str().unwrap_or("");
         let role = s["annotations"]["role"].as_str();
-        match locate_subject(record, name) {
+        match locate_subject(record, name, local) {
             Err(e) => a.push(Kind::Subject, name, role, Status::Unsafe, e),
             Ok(None) => a.push(
                 Kind::Subject,

@@ -407,10 +407,14 @@ impl Lock {
             .into());
         }
         use std::io::Seek;
+        let fmt =
+            time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
         let info = format!(
             "pid {}, started {}\n",
             std::process::id(),
-            crate::manifest::statement::now_rfc3339()
+            time::OffsetDateTime::now_utc()
+                .format(&fmt)
+                .unwrap_or_default()
         );
         f.set_len(0)
             .and_then(|_| f.seek(std::io::SeekFrom::Start(0)))

@@ -55,8 +55,16 @@ pub struct BundleFile {
 /// Read a bundle's index (`bundle.json`), when the entry has one.
 pub fn read_index(entry: &Path) -> Result<Option<Vec<BundleFile>>> {
     let p = entry.join(BUNDLE_INDEX);
-    if !p.is_file() {
-        return Ok(None);
+    match p.symlink_metadata() {
+        Err(_) => return Ok(None),
+        Ok(m) if !m.file_type().is_file() => {
+            return Err(Error::input(
+                p.display(),
+                "not a regular file (a symbolic link is not followed)",
+            )
+            .into())
+        }
+        Ok(_) => {}
     }
     let bytes = crate::io::read_limited(&p, 64 << 20)?;
     let v: Value = serde_json::from_slice(&bytes)
@@ -95,12 +103,15 @@ impl RunRecord {
     /// Open a run directory, bundle, envelope or statement file. The statement must be valid
     /// against the published schema (errors name the file and the JSON path).
     pub fn open(path: &Path) -> Result<Self> {
+        // Inside a directory, the manifest files are regular files (a symbolic link is not
+        // followed out of a run or an entry).
+        let regular = |p: &Path| p.symlink_metadata().is_ok_and(|m| m.file_type().is_file());
         let (file, root) = if path.is_dir() {
             let env = path.join(ENVELOPE_FILE);
             let st = path.join(STATEMENT_FILE);
-            let f = if env.is_file() {
+            let f = if regular(&env) {
                 env
-            } else if st.is_file() {
+            } else if regular(&st) {
                 st
             } else {
                 return Err(Error::input(

@@ -752,8 +752,10 @@ pub fn tokenize_and_pack(
         let read = producer
             .join()
             .map_err(|_| anyhow::anyhow!("reader thread panicked"))?;
-        let read = read?;
+        // The consumer's error first: when it stops (a signal, bad input) the reader's next
+        // send fails only because the channel closed.
         consume?;
+        let read = read?;
         Ok(read)
     })?;
     pb.finish_and_clear();

@@ -790,22 +790,15 @@ fn read_parquet(
     ctx: &mut Ctx,
     sink: &mut dyn FnMut(Entry) -> Result<()>,
 ) -> Result<()> {
-    // The parquet crate panics on some corrupted pages: that is bad input, not a crash.
-    crate::io::contain_panics(name, || read_parquet_rows(name, f, column, ids, ctx, sink))
-}
-
-fn read_parquet_rows(
-    name: &str,
-    f: std::fs::File,
-    column: &str,
-    ids: bool,
-    ctx: &mut Ctx,
-    sink: &mut dyn FnMut(Entry) -> Result<()>,
-) -> Result<()> {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     use parquet::record::Field;
-    let reader = SerializedFileReader::new(f)
-        .map_err(|e| Error::input(name, format!("not a readable Parquet file: {e}")))?;
+    // The parquet crate panics on some corrupted pages: every call into its decoder (and only
+    // those: never our own code below) is contained, so that is bad input, not a crash.
+    use crate::io::contain_panics as decode;
+    let reader = decode(name, || {
+        SerializedFileReader::new(f)
+            .map_err(|e| Error::input(name, format!("not a readable Parquet file: {e}")).into())
+    })?;
     let schema = reader.metadata().file_metadata().schema();
     let Some(col) = schema
         .get_fields()
@@ -824,11 +817,13 @@ fn read_parquet_rows(
         .with_fields(vec![col])
         .build()
         .map_err(|e| Error::input(name, format!("{e}")))?;
-    let iter = reader
-        .get_row_iter(Some(projection))
-        .map_err(|e| Error::input(name, format!("reading rows: {e}")))?;
+    let mut iter = decode(name, || {
+        reader
+            .get_row_iter(Some(projection))
+            .map_err(|e| Error::input(name, format!("reading rows: {e}")).into())
+    })?;
     let mut n = 0u64;
-    for row in iter {
+    while let Some(row) = decode(name, || Ok(iter.next()))? {
         n += 1;
         let at = || format!("{name}: row {n}");
         let row = row.map_err(|e| Error::input(at(), format!("corrupt Parquet data: {e}")))?;

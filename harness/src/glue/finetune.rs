@@ -440,11 +440,28 @@ pub struct RunOptions<'a> {
 /// of every evaluation set of the trial, and what they were computed from.
 #[derive(Debug, Serialize, Deserialize)]
 struct KeptTrial {
-    /// sha256 of the checkpoint's weights.
+    /// sha256 over the checkpoint's files (weights, architecture, tokenizer).
     checkpoint_sha256: String,
-    /// sha256 of the fine-tuning configuration (canonical JSON).
+    /// sha256 of the fine-tuning configuration.
     config_sha256: String,
+    /// sha256 over the task's data files (their paths and digests).
+    data_sha256: String,
     records: Vec<(String, TrialRecord)>,
+}
+
+/// What a kept trial must have been computed from to be reused.
+struct KeptKey<'a> {
+    checkpoint: &'a str,
+    config: &'a str,
+    data: &'a str,
+    /// The trial's seed, derived from the master seed.
+    seed: u64,
+}
+
+/// sha256 of a value's JSON (serde_json writes struct fields in declaration order and maps in
+/// key order, so equal values give equal bytes).
+fn json_sha256<T: Serialize + ?Sized>(v: &T) -> Result<String> {
+    Ok(crate::provenance::hash::sha256_hex(&serde_json::to_vec(v)?))
 }
 
 fn kept_trial_path(out: &Path, task: Task, trial: u32) -> std::path::PathBuf {
@@ -454,13 +471,20 @@ fn kept_trial_path(out: &Path, task: Task, trial: u32) -> std::path::PathBuf {
 
 /// A kept trial that belongs to this checkpoint and configuration and whose predictions files
 /// are intact; `None` otherwise (the trial is run again).
-fn load_kept_trial(out: &Path, task: Task, trial: u32, ck: &str, cfg: &str) -> Option<KeptTrial> {
+fn load_kept_trial(out: &Path, task: Task, trial: u32, key: &KeptKey) -> Option<KeptTrial> {
     let p = kept_trial_path(out, task, trial);
     let k: KeptTrial = serde_json::from_slice(&crate::io::read_limited(&p, 16 << 20).ok()?).ok()?;
-    if k.checkpoint_sha256 != ck || k.config_sha256 != cfg || k.records.is_empty() {
+    if k.checkpoint_sha256 != key.checkpoint
+        || k.config_sha256 != key.config
+        || k.data_sha256 != key.data
+        || k.records.is_empty()
+    {
         return None;
     }
     for (_, r) in &k.records {
+        if r.trial != trial || r.seed != key.seed {
+            return None;
+        }
         if !r.predictions.split('/').all(crate::ident::is_valid) {
             return None;
         }
@@ -493,15 +517,41 @@ pub fn run(cfg: &GlueConfig, opts: &RunOptions) -> Result<GlueResults> {
     }
     std::fs::create_dir_all(opts.out).map_err(|e| Error::io(opts.out, e))?;
     // What a kept trial must match to be reused.
-    let ck_sha = ck
-        .files
-        .iter()
-        .find(|f| f.path == "model.safetensors")
-        .map(|f| f.sha256.clone())
-        .unwrap_or_default();
-    let cfg_sha = crate::provenance::hash::sha256_hex(&crate::manifest::jcs::to_vec(
-        &serde_json::to_value(cfg)?,
-    )?);
+    let ck_sha = json_sha256(&ck.files)?;
+    let cfg_sha = json_sha256(cfg)?;
+    // Kept trials that will not be reused (another configuration or checkpoint, or a trial no
+    // longer asked for) are removed with their predictions, so that nothing a trial of this run
+    // does not name ends up in its signed predictions directory.
+    let mut keep_files: std::collections::BTreeSet<std::path::PathBuf> = Default::default();
+    for &task in &tasks {
+        for trial in 0..cfg.trials {
+            let p = kept_trial_path(opts.out, task, trial);
+            let Ok(b) = crate::io::read_limited(&p, 16 << 20) else {
+                continue;
+            };
+            if let Ok(k) = serde_json::from_slice::<KeptTrial>(&b) {
+                if k.checkpoint_sha256 == ck_sha && k.config_sha256 == cfg_sha {
+                    keep_files.insert(p);
+                    for (_, r) in &k.records {
+                        keep_files.insert(opts.out.join(&r.predictions));
+                    }
+                }
+            }
+        }
+    }
+    for sub in ["trials", "predictions"] {
+        let dir = opts.out.join(sub);
+        for f in crate::provenance::hash::hash_dir(&dir, &|_| {})
+            .map(|d| d.entries)
+            .unwrap_or_default()
+        {
+            let p = dir.join(&f.path);
+            if !keep_files.contains(&p) {
+                std::fs::remove_file(&p).map_err(|e| Error::io(&p, e))?;
+            }
+        }
+    }
+    let mut kept_seconds = 0.0;
     let mut results = BTreeMap::new();
     let mut data_info = BTreeMap::new();
     let mut warmups = WarmupPlan::default();
@@ -555,14 +605,22 @@ pub fn run(cfg: &GlueConfig, opts: &RunOptions) -> Result<GlueResults> {
             .iter()
             .map(|(s, ex)| Ok((*s, encode(&ck.tokenizer, ex, max_len)?)))
             .collect::<Result<_>>()?;
+        let data_sha = json_sha256(&data.files)?;
         for trial in 0..cfg.trials {
-            if let Some(k) = load_kept_trial(opts.out, task, trial, &ck_sha, &cfg_sha) {
+            let key = KeptKey {
+                checkpoint: &ck_sha,
+                config: &cfg_sha,
+                data: &data_sha,
+                seed: seeds::derive(opts.master_seed, &format!("finetune/{}/{trial}", task.id())),
+            };
+            if let Some(k) = load_kept_trial(opts.out, task, trial, &key) {
                 if opts.progress {
                     eprintln!(
                         "glue {} trial {trial}: kept from the stopped run",
                         task.id()
                     );
                 }
+                kept_seconds += k.records.first().map_or(0.0, |(_, r)| r.finetune_seconds);
                 for (set, r) in k.records {
                     results
                         .entry(set)
@@ -655,6 +713,7 @@ pub fn run(cfg: &GlueConfig, opts: &RunOptions) -> Result<GlueResults> {
             let k = KeptTrial {
                 checkpoint_sha256: ck_sha.clone(),
                 config_sha256: cfg_sha.clone(),
+                data_sha256: data_sha.clone(),
                 records: kept,
             };
             crate::io::write_atomic(&kp, &serde_json::to_vec_pretty(&k)?, None)?;
@@ -709,7 +768,8 @@ pub fn run(cfg: &GlueConfig, opts: &RunOptions) -> Result<GlueResults> {
         max_seq_len: max_len,
         head_dim: cfg.head_width(&ck.arch),
         key_padding_mask: cfg.masks_padding(&ck.arch),
-        total_finetune_seconds: started.elapsed().as_secs_f64(),
+        // Kept trials' fine-tuning counts as in an uninterrupted run.
+        total_finetune_seconds: started.elapsed().as_secs_f64() + kept_seconds,
     };
     let mut json = serde_json::to_vec_pretty(&res)?;
     json.push(b'\n');

@@ -158,6 +158,16 @@ pub fn score_against(
     source: &str,
 ) -> Result<Metrics> {
     let by_idx: BTreeMap<u64, &Row> = rows.iter().map(|r| (r.idx, r)).collect();
+    // Each gold example once: a duplicated idx would count one prediction twice and leave
+    // another unchecked.
+    let mut seen = std::collections::HashSet::with_capacity(gold.len());
+    if let Some(dup) = gold.iter().find(|e| !seen.insert(e.idx)) {
+        return Err(Error::input(
+            source,
+            format!("the gold examples have idx {} twice", dup.idx),
+        )
+        .into());
+    }
     let mut pred = Vec::with_capacity(gold.len());
     let mut g = Vec::with_capacity(gold.len());
     for ex in gold {
@@ -204,4 +214,33 @@ pub fn score_against(
         .into());
     }
     tasks::score(set, &pred, &g)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gold_with_a_duplicated_idx_is_refused() {
+        let set = tasks::eval_set("sst2").unwrap();
+        let ex = |idx: u64, label: usize| Example {
+            idx,
+            text_a: "x".into(),
+            text_b: None,
+            label: Some(Target::Class(label)),
+        };
+        let row = |idx: u64, p: usize| Row {
+            idx,
+            prediction: Target::Class(p),
+            gold: None,
+        };
+        // idx 0 twice in the gold: one prediction would be counted twice, idx 1's never.
+        let gold = [ex(0, 1), ex(0, 1)];
+        let rows = [row(0, 1), row(1, 0)];
+        let e = score_against(&set, &rows, &gold, "p.tsv").unwrap_err();
+        assert!(format!("{e:#}").contains("idx 0 twice"), "{e:#}");
+        let gold = [ex(0, 1), ex(1, 0)];
+        let m = score_against(&set, &rows, &gold, "p.tsv").unwrap();
+        assert_eq!(m["accuracy"], 1.0);
+    }
 }

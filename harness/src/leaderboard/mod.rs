@@ -59,8 +59,9 @@ pub fn expand_entries(args: &[PathBuf]) -> Result<Vec<PathBuf>> {
             .map_err(|e| Error::io(a, e))?
             .filter_map(|e| e.ok())
             .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            // Symbolic links are listed (and rejected as entries), never followed.
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir() || t.is_symlink()))
             .map(|e| e.path())
-            .filter(|p| p.is_dir())
             .collect();
         subs.sort();
         if subs.is_empty() {

@@ -119,6 +119,17 @@ pub fn verify_entry(path: &Path, opts: &BuildOptions, gold: &mut GoldCache) -> E
         gold: BTreeMap::new(),
         rank: None,
     };
+    if path
+        .symlink_metadata()
+        .is_ok_and(|m| m.file_type().is_symlink())
+    {
+        r.reasons.push(
+            "a symbolic link, not an entry directory (entries are not followed out of the \
+             submissions)"
+                .into(),
+        );
+        return r;
+    }
     let record = match RunRecord::open(path) {
         Ok(rec) => rec,
         Err(e) => {
@@ -323,6 +334,12 @@ fn artifacts(record: &RunRecord, opts: &BuildOptions, gold: &mut GoldCache, r: &
             r.reasons.push(e);
             return;
         }
+    }
+    if r.signers.is_empty() {
+        // Nothing an untrusted statement names is read.
+        r.notes
+            .push("artifacts not checked: the signature is not valid under a trusted key".into());
+        return;
     }
     let a = audit::audit(
         record,

@@ -217,14 +217,14 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         &dir.join(LOCK_FILE),
         &format!("run directory {}", dir.display()),
     )?;
+    let mut st = open_state(opts, &dir, &name, &recipe_sha256, &fp.hardware_class, &now)?;
+    // Only now that the directory is known to be this run's.
     for p in crate::io::remove_stale(&dir, &|n| n.starts_with(".tmp-ckpt-")) {
         stderr_line(
             opts.progress,
             &format!("removed {} (left by an interrupted run)", p.display()),
         );
     }
-
-    let mut st = open_state(opts, &dir, &name, &recipe_sha256, &fp.hardware_class, &now)?;
     st.invocations.push(state::Invocation {
         started: now.clone(),
         hardware_class: fp.hardware_class.clone(),

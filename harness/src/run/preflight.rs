@@ -188,6 +188,21 @@ fn free_bytes(dir: &Path) -> Option<u64> {
     Some(s.f_bavail as u64 * s.f_frsize as u64)
 }
 
+/// The device id of the file system holding `dir` (its nearest existing ancestor).
+fn device_of(dir: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    dir.ancestors()
+        .find_map(|d| {
+            std::fs::metadata(if d.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                d
+            })
+            .ok()
+        })
+        .map(|m| m.dev())
+}
+
 /// The directory can be created and written to.
 fn check_writable(dir: &Path, flag: &str) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -258,18 +273,49 @@ pub fn check(recipe: &Recipe, opts: &super::RunOptions) -> Result<Preflight> {
         .saturating_mul(h)
         .saturating_add(l.saturating_mul(4 * h * h + 3 * h * i));
     let keep = 2 + 1; // kept checkpoints plus the one being written
-    let estimated_write_bytes =
-        (corpus_bytes / 2).saturating_add(params.saturating_mul(4 * 3 * keep));
-    if let Some(free) = free_bytes(&opts.out_root) {
-        if free < estimated_write_bytes {
-            return Err(Error::Refused(format!(
-                "{}: {} free, but this run is estimated to write {} (dataset and checkpoints); \
-                 free some space or choose another --out / --data-dir",
-                opts.out_root.display(),
-                human_bytes(free),
-                human_bytes(estimated_write_bytes)
-            ))
-            .into());
+                      // What is already done (a resumed run) needs no room again.
+    let done: Vec<String> = super::state::RunState::load(&opts.out_root.join(recipe.name()))
+        .ok()
+        .flatten()
+        .map(|st| st.stages.keys().cloned().collect())
+        .unwrap_or_default();
+    let data_bytes = if done.iter().any(|s| s == "data") {
+        0
+    } else {
+        corpus_bytes / 2
+    };
+    let ckpt_bytes = if done.iter().any(|s| s == "pretrain") {
+        0
+    } else {
+        params.saturating_mul(4 * 3 * keep)
+    };
+    let estimated_write_bytes = data_bytes.saturating_add(ckpt_bytes);
+    // The dataset goes to --data-dir, the checkpoints to --out; on one file system, both.
+    let same_fs = device_of(&opts.out_root) == device_of(&opts.data_root);
+    let needs: Vec<(&Path, &str, u64)> = if same_fs {
+        vec![(
+            &opts.out_root,
+            "--out and --data-dir",
+            estimated_write_bytes,
+        )]
+    } else {
+        vec![
+            (&opts.data_root, "--data-dir", data_bytes),
+            (&opts.out_root, "--out", ckpt_bytes),
+        ]
+    };
+    for (dir, flag, need) in needs {
+        if let Some(free) = free_bytes(dir) {
+            if free < need {
+                return Err(Error::Refused(format!(
+                    "{} ({flag}): {} free, but this run is estimated to write {} there (dataset \
+                     and checkpoints); free some space or choose another {flag}",
+                    dir.display(),
+                    human_bytes(free),
+                    human_bytes(need)
+                ))
+                .into());
+            }
         }
     }
     Ok(Preflight {
