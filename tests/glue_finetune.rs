@@ -461,3 +461,41 @@ fn frozen_warmup_quirk_reuses_the_first_tasks_warmup() {
     assert_eq!(warmups(false), (2, 1));
     assert_eq!(warmups(true), (2, 2));
 }
+
+/// `glue run` checks every task's data before the first trial: a task whose files are missing
+/// is found in seconds, not after the tasks before it were fine-tuned.
+#[test]
+fn glue_run_checks_every_tasks_data_before_the_first_trial() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = tiny_checkpoint(dir.path());
+    let only_sst2 = dir.path().join("glue");
+    std::fs::create_dir_all(only_sst2.join("SST-2")).unwrap();
+    for f in ["train.tsv", "dev.tsv"] {
+        std::fs::copy(
+            gen::tsv_root().join("SST-2").join(f),
+            only_sst2.join("SST-2").join(f),
+        )
+        .unwrap();
+    }
+    let base = [
+        "glue",
+        "run",
+        "--checkpoint",
+        ck.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--out",
+        "o",
+    ];
+    let mut args = base.to_vec();
+    args.extend(["--tasks", "sst2,rte", "--data", only_sst2.to_str().unwrap()]);
+    let (code, _, err) = run_in(dir.path(), &args);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("RTE") || err.contains("rte"), "{err}");
+    assert!(!dir.path().join("o/predictions").exists(), "no trial ran");
+    let mut args = base.to_vec();
+    args.extend(["--tasks", "sst2"]);
+    let (code, _, err) = run_in(dir.path(), &args);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("pass --data DIR"), "{err}");
+}

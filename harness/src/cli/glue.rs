@@ -178,6 +178,9 @@ fn run_glue(a: RunArgs) -> Result<ExitCode> {
         (None, None) => tasks::Task::parse_list_as("glue.tasks (default)", &cfg.tasks.join(","))?,
     };
     let device = super::device(a.device.as_deref())?;
+    // Every task's data and the device, before the first trial.
+    crambench::run::preflight::check_glue_data(&tasks, a.data.as_deref(), "--data", "--tasks")?;
+    crambench::run::preflight::check_device(device)?;
     let master = crambench::provenance::seeds::Seeds::from_option(a.seed)?.master;
     let ck = finetune::Checkpoint::load(&a.checkpoint)?;
     let res = finetune::run(

@@ -71,7 +71,12 @@ pub fn check_aggregate_sets(recipe: &Recipe, cfg: &GlueConfig, tasks: &[Task]) -
 }
 
 /// Every GLUE (not demo) task's files exist under `glue_data`.
-pub fn check_glue_data(tasks: &[Task], glue_data: Option<&Path>, what: &str) -> Result<()> {
+pub fn check_glue_data(
+    tasks: &[Task],
+    glue_data: Option<&Path>,
+    flag: &str,
+    what: &str,
+) -> Result<()> {
     let glue: Vec<&Task> = tasks.iter().filter(|t| t.is_glue()).collect();
     if glue.is_empty() {
         return Ok(());
@@ -80,15 +85,15 @@ pub fn check_glue_data(tasks: &[Task], glue_data: Option<&Path>, what: &str) -> 
         return Err(Error::input(
             what,
             format!(
-                "the GLUE tasks {} need GLUE data: pass --glue-data DIR (a glue_data/ TSV tree \
-                 or a nyu-mll/glue Parquet snapshot)",
+                "the GLUE tasks {} need GLUE data: pass {flag} DIR (a glue_data/ TSV tree or a \
+                 nyu-mll/glue Parquet snapshot)",
                 glue.iter().map(|t| t.id()).collect::<Vec<_>>().join(", ")
             ),
         )
         .into());
     };
     if !root.is_dir() {
-        return Err(Error::input(root.display(), "--glue-data: not a directory").into());
+        return Err(Error::input(root.display(), format!("{flag}: not a directory")).into());
     }
     for t in glue {
         crate::glue::data::locate(root, *t)?;
@@ -243,7 +248,7 @@ pub fn check(recipe: &Recipe, opts: &super::RunOptions) -> Result<Preflight> {
         )
         .into());
     }
-    check_glue_data(&tasks, opts.glue_data.as_deref(), &field)?;
+    check_glue_data(&tasks, opts.glue_data.as_deref(), "--glue-data", &field)?;
     check_aggregate_sets(recipe, &glue, &tasks)?;
     check_device(opts.device)?;
 
