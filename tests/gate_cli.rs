@@ -556,7 +556,7 @@ fn a_new_default_key_is_announced() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{err}");
-    assert!(err.contains("created a signing key"), "{err}");
+    assert!(err.contains("created your signing key"), "{err}");
     // Default output directory: ./gate-out/.
     let env_path = e.dir.path().join("gate-out/gate.dsse.json");
     let (code, _, se) = run_in(

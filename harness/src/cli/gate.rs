@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use crambench::error::Error;
 use crambench::gate;
-use crambench::manifest::{dsse, jcs, keys};
+use crambench::manifest::{jcs, keys};
 use crambench::record::RunRecord;
 use crambench::ExitCode;
 use std::io::Write;
@@ -94,18 +94,13 @@ pub fn run(a: GateArgs) -> Result<ExitCode> {
     let env_path = a.out.join("gate.dsse.json");
     let envelope = match report.statement(ci_url().as_deref()) {
         Some(statement) => {
-            let (sk, key_path, created) = keys::signing_key_or_default(a.key.as_deref())?;
-            if created {
-                eprintln!(
-                    "created a signing key: {} (public key {})",
-                    key_path.display(),
-                    key_path.with_extension("pub").display()
-                );
-            }
             let bytes = jcs::to_vec(&statement)?;
-            let mut env = dsse::Envelope::new(dsse::PAYLOAD_TYPE_IN_TOTO, &bytes);
-            env.sign(&sk, "gate attestation")?;
-            Some(env.to_json())
+            let signed = crambench::manifest::sign::sign_statement(
+                a.key.as_deref(),
+                &bytes,
+                "gate attestation",
+            )?;
+            Some(signed.envelope.to_json())
         }
         None => None,
     };

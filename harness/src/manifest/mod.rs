@@ -5,8 +5,10 @@
 //! * [`schema`] — the published JSON Schema and validation against it.
 //! * [`keys`] — Ed25519 keys: generation, PEM files, securesystemslib key ids.
 //! * [`dsse`] — DSSE v1 envelopes: PAE, signing, threshold verification over exact bytes.
+//! * [`sign`] — a statement signed into an envelope with the user's key (run, gate).
 pub mod dsse;
 pub mod jcs;
 pub mod keys;
 pub mod schema;
+pub mod sign;
 pub mod statement;

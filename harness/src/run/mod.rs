@@ -28,7 +28,7 @@ pub mod state;
 use crate::data::{self, config::DataConfig, PackedDataset};
 use crate::error::Error;
 use crate::glue::{config::GlueConfig, finetune, tasks::Task};
-use crate::manifest::{dsse, keys, statement::now_rfc3339};
+use crate::manifest::statement::now_rfc3339;
 use crate::provenance::{fingerprint, seeds};
 use crate::recipe::Recipe;
 use crate::train::{pretrain_recipe, PretrainOptions};
@@ -795,25 +795,20 @@ impl Ctx<'_> {
     }
 
     fn stage_sign(&mut self, key_info: &mut KeyInfo) -> Result<StageResult> {
-        let (sk, key_path, created) = keys::signing_key_or_default(self.opts.key.as_deref())?;
-        let public = key_path.with_extension("pub");
-        let public = public.is_file().then_some(public);
-        let keyid = keys::keyid(&sk.verifying_key());
-        if created {
-            eprintln!(
-                "crambench: created your signing key {} (public key {}, keyid {keyid}); \
-                 keep the private key secret and publish the public one",
-                key_path.display(),
-                public
-                    .as_ref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default()
-            );
-        }
         let payload =
             crate::io::read_limited(&self.dir.join(crate::record::STATEMENT_FILE), 64 << 20)?;
-        let mut env = dsse::Envelope::new(dsse::PAYLOAD_TYPE_IN_TOTO, &payload);
-        env.sign(&sk, crate::record::STATEMENT_FILE)?;
+        let signed = crate::manifest::sign::sign_statement(
+            self.opts.key.as_deref(),
+            &payload,
+            crate::record::STATEMENT_FILE,
+        )?;
+        let (env, keyid, key_path, public, created) = (
+            signed.envelope,
+            signed.keyid,
+            signed.key_path,
+            signed.public_key,
+            signed.created,
+        );
         let mut text = env.to_json();
         if !text.ends_with('\n') {
             text.push('\n');
