@@ -144,14 +144,7 @@ fn sync_dir(dir: &Path) {
 /// Write `bytes` to `path` atomically, replacing any existing file. `mode` sets Unix
 /// permissions on the new file.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<()> {
-    let (tmp, dir) = synced_temp(path, bytes, mode)?;
-    crash_point(&format!(
-        "write:{}",
-        path.file_name().unwrap_or_default().to_string_lossy()
-    ));
-    tmp.persist(path).map_err(|e| Error::io(path, e.error))?;
-    sync_dir(dir);
-    Ok(())
+    write_all_atomic(&[(path, bytes, mode)])
 }
 
 /// Write several files as one: every file goes to its synced temporary file first, and only
