@@ -191,8 +191,10 @@ impl Audit {
                 i.status.as_str(),
                 kind,
                 i.name,
+                // A predictions item's name already says its set.
                 i.role
                     .as_ref()
+                    .filter(|_| i.kind != Kind::Predictions)
                     .map(|r| format!(" ({r})"))
                     .unwrap_or_default(),
                 if i.detail.is_empty() {
