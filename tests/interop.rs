@@ -1,6 +1,7 @@
 //! Interoperability with independent implementations, run from `.venv-interop`
 //! (scripts/pyenv.sh): securesystemslib verifies crambench's envelopes and crambench verifies
-//! securesystemslib's; Python `rfc8785` produces the same canonical bytes as crambench.
+//! securesystemslib's, for Ed25519 and ECDSA P-256 keys and envelopes mixing both; Python
+//! `rfc8785` produces the same canonical bytes as crambench.
 mod common;
 use common::{interop_python, repo_root, run_in};
 use std::process::Command;
@@ -24,11 +25,23 @@ fn python(py: &std::path::Path, name: &str, args: &[String]) -> std::process::Ou
 
 #[test]
 fn securesystemslib_verifies_crambench_envelopes() {
+    securesystemslib_verifies_crambench_envelopes_with("ed25519");
+}
+
+#[test]
+fn securesystemslib_verifies_crambench_p256_envelopes() {
+    securesystemslib_verifies_crambench_envelopes_with("ecdsa-p256");
+}
+
+fn securesystemslib_verifies_crambench_envelopes_with(algorithm: &str) {
     let Some(py) = interop_python() else { return };
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
     std::fs::write(dir.join("x.bin"), b"artifact").unwrap();
-    assert_eq!(run_in(dir, &["keygen", "--out", "keys"]).0, 0);
+    assert_eq!(
+        run_in(dir, &["keygen", "--out", "keys", "--algorithm", algorithm]).0,
+        0
+    );
     let (c, _, e) = run_in(
         dir,
         &[
@@ -99,6 +112,20 @@ fn securesystemslib_verifies_crambench_envelopes() {
 
 #[test]
 fn crambench_verifies_securesystemslib_envelopes() {
+    // their Ed25519 envelope, co-signed with a crambench P-256 key
+    crambench_verifies_securesystemslib_envelopes_with("ed25519", "ecdsa-p256");
+}
+
+#[test]
+fn crambench_verifies_securesystemslib_p256_envelopes() {
+    // their P-256 envelope, co-signed with a crambench Ed25519 key
+    crambench_verifies_securesystemslib_envelopes_with("ecdsa", "ed25519");
+}
+
+/// securesystemslib signs with a fresh `their` key (`ed25519` or `ecdsa`); crambench verifies
+/// it, co-signs with a crambench key of algorithm `ours`, and securesystemslib still verifies
+/// the mixed envelope with its key.
+fn crambench_verifies_securesystemslib_envelopes_with(their: &str, ours: &str) {
     let Some(py) = interop_python() else { return };
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
@@ -124,6 +151,7 @@ fn crambench_verifies_securesystemslib_envelopes() {
             dir.join("m.json").display().to_string(),
             "application/vnd.in-toto+json".into(),
             dir.display().to_string(),
+            their.into(),
         ],
     );
     assert!(
@@ -140,7 +168,10 @@ fn crambench_verifies_securesystemslib_envelopes() {
     let v: serde_json::Value = serde_json::from_str(&o).unwrap();
     assert_eq!(v["valid_keys"][0], their_keyid.as_str());
     // a crambench key is not their key
-    assert_eq!(run_in(dir, &["keygen", "--out", "k"]).0, 0);
+    assert_eq!(
+        run_in(dir, &["keygen", "--out", "k", "--algorithm", ours]).0,
+        0
+    );
     assert_eq!(
         run_in(
             dir,

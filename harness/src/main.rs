@@ -130,6 +130,9 @@ struct KeygenArgs {
     /// Base name: writes NAME.key (private, 0600) and NAME.pub.
     #[arg(long, default_value = "crambench")]
     name: String,
+    /// Key algorithm: ecdsa-p256 (the default: `model_signing` and cosign verify it) or ed25519.
+    #[arg(long, default_value = "ecdsa-p256", value_parser = ["ecdsa-p256", "ed25519"])]
+    algorithm: String,
     #[arg(long)]
     json: bool,
 }
@@ -364,21 +367,25 @@ fn cmd_seeds(args: SeedsArgs) -> Result<ExitCode> {
 }
 
 fn cmd_keygen(args: KeygenArgs) -> Result<ExitCode> {
-    let (files, rederived) = keys::generate_or_repair(&args.out, &args.name)?;
+    let algorithm = keys::Algorithm::parse(&args.algorithm)?;
+    let (files, rederived) = keys::generate_or_repair(&args.out, &args.name, algorithm)?;
     if rederived {
         eprintln!(
-            "{} exists without its public key: re-derived {} from it (no new key made)",
+            "{} exists without its public key: re-derived {} from it (no new key made; its \
+             algorithm is {})",
             files.private_key.display(),
-            files.public_key.display()
+            files.public_key.display(),
+            files.algorithm.as_str()
         );
     }
     if args.json {
         return out(&json_text(&files)?).map(|_| ExitCode::Ok);
     }
     out(&format!(
-        "private key  {}  (mode 0600; keep it secret)\npublic key   {}\nkeyid        {}\n",
+        "private key  {}  (mode 0600; keep it secret)\npublic key   {}\nalgorithm    {}\nkeyid        {}\n",
         files.private_key.display(),
         files.public_key.display(),
+        files.algorithm.as_str(),
         files.keyid
     ))?;
     Ok(ExitCode::Ok)
