@@ -267,3 +267,69 @@ fn canonical_json_matches_python_rfc8785() {
         .unwrap();
     assert!(!child.wait().unwrap().success());
 }
+
+/// The SLSA v1 provenance crambench derives from a run manifest parses strictly into the
+/// in-toto attestation library's own SLSA v1 Provenance protobuf and has the fields SLSA
+/// requires; the checker rejects a statement missing `builder.id`, with an unknown field or
+/// with a timestamp that is not RFC 3339 (so it can fail).
+#[test]
+fn slsa_provenance_matches_the_slsa_v1_definition() {
+    let Some(py) = interop_python() else { return };
+    let run = serde_json::json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [
+            {"name": "pretrain/checkpoints/step-3", "digest": {"dirHash": "ab".repeat(32)},
+             "annotations": {"role": "checkpoint"}},
+            {"name": "dataset/ds/tokenizer.json", "digest": {"sha256": "cd".repeat(32)},
+             "annotations": {"role": "tokenizer"}}
+        ],
+        "predicateType": "https://crambench.dev/manifest/v0.1",
+        "predicate": {
+            "crambench_version": "0.1.0",
+            "recipe": {"name": "micro", "path": "r.toml", "sha256": "ef".repeat(32),
+                       "resolved": {"train": {"lr": 0.001, "steps": 3}}},
+            "seeds": {"master": 11, "master_from_os": false, "derived": {"init": 5}},
+            "materials": [{"name": "r.toml", "role": "recipe",
+                           "digest": {"sha256": "ef".repeat(32)}, "size": 3}],
+            "data": {"name": "ds", "shards": [
+                {"name": "shard-00000.bin", "digest": {"sha256": "01".repeat(32)}, "size": 9}
+            ]},
+            "fingerprint": {"software": {
+                "libtorch": {"version": "2.11.0+cu130", "tch_version": "0.24.0"},
+                "git": {"commit": "0123456789abcdef0123456789abcdef01234567", "dirty": false,
+                        "diff_sha256": null}
+            }}
+        }
+    });
+    let d = tempfile::tempdir().unwrap();
+    let check = |v: &serde_json::Value| -> (bool, String) {
+        let p = d.path().join("slsa.json");
+        std::fs::write(&p, serde_json::to_vec(v).unwrap()).unwrap();
+        let out = python(&py, "slsa_check.py", &[p.display().to_string()]);
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let s =
+        crambench::manifest::slsa::provenance(&run, "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z")
+            .unwrap();
+    let (ok, out) = check(&s);
+    assert!(ok, "{out}");
+    let mut bad = s.clone();
+    bad["predicate"]["runDetails"]["builder"]
+        .as_object_mut()
+        .unwrap()
+        .remove("id");
+    assert!(!check(&bad).0, "missing builder.id accepted");
+    let mut bad = s.clone();
+    bad["predicate"]["buildDefinition"]["recipe"] = "x".into();
+    assert!(!check(&bad).0, "unknown field accepted");
+    let mut bad = s.clone();
+    bad["predicate"]["runDetails"]["metadata"]["startedOn"] = "yesterday".into();
+    assert!(!check(&bad).0, "bad timestamp accepted");
+}

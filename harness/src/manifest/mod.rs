@@ -7,10 +7,12 @@
 //! * [`oms`] — checkpoint signatures in the OpenSSF model-signing format (`model.sig`).
 //! * [`dsse`] — DSSE v1 envelopes: PAE, signing, threshold verification over exact bytes.
 //! * [`sign`] — a statement signed into an envelope with the user's key (run, gate).
+//! * [`slsa`] — the SLSA v1 provenance statement of a run.
 pub mod dsse;
 pub mod jcs;
 pub mod keys;
 pub mod oms;
 pub mod schema;
 pub mod sign;
+pub mod slsa;
 pub mod statement;

@@ -842,6 +842,30 @@ impl Ctx<'_> {
                 key.algorithm().as_str()
             );
         }
+        // SLSA v1 provenance of the run, from the manifest, signed with the same key.
+        let run_statement: Value = serde_json::from_slice(&payload)?;
+        let started = self
+            .st
+            .invocations
+            .first()
+            .map(|i| i.started.clone())
+            .unwrap_or_else(crate::manifest::statement::now_rfc3339);
+        let slsa = crate::manifest::slsa::provenance(
+            &run_statement,
+            &started,
+            &crate::manifest::statement::now_rfc3339(),
+        )?;
+        let mut slsa_env = crate::manifest::dsse::Envelope::new(
+            crate::manifest::dsse::PAYLOAD_TYPE_IN_TOTO,
+            &crate::manifest::jcs::to_vec(&slsa)?,
+        );
+        slsa_env.sign(&key, crate::manifest::slsa::ENVELOPE_FILE)?;
+        crate::io::write_atomic(
+            &self.dir.join(crate::manifest::slsa::ENVELOPE_FILE),
+            slsa_env.to_json().as_bytes(),
+            None,
+        )?;
+        outputs.push(crate::manifest::slsa::ENVELOPE_FILE.into());
         *key_info = KeyInfo {
             keyid: Some(keyid.clone()),
             signing_key: Some(key_path.clone()),
