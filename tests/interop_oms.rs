@@ -229,3 +229,79 @@ fn ed25519_keys_are_refused_for_checkpoints() {
     assert!(e.contains("ECDSA"), "{e}");
     assert!(!dir.join("ck/model.sig").exists());
 }
+
+/// `crambench verify RUN` checks the run's `model.sig` against the manifest's checkpoint
+/// subject: valid when it signs that checkpoint, not valid when it is a valid signature of other
+/// content, and the rest of the audit is the same either way. (The fake run's synthetic
+/// predictions do not re-score against the embedded demo dev sets, so the run as a whole is
+/// NOT VALID in all three cases; the model signature's own verdict is what is compared.)
+#[test]
+fn verify_of_a_run_checks_its_model_signature() {
+    use crambench::manifest::{dsse, jcs, keys};
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let (sk, _pk) = common::fake_run::keypair(&dir.join("keys"), "crambench");
+    let run = dir.join("run");
+    let mut st = common::fake_run::write_fake_run(&run, &common::fake_run::FakeRun::default(), &sk);
+    checkpoint(&run, "pretrain/checkpoints/ckpt-1");
+    std::fs::remove_dir_all(run.join("pretrain/checkpoints/ckpt-1/.git")).unwrap();
+    std::fs::remove_file(run.join("pretrain/checkpoints/ckpt-1/.gitignore")).unwrap();
+    let ck =
+        crambench::provenance::hash::hash_path(&run.join("pretrain/checkpoints/ckpt-1"), &|_| {})
+            .unwrap();
+    st["subject"].as_array_mut().unwrap().insert(
+        0,
+        serde_json::json!({"name": "pretrain/checkpoints/ckpt-1", "digest": ck.digest_set(),
+                           "annotations": {"role": "checkpoint"}}),
+    );
+    let bytes = jcs::to_vec(&st).unwrap();
+    std::fs::write(run.join("manifest.json"), &bytes).unwrap();
+    let mut env = dsse::Envelope::new(dsse::PAYLOAD_TYPE_IN_TOTO, &bytes);
+    env.sign(&keys::load_signing_key(&sk).unwrap(), "t")
+        .unwrap();
+    std::fs::write(run.join("manifest.dsse.json"), env.to_json()).unwrap();
+    let sign = |model: &str| {
+        let (c, o, e) = run_in(
+            dir,
+            &[
+                "checkpoint",
+                "sign",
+                model,
+                "--key",
+                "keys/crambench.key",
+                "--signature",
+                "run/model.sig",
+            ],
+        );
+        assert_eq!(c, 0, "{o} {e}");
+    };
+    let verify = || -> (i32, serde_json::Value) {
+        let (c, o, e) = run_in(
+            dir,
+            &["verify", "run", "--key", "keys/crambench.pub", "--json"],
+        );
+        (
+            c,
+            serde_json::from_str(&o).unwrap_or_else(|_| panic!("{o} {e}")),
+        )
+    };
+    let (_, without) = verify();
+    assert!(without["model_signature"].is_null());
+    sign("run/pretrain/checkpoints/ckpt-1");
+    let (_, v) = verify();
+    assert_eq!(v["model_signature"]["ok"], true, "{v}");
+    assert_eq!(
+        v["model_signature"]["model"],
+        "run/pretrain/checkpoints/ckpt-1"
+    );
+    assert_eq!(v["artifacts"], without["artifacts"]);
+    // a valid signature of another checkpoint
+    checkpoint(dir, "other");
+    std::fs::write(dir.join("other/meta.json"), b"{\"step\": 4}\n").unwrap();
+    sign("other");
+    let (c, v) = verify();
+    assert_eq!(c, 1, "{v}");
+    assert_eq!(v["model_signature"]["ok"], false, "{v}");
+    assert_eq!(v["model_signature"]["mismatched"][0], "meta.json", "{v}");
+    assert_eq!(v["artifacts"], without["artifacts"]);
+}
