@@ -67,7 +67,7 @@ fn ignore_components(p: &str) -> Option<Vec<&str>> {
         .split('/')
         .filter(|c| !c.is_empty() && *c != ".")
         .collect();
-    (!parts.iter().any(|c| *c == "..")).then_some(parts)
+    (!parts.contains(&"..")).then_some(parts)
 }
 
 fn is_ignored(rel: &[String], ignore: &[Vec<&str>]) -> bool {
