@@ -44,6 +44,20 @@ $CB run baselines/demo-cpu.toml --out "$OUT" "${BUDGET_ARGS[@]}" | head -7
 step "3. verify the run offline with the public key: the signature, then every artifact it vouches for"
 $CB verify "$RUN" --key "$PUB"
 
+step "3b. the checkpoint's OpenSSF model signature (model.sig), checked by model_signing itself"
+CKPT=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(next(s["name"] for s in m["subject"] if s["annotations"]["role"]=="checkpoint"))' "$RUN/manifest.json")
+MS=.venv-interop/bin/model_signing
+if [ ! -f "$RUN/model.sig" ]; then
+  echo "no model.sig: your key is not ECDSA P-256 (crambench keygen --algorithm ecdsa-p256 makes one)"
+else
+  echo "model_signing verify key $RUN/$CKPT --signature $RUN/model.sig --public_key $PUB"
+  if [ -x "$MS" ]; then
+    "$MS" verify key "$RUN/$CKPT" --signature "$RUN/model.sig" --public_key "$PUB"
+  else
+    echo "(model_signing is not installed here; scripts/pyenv.sh installs it into .venv-interop)"
+  fi
+fi
+
 step "4. a tampered copy must fail (exit 1)"
 python3 - "$RUN/manifest.dsse.json" "$OUT/tampered.dsse.json" "$SEED" <<'PY'
 import base64, json, sys
@@ -83,3 +97,6 @@ echo "envelope:      $RUN/manifest.dsse.json"
 echo "report:        $RUN/report.md"
 echo "               $RUN/report.html"
 echo "verify it:     $CB verify $RUN --key $PUB"
+if [ -f "$RUN/model.sig" ]; then
+  echo "checkpoint:    model_signing verify key $RUN/$CKPT --signature $RUN/model.sig --public_key $PUB"
+fi

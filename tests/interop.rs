@@ -1,6 +1,7 @@
 //! Interoperability with independent implementations, run from `.venv-interop`
 //! (scripts/pyenv.sh): securesystemslib verifies crambench's envelopes and crambench verifies
-//! securesystemslib's; Python `rfc8785` produces the same canonical bytes as crambench.
+//! securesystemslib's, for Ed25519 and ECDSA P-256 keys and envelopes mixing both; Python
+//! `rfc8785` produces the same canonical bytes as crambench.
 mod common;
 use common::{interop_python, repo_root, run_in};
 use std::process::Command;
@@ -24,11 +25,23 @@ fn python(py: &std::path::Path, name: &str, args: &[String]) -> std::process::Ou
 
 #[test]
 fn securesystemslib_verifies_crambench_envelopes() {
+    securesystemslib_verifies_crambench_envelopes_with("ed25519");
+}
+
+#[test]
+fn securesystemslib_verifies_crambench_p256_envelopes() {
+    securesystemslib_verifies_crambench_envelopes_with("ecdsa-p256");
+}
+
+fn securesystemslib_verifies_crambench_envelopes_with(algorithm: &str) {
     let Some(py) = interop_python() else { return };
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
     std::fs::write(dir.join("x.bin"), b"artifact").unwrap();
-    assert_eq!(run_in(dir, &["keygen", "--out", "keys"]).0, 0);
+    assert_eq!(
+        run_in(dir, &["keygen", "--out", "keys", "--algorithm", algorithm]).0,
+        0
+    );
     let (c, _, e) = run_in(
         dir,
         &[
@@ -99,6 +112,20 @@ fn securesystemslib_verifies_crambench_envelopes() {
 
 #[test]
 fn crambench_verifies_securesystemslib_envelopes() {
+    // their Ed25519 envelope, co-signed with a crambench P-256 key
+    crambench_verifies_securesystemslib_envelopes_with("ed25519", "ecdsa-p256");
+}
+
+#[test]
+fn crambench_verifies_securesystemslib_p256_envelopes() {
+    // their P-256 envelope, co-signed with a crambench Ed25519 key
+    crambench_verifies_securesystemslib_envelopes_with("ecdsa", "ed25519");
+}
+
+/// securesystemslib signs with a fresh `their` key (`ed25519` or `ecdsa`); crambench verifies
+/// it, co-signs with a crambench key of algorithm `ours`, and securesystemslib still verifies
+/// the mixed envelope with its key.
+fn crambench_verifies_securesystemslib_envelopes_with(their: &str, ours: &str) {
     let Some(py) = interop_python() else { return };
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
@@ -124,6 +151,7 @@ fn crambench_verifies_securesystemslib_envelopes() {
             dir.join("m.json").display().to_string(),
             "application/vnd.in-toto+json".into(),
             dir.display().to_string(),
+            their.into(),
         ],
     );
     assert!(
@@ -140,7 +168,10 @@ fn crambench_verifies_securesystemslib_envelopes() {
     let v: serde_json::Value = serde_json::from_str(&o).unwrap();
     assert_eq!(v["valid_keys"][0], their_keyid.as_str());
     // a crambench key is not their key
-    assert_eq!(run_in(dir, &["keygen", "--out", "k"]).0, 0);
+    assert_eq!(
+        run_in(dir, &["keygen", "--out", "k", "--algorithm", ours]).0,
+        0
+    );
     assert_eq!(
         run_in(
             dir,
@@ -235,4 +266,70 @@ fn canonical_json_matches_python_rfc8785() {
         .write_all(b"[9007199254740992]")
         .unwrap();
     assert!(!child.wait().unwrap().success());
+}
+
+/// The SLSA v1 provenance crambench derives from a run manifest parses strictly into the
+/// in-toto attestation library's own SLSA v1 Provenance protobuf and has the fields SLSA
+/// requires; the checker rejects a statement missing `builder.id`, with an unknown field or
+/// with a timestamp that is not RFC 3339 (so it can fail).
+#[test]
+fn slsa_provenance_matches_the_slsa_v1_definition() {
+    let Some(py) = interop_python() else { return };
+    let run = serde_json::json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [
+            {"name": "pretrain/checkpoints/step-3", "digest": {"dirHash": "ab".repeat(32)},
+             "annotations": {"role": "checkpoint"}},
+            {"name": "dataset/ds/tokenizer.json", "digest": {"sha256": "cd".repeat(32)},
+             "annotations": {"role": "tokenizer"}}
+        ],
+        "predicateType": "https://crambench.dev/manifest/v0.1",
+        "predicate": {
+            "crambench_version": "0.1.0",
+            "recipe": {"name": "micro", "path": "r.toml", "sha256": "ef".repeat(32),
+                       "resolved": {"train": {"lr": 0.001, "steps": 3}}},
+            "seeds": {"master": 11, "master_from_os": false, "derived": {"init": 5}},
+            "materials": [{"name": "r.toml", "role": "recipe",
+                           "digest": {"sha256": "ef".repeat(32)}, "size": 3}],
+            "data": {"name": "ds", "shards": [
+                {"name": "shard-00000.bin", "digest": {"sha256": "01".repeat(32)}, "size": 9}
+            ]},
+            "fingerprint": {"software": {
+                "libtorch": {"version": "2.11.0+cu130", "tch_version": "0.24.0"},
+                "git": {"commit": "0123456789abcdef0123456789abcdef01234567", "dirty": false,
+                        "diff_sha256": null}
+            }}
+        }
+    });
+    let d = tempfile::tempdir().unwrap();
+    let check = |v: &serde_json::Value| -> (bool, String) {
+        let p = d.path().join("slsa.json");
+        std::fs::write(&p, serde_json::to_vec(v).unwrap()).unwrap();
+        let out = python(&py, "slsa_check.py", &[p.display().to_string()]);
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let s =
+        crambench::manifest::slsa::provenance(&run, "2026-12-01T10:00:00Z", "2026-12-01T11:00:00Z")
+            .unwrap();
+    let (ok, out) = check(&s);
+    assert!(ok, "{out}");
+    let mut bad = s.clone();
+    bad["predicate"]["runDetails"]["builder"]
+        .as_object_mut()
+        .unwrap()
+        .remove("id");
+    assert!(!check(&bad).0, "missing builder.id accepted");
+    let mut bad = s.clone();
+    bad["predicate"]["buildDefinition"]["recipe"] = "x".into();
+    assert!(!check(&bad).0, "unknown field accepted");
+    let mut bad = s.clone();
+    bad["predicate"]["runDetails"]["metadata"]["startedOn"] = "yesterday".into();
+    assert!(!check(&bad).0, "bad timestamp accepted");
 }

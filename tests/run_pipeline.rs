@@ -216,6 +216,52 @@ fn micro_recipe_end_to_end() {
     assert!(out.contains(m["subject"][0]["digest"]["dirHash"].as_str().unwrap()));
     let html = std::fs::read_to_string(good.join("report.html")).unwrap();
     assert!(html.matches("<svg").count() >= 3);
+    // The final checkpoint's OpenSSF model signature (alice's key is P-256, the default), which
+    // model_signing accepts and `crambench verify` of the run checks.
+    assert!(good.join("model.sig").is_file(), "model.sig missing");
+    let (code, out, err) = cb(
+        w,
+        &[],
+        &["verify", "good/micro", "--key", "keys/alice.pub", "--json"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["model_signature"]["ok"], true, "{out}");
+    if let Some(py) = common::interop_python() {
+        let tool = py.parent().unwrap().join("model_signing");
+        let o = std::process::Command::new(tool)
+            .current_dir(&good)
+            .args([
+                "verify",
+                "key",
+                ck,
+                "--signature",
+                "model.sig",
+                "--public_key",
+            ])
+            .arg(w.join("keys/alice.pub"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        // the SLSA provenance parses as SLSA v1 (in-toto's own protobuf definitions)
+        let o = std::process::Command::new(&py)
+            .arg(common::repo_root().join("reference/interop/slsa_check.py"))
+            .arg(good.join("provenance.slsa.dsse.json"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    }
+    let (code, out, err) = cb(
+        w,
+        &[],
+        &[
+            "verify",
+            "good/micro/provenance.slsa.dsse.json",
+            "--key",
+            "keys/alice.pub",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
 
     // 2. Rerun: every stage reused, nothing rewritten.
     let before = std::fs::read(good.join("manifest.dsse.json")).unwrap();

@@ -9,7 +9,19 @@ fn setup(dir: &Path) {
     std::fs::write(dir.join("weights.bin"), b"pretend checkpoint").unwrap();
     std::fs::create_dir(dir.join("data")).unwrap();
     std::fs::write(dir.join("data/a.txt"), b"alpha\n").unwrap();
-    let (c, _, e) = run_in(dir, &["keygen", "--out", "keys", "--name", "alice"]);
+    // alice has an Ed25519 key, bob a P-256 key (the default): co-signed envelopes mix both
+    let (c, _, e) = run_in(
+        dir,
+        &[
+            "keygen",
+            "--out",
+            "keys",
+            "--name",
+            "alice",
+            "--algorithm",
+            "ed25519",
+        ],
+    );
     assert_eq!(c, 0, "{e}");
     let (c, _, e) = run_in(dir, &["keygen", "--out", "keys", "--name", "bob"]);
     assert_eq!(c, 0, "{e}");
@@ -189,4 +201,55 @@ fn keys_are_protected() {
     assert_eq!(c, 2, "{e}");
     assert!(e.contains("s.json") && e.contains("_type"), "{e}");
     assert!(!dir.join("s.dsse.json").exists());
+}
+
+/// `keygen --algorithm`: ecdsa-p256 by default, ed25519 on request, the algorithm in the output
+/// and in the key files (PKCS#8 / SPKI with the algorithm's identifier); anything else is bad
+/// input (exit 2) and writes nothing.
+#[test]
+fn keygen_algorithms() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let (c, o, e) = run_in(dir, &["keygen", "--out", "k", "--name", "p", "--json"]);
+    assert_eq!(c, 0, "{e}");
+    let j: serde_json::Value = serde_json::from_str(&o).unwrap();
+    assert_eq!(j["algorithm"], "ecdsa-p256", "{o}");
+    let (c, o, e) = run_in(
+        dir,
+        &[
+            "keygen",
+            "--out",
+            "k",
+            "--name",
+            "e",
+            "--algorithm",
+            "ed25519",
+            "--json",
+        ],
+    );
+    assert_eq!(c, 0, "{e}");
+    let j2: serde_json::Value = serde_json::from_str(&o).unwrap();
+    assert_eq!(j2["algorithm"], "ed25519");
+    let p = crambench::manifest::keys::load_public_key(&dir.join("k/p.pub")).unwrap();
+    let e = crambench::manifest::keys::load_public_key(&dir.join("k/e.pub")).unwrap();
+    use crambench::manifest::keys::Algorithm;
+    assert_eq!(p.key.algorithm(), Algorithm::EcdsaP256);
+    assert_eq!(e.key.algorithm(), Algorithm::Ed25519);
+    assert_eq!(p.keyid, j["keyid"].as_str().unwrap());
+    assert_eq!(
+        std::fs::metadata(dir.join("k/p.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    let pem = std::fs::read_to_string(dir.join("k/p.key")).unwrap();
+    assert!(pem.starts_with("-----BEGIN PRIVATE KEY-----\n"), "{pem}");
+    let (c, _, e) = run_in(
+        dir,
+        &["keygen", "--out", "k", "--name", "x", "--algorithm", "rsa"],
+    );
+    assert_eq!(c, 2, "{e}");
+    assert!(!dir.join("k/x.key").exists());
 }

@@ -37,13 +37,8 @@ fn canonical_and_dsse(c: &mut Criterion) {
     let doc = manifest_doc();
     c.bench_function("jcs_manifest", |b| b.iter(|| jcs::to_vec(&doc).unwrap()));
     let payload = jcs::to_vec(&doc).unwrap();
-    let sk = ed25519_dalek::SigningKey::from_bytes(&[3u8; 32]);
-    let vk = sk.verifying_key();
-    let pk = keys::PublicKey {
-        keyid: keys::keyid(&vk),
-        key: vk,
-        source: "bench".into(),
-    };
+    let sk = keys::SigningKey::from(ed25519_dalek::SigningKey::from_bytes(&[3u8; 32]));
+    let pk = keys::PublicKey::new(sk.verifying_key(), "bench");
     c.bench_function("dsse_sign", |b| {
         b.iter(|| {
             let mut env = dsse::Envelope::new(dsse::PAYLOAD_TYPE_IN_TOTO, &payload);

@@ -5,7 +5,7 @@
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 use crambench::error::{exit_code_of, Error, ExitCode};
-use crambench::manifest::{dsse, keys, schema, statement};
+use crambench::manifest::{dsse, keys, oms, schema, statement};
 use crambench::provenance::{fingerprint, hash, seeds};
 use std::path::{Path, PathBuf};
 
@@ -30,14 +30,19 @@ enum Command {
     Hash(HashArgs),
     /// Show the seeds derived from a master seed for the given labels.
     Seeds(SeedsArgs),
-    /// Create an Ed25519 key pair for signing manifests.
+    /// Create a key pair (ECDSA P-256 or Ed25519) for signing manifests and checkpoints.
     Keygen(KeygenArgs),
+    /// Sign a checkpoint directory in the OpenSSF model-signing format (model.sig), which
+    /// `model_signing verify key` checks.
+    #[command(subcommand)]
+    Checkpoint(CheckpointCmd),
     /// Create or validate manifests (in-toto Statements with the crambench predicate).
     #[command(subcommand)]
     Manifest(ManifestCmd),
     /// Sign a manifest: wrap a statement in a DSSE envelope, or add a signature to an envelope.
     Sign(SignArgs),
-    /// Verify a DSSE envelope's signatures against trusted public keys.
+    /// Verify a DSSE envelope's signatures against trusted public keys, or a checkpoint's
+    /// OpenSSF model signature (model.sig) against the checkpoint.
     Verify(VerifyArgs),
     /// Benchmarks measured side by side with a reference tool.
     #[command(subcommand)]
@@ -130,6 +135,30 @@ struct KeygenArgs {
     /// Base name: writes NAME.key (private, 0600) and NAME.pub.
     #[arg(long, default_value = "crambench")]
     name: String,
+    /// Key algorithm: ecdsa-p256 (the default: `model_signing` and cosign verify it) or ed25519.
+    #[arg(long, default_value = "ecdsa-p256", value_parser = ["ecdsa-p256", "ed25519"])]
+    algorithm: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum CheckpointCmd {
+    /// Write DIR/model.sig (or --signature): a Sigstore bundle with a DSSE-signed OMS
+    /// statement of every file in DIR, as `model_signing sign key` makes it.
+    Sign(CheckpointSignArgs),
+}
+
+#[derive(Args)]
+struct CheckpointSignArgs {
+    /// The checkpoint (model) directory.
+    dir: PathBuf,
+    /// ECDSA P-256 private key (PKCS#8 PEM). Default: your key (created on first use).
+    #[arg(long, value_name = "KEY")]
+    key: Option<PathBuf>,
+    /// Where to write the signature (default: DIR/model.sig; inside DIR it is not signed).
+    #[arg(long, value_name = "FILE")]
+    signature: Option<PathBuf>,
     #[arg(long)]
     json: bool,
 }
@@ -184,9 +213,14 @@ struct SignArgs {
 
 #[derive(Args)]
 struct VerifyArgs {
-    /// A run directory or a `crambench submit` bundle (the signature, then every artifact), or
-    /// a DSSE envelope file (the signature only).
+    /// A run directory or a `crambench submit` bundle (the signature, then every artifact; a
+    /// run's model.sig too), a DSSE envelope file (the signature only), an OpenSSF model
+    /// signature file (model.sig) or a checkpoint directory holding one.
     path: PathBuf,
+    /// The checkpoint directory an OpenSSF model signature is for (default: the directory
+    /// the signature file is in).
+    #[arg(long, value_name = "DIR")]
+    model: Option<PathBuf>,
     /// Trusted public keys (PEM files or directories of .pub/.pem files). Default: your own
     /// public key (the crambench config directory's keys/default.pub).
     #[arg(long = "key", value_name = "PUB")]
@@ -235,6 +269,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Hash(args) => cmd_hash(args),
         Command::Seeds(args) => cmd_seeds(args),
         Command::Keygen(args) => cmd_keygen(args),
+        Command::Checkpoint(CheckpointCmd::Sign(args)) => cmd_checkpoint_sign(args),
         Command::Manifest(ManifestCmd::New(args)) => cmd_manifest_new(args),
         Command::Manifest(ManifestCmd::Validate { file, json }) => {
             cmd_manifest_validate(&file, json)
@@ -364,24 +399,84 @@ fn cmd_seeds(args: SeedsArgs) -> Result<ExitCode> {
 }
 
 fn cmd_keygen(args: KeygenArgs) -> Result<ExitCode> {
-    let (files, rederived) = keys::generate_or_repair(&args.out, &args.name)?;
+    let algorithm = keys::Algorithm::parse(&args.algorithm)?;
+    let (files, rederived) = keys::generate_or_repair(&args.out, &args.name, algorithm)?;
     if rederived {
         eprintln!(
-            "{} exists without its public key: re-derived {} from it (no new key made)",
+            "{} exists without its public key: re-derived {} from it (no new key made; its \
+             algorithm is {})",
             files.private_key.display(),
-            files.public_key.display()
+            files.public_key.display(),
+            files.algorithm.as_str()
         );
     }
     if args.json {
         return out(&json_text(&files)?).map(|_| ExitCode::Ok);
     }
     out(&format!(
-        "private key  {}  (mode 0600; keep it secret)\npublic key   {}\nkeyid        {}\n",
+        "private key  {}  (mode 0600; keep it secret)\npublic key   {}\nalgorithm    {}\nkeyid        {}\n",
         files.private_key.display(),
         files.public_key.display(),
+        files.algorithm.as_str(),
         files.keyid
     ))?;
     Ok(ExitCode::Ok)
+}
+
+fn cmd_checkpoint_sign(args: CheckpointSignArgs) -> Result<ExitCode> {
+    let signature = args
+        .signature
+        .clone()
+        .unwrap_or_else(|| args.dir.join(oms::SIGNATURE_FILE));
+    let (key, key_path, created) = keys::signing_key_or_default(args.key.as_deref())?;
+    if created {
+        eprintln!(
+            "crambench: created your signing key {} (public key {}); keep the private key \
+             secret and publish the public one",
+            key_path.display(),
+            key_path.with_extension("pub").display()
+        );
+    }
+    let signed = oms::sign_model_to(&args.dir, &signature, &key)?;
+    if args.json {
+        let mut j = serde_json::to_value(&signed)?;
+        j["signature"] = signature.display().to_string().into();
+        j["public_key"] = key_path.with_extension("pub").display().to_string().into();
+        return out(&json_text(&j)?).map(|_| ExitCode::Ok);
+    }
+    out(&format!(
+        "signature    {}\nmodel        {} ({} file(s))\nroot digest  sha256:{}\nsigned by    {}\n\
+         check with   model_signing verify key {} --signature {} --public_key {}\n",
+        signature.display(),
+        args.dir.display(),
+        signed.files,
+        signed.root_digest,
+        signed.keyid,
+        args.dir.display(),
+        signature.display(),
+        key_path.with_extension("pub").display()
+    ))?;
+    Ok(ExitCode::Ok)
+}
+
+/// `crambench verify` of an OpenSSF model signature.
+fn verify_oms(
+    model: &Path,
+    signature: &Path,
+    trusted: &[keys::PublicKey],
+    json: bool,
+) -> Result<ExitCode> {
+    let v = oms::verify_model(model, signature, trusted)?;
+    if json {
+        out(&json_text(&v)?)?;
+    } else {
+        out(&v.to_table())?;
+    }
+    Ok(if v.ok {
+        ExitCode::Ok
+    } else {
+        ExitCode::CheckFailed
+    })
 }
 
 fn digest_of(path: &Path) -> Result<hash::PathDigest> {
@@ -551,6 +646,34 @@ fn cmd_verify(args: VerifyArgs) -> Result<ExitCode> {
     let trusted = keys::load_trusted(&key_paths, "--key")?;
     let source = args.path.display().to_string();
     let is_dir = args.path.is_dir();
+    // An OpenSSF model signature: a bundle file, or a checkpoint directory holding model.sig
+    // (and no run record).
+    if is_dir
+        && args.path.join(oms::SIGNATURE_FILE).is_file()
+        && !args.path.join(crambench::record::ENVELOPE_FILE).exists()
+        && !args.path.join(crambench::record::STATEMENT_FILE).exists()
+    {
+        let model = args.model.clone().unwrap_or_else(|| args.path.clone());
+        return verify_oms(
+            &model,
+            &args.path.join(oms::SIGNATURE_FILE),
+            &trusted,
+            args.json,
+        );
+    }
+    if !is_dir {
+        let head = crambench::io::read_limited(&args.path, dsse::MAX_ENVELOPE_BYTES)?;
+        if oms::looks_like_bundle(&head) {
+            let model = match &args.model {
+                Some(m) => m.clone(),
+                None => match args.path.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                    _ => PathBuf::from("."),
+                },
+            };
+            return verify_oms(&model, &args.path, &trusted, args.json);
+        }
+    }
     // A run directory or bundle: its envelope; a file: the envelope itself.
     let (env, record) = if is_dir {
         let record = crambench::record::RunRecord::open(&args.path)?;
@@ -598,7 +721,28 @@ fn cmd_verify(args: VerifyArgs) -> Result<ExitCode> {
         (Some(_), None) => "artifacts not checked: the signature is not valid",
         (Some(_), Some(_)) => "signature and artifacts",
     };
-    let ok = v.ok && artifacts_ok;
+    // A run's OpenSSF model signature of its checkpoint (the statement's `checkpoint` subject).
+    let model_sig = match (&record, &statement) {
+        (Some(_), Some(st)) if args.path.join(oms::SIGNATURE_FILE).is_file() => {
+            let rel = st["subject"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|s| s["annotations"]["role"] == "checkpoint")
+                .and_then(|s| s["name"].as_str())
+                .filter(|r| crambench::audit::safe_rel(r));
+            match rel {
+                Some(rel) if args.path.join(rel).is_dir() => Some(oms::verify_model(
+                    &args.path.join(rel),
+                    &args.path.join(oms::SIGNATURE_FILE),
+                    &trusted,
+                )?),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    let ok = v.ok && artifacts_ok && model_sig.as_ref().is_none_or(|m| m.ok);
     if args.json {
         let mut j = serde_json::to_value(&v)?;
         j["envelope"] = env_source.clone().into();
@@ -610,6 +754,10 @@ fn cmd_verify(args: VerifyArgs) -> Result<ExitCode> {
         j["checked"] = scope.into();
         j["artifacts"] = match &audit {
             Some(a) => serde_json::to_value(a)?,
+            None => serde_json::Value::Null,
+        };
+        j["model_signature"] = match &model_sig {
+            Some(m) => serde_json::to_value(m)?,
             None => serde_json::Value::Null,
         };
         j["ok"] = ok.into();
@@ -668,6 +816,11 @@ fn cmd_verify(args: VerifyArgs) -> Result<ExitCode> {
                         s["name"].as_str().unwrap_or("?")
                     );
                 }
+            }
+        }
+        if let Some(m) = &model_sig {
+            for line in m.to_table().lines() {
+                t += &format!("model.sig    {line}\n");
             }
         }
         let failed = audit.as_ref().map(|a| a.failures().count()).unwrap_or(0);

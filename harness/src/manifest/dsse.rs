@@ -1,8 +1,8 @@
-//! DSSE v1 envelopes (secure-systems-lab/dsse), signed with Ed25519.
+//! DSSE v1 envelopes (secure-systems-lab/dsse), signed with Ed25519 or ECDSA P-256.
 //!
 //! ```text
 //! {"payload": base64(BODY), "payloadType": TYPE, "signatures": [{"keyid": ID, "sig": base64(SIG)}]}
-//! SIG = Ed25519(PAE(TYPE, BODY))
+//! SIG = Ed25519(PAE(TYPE, BODY))  or  DER(ECDSA-P256(SHA-256(PAE(TYPE, BODY))))
 //! PAE(type, body) = "DSSEv1" SP LEN(type) SP type SP LEN(body) SP body
 //! ```
 //!
@@ -11,17 +11,17 @@
 //! URL-safe base64, padded or not, but never with non-zero trailing bits (so one payload has one
 //! encoding per alphabet). Verification runs over the exact decoded payload bytes; nothing is
 //! re-serialised. `keyid` is an unauthenticated hint: a signature counts for the trusted key it
-//! verifies under, and a key counts once however many of its signatures an envelope holds.
+//! verifies under, and a key counts once however many of its signatures an envelope holds. One
+//! envelope may hold signatures of both algorithms.
 use crate::error::Error;
 use anyhow::Result;
 use base64::alphabet;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
 use base64::engine::DecodePaddingMode;
 use base64::Engine;
-use ed25519_dalek::{Signature as EdSignature, Signer, SigningKey};
 use serde::{Deserialize, Serialize};
 
-use super::keys::{keyid, PublicKey};
+use super::keys::{keyid, PublicKey, SigningKey};
 
 /// The payload type of in-toto Statements.
 pub const PAYLOAD_TYPE_IN_TOTO: &str = "application/vnd.in-toto+json";
@@ -29,6 +29,9 @@ pub const PAYLOAD_TYPE_IN_TOTO: &str = "application/vnd.in-toto+json";
 /// Largest envelope crambench reads. Manifests are kilobytes; this only guards against feeding
 /// it the wrong file.
 pub const MAX_ENVELOPE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Largest signature kept: a DER ECDSA P-256 signature is at most 72 bytes (Ed25519: 64).
+const MAX_SIGNATURE_BYTES: usize = 72;
 
 /// Pre-Authentication Encoding of DSSE v1.
 pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
@@ -66,8 +69,9 @@ pub struct Envelope {
 pub struct Decoded {
     pub payload_type: String,
     pub payload: Vec<u8>,
-    /// (keyid hint, 64 signature bytes or `None` when the signature is not 64 bytes of base64)
-    pub signatures: Vec<(Option<String>, Option<[u8; 64]>)>,
+    /// (keyid hint, signature bytes or `None` when the signature is not base64 of a size any
+    /// supported algorithm writes: 64 bytes for Ed25519, at most 72 bytes of DER for P-256)
+    pub signatures: Vec<(Option<String>, Option<Vec<u8>>)>,
 }
 
 const INDIFFERENT: GeneralPurposeConfig =
@@ -142,7 +146,8 @@ impl Envelope {
     }
 
     /// Decode the payload and signatures. A payload that is not base64 is malformed input; a
-    /// signature that is not 64 bytes of base64 is kept as `None` (it verifies under no key).
+    /// signature that is not base64 of 8 to 72 bytes is kept as `None` (it verifies under no
+    /// key).
     pub fn decode(&self, source: &str) -> Result<Decoded> {
         let payload = b64_decode(&self.payload)
             .map_err(|e| Error::input(format!("{source}: payload"), format!("not base64: {e}")))?;
@@ -152,7 +157,7 @@ impl Envelope {
             .map(|s| {
                 let sig = b64_decode(&s.sig)
                     .ok()
-                    .and_then(|b| <[u8; 64]>::try_from(b.as_slice()).ok());
+                    .filter(|b| (8..=MAX_SIGNATURE_BYTES).contains(&b.len()));
                 (s.keyid.clone(), sig)
             })
             .collect();
@@ -169,19 +174,17 @@ impl Envelope {
         let decoded = self.decode(source)?;
         let vk = key.verifying_key();
         let message = pae(&decoded.payload_type, &decoded.payload);
-        let already = decoded.signatures.iter().any(|(_, sig)| {
-            sig.is_some_and(|s| {
-                vk.verify_strict(&message, &EdSignature::from_bytes(&s))
-                    .is_ok()
-            })
-        });
+        let already = decoded
+            .signatures
+            .iter()
+            .any(|(_, sig)| sig.as_ref().is_some_and(|s| vk.verify(&message, s)));
         if already {
             return Ok(false);
         }
         let sig = key.sign(&message);
         self.signatures.push(Signature {
             keyid: Some(keyid(&vk)),
-            sig: b64_encode(&sig.to_bytes()),
+            sig: b64_encode(&sig),
         });
         Ok(true)
     }
@@ -193,7 +196,8 @@ pub struct SignatureCheck {
     pub index: usize,
     /// The `keyid` the envelope claims (unauthenticated).
     pub keyid_hint: Option<String>,
-    /// `valid`, `invalid` (matches no trusted key) or `malformed` (not 64 bytes of base64).
+    /// `valid`, `invalid` (matches no trusted key) or `malformed` (not base64 of a signature's
+    /// size).
     pub status: String,
     /// The trusted key it verified under.
     pub verified_keyid: Option<String>,
@@ -230,18 +234,14 @@ pub fn verify(decoded: &Decoded, keys: &[PublicKey], threshold: usize) -> Verifi
         };
         match sig {
             None => check.status = "malformed".into(),
-            Some(bytes) => {
-                let sig = EdSignature::from_bytes(bytes);
+            Some(sig) => {
                 // Try the key the hint names first, then every other trusted key.
                 let mut order: Vec<&PublicKey> = keys
                     .iter()
                     .filter(|k| Some(&k.keyid) == hint.as_ref())
                     .collect();
                 order.extend(keys.iter().filter(|k| Some(&k.keyid) != hint.as_ref()));
-                if let Some(k) = order
-                    .into_iter()
-                    .find(|k| k.key.verify_strict(&message, &sig).is_ok())
-                {
+                if let Some(k) = order.into_iter().find(|k| k.key.verify(&message, sig)) {
                     check.status = "valid".into();
                     check.verified_keyid = Some(k.keyid.clone());
                     check.verified_key_source = Some(k.source.clone());
@@ -270,16 +270,56 @@ mod tests {
     use super::*;
 
     fn key(seed: u8) -> (SigningKey, PublicKey) {
-        let sk = SigningKey::from_bytes(&[seed; 32]);
-        let vk = sk.verifying_key();
-        (
-            sk,
-            PublicKey {
-                keyid: keyid(&vk),
-                key: vk,
-                source: format!("key{seed}"),
-            },
-        )
+        let sk = SigningKey::from(ed25519_dalek::SigningKey::from_bytes(&[seed; 32]));
+        let pk = PublicKey::new(sk.verifying_key(), format!("key{seed}"));
+        (sk, pk)
+    }
+
+    fn p256_key(seed: u8) -> (SigningKey, PublicKey) {
+        let sk = SigningKey::from(p256::ecdsa::SigningKey::from_slice(&[seed; 32]).unwrap());
+        let pk = PublicKey::new(sk.verifying_key(), format!("p256-key{seed}"));
+        (sk, pk)
+    }
+
+    /// One envelope signed by an Ed25519 and a P-256 key: each signature counts for its own
+    /// key, the threshold counts both, and a P-256 signature moved under the other key's hint
+    /// still counts only for the key it verifies under.
+    #[test]
+    fn mixed_algorithm_envelope() {
+        let (ed, ed_pk) = key(1);
+        let (ec, ec_pk) = p256_key(2);
+        let (_, other_ec) = p256_key(3);
+        let mut env = Envelope::new(PAYLOAD_TYPE_IN_TOTO, br#"{"a":1}"#);
+        assert!(env.sign(&ed, "t").unwrap());
+        assert!(env.sign(&ec, "t").unwrap());
+        assert!(!env.sign(&ec, "t").unwrap(), "P-256 duplicate not added");
+        let d = env.decode("t").unwrap();
+        let both = [ed_pk.clone(), ec_pk.clone(), other_ec.clone()];
+        let v = verify(&d, &both, 2);
+        assert!(v.ok);
+        assert_eq!(v.valid_keys, vec![ed_pk.keyid.clone(), ec_pk.keyid.clone()]);
+        assert!(!verify(&d, &both, 3).ok);
+        assert!(verify(&d, std::slice::from_ref(&ec_pk), 1).ok);
+        assert!(!verify(&d, std::slice::from_ref(&other_ec), 1).ok);
+        // a wrong hint does not make a signature count for the hinted key
+        env.signatures[1].keyid = Some(ed_pk.keyid.clone());
+        let d = env.decode("t").unwrap();
+        let v = verify(&d, &both, 1);
+        assert_eq!(v.signatures[1].verified_keyid, Some(ec_pk.keyid.clone()));
+        // every single-byte change of the P-256 signature is rejected
+        let sig = d.signatures[1].1.clone().unwrap();
+        for i in 0..sig.len() {
+            for delta in 1..=255u8 {
+                let mut s = sig.clone();
+                s[i] = s[i].wrapping_add(delta);
+                let mut d2 = d.clone();
+                d2.signatures[1].1 = Some(s);
+                assert!(
+                    !verify(&d2, std::slice::from_ref(&ec_pk), 1).ok,
+                    "byte {i} +{delta}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -347,7 +387,7 @@ mod tests {
         env.sign(&sk, "t").unwrap();
         let good = env.decode("t").unwrap();
         assert!(verify(&good, std::slice::from_ref(&pk), 1).ok);
-        let sig = good.signatures[0].1.unwrap();
+        let sig = good.signatures[0].1.clone().unwrap();
         let keys = [pk];
         for (i, &orig) in payload.iter().enumerate() {
             for delta in 1..=255u8 {
@@ -368,7 +408,7 @@ mod tests {
         }
         for i in 0..64 {
             for delta in 1..=255u8 {
-                let mut s = sig;
+                let mut s = sig.clone();
                 s[i] = s[i].wrapping_add(delta);
                 let mut d = good.clone();
                 d.signatures[0].1 = Some(s);

@@ -3,12 +3,16 @@
 //! * [`jcs`] — RFC 8785 canonical JSON (refuses NaN, infinities and unsafe integers).
 //! * [`statement`] — the in-toto Statement v1 with crambench's predicate.
 //! * [`schema`] — the published JSON Schema and validation against it.
-//! * [`keys`] — Ed25519 keys: generation, PEM files, securesystemslib key ids.
+//! * [`keys`] — Ed25519 and ECDSA P-256 keys: generation, PEM files, securesystemslib key ids.
+//! * [`oms`] — checkpoint signatures in the OpenSSF model-signing format (`model.sig`).
 //! * [`dsse`] — DSSE v1 envelopes: PAE, signing, threshold verification over exact bytes.
 //! * [`sign`] — a statement signed into an envelope with the user's key (run, gate).
+//! * [`slsa`] — the SLSA v1 provenance statement of a run.
 pub mod dsse;
 pub mod jcs;
 pub mod keys;
+pub mod oms;
 pub mod schema;
 pub mod sign;
+pub mod slsa;
 pub mod statement;

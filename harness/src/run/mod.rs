@@ -818,6 +818,54 @@ impl Ctx<'_> {
             text.as_bytes(),
             None,
         )?;
+        // The final checkpoint's OpenSSF model signature (what `model_signing verify key`
+        // checks), in the run directory: inside the checkpoint it would change the checkpoint
+        // digest the statement records. model_signing takes only ECDSA keys.
+        let mut outputs = vec![crate::record::ENVELOPE_FILE.to_string()];
+        let key = crate::manifest::keys::load_signing_key(&key_path)?;
+        let mut model_sig = serde_json::Value::Null;
+        if key.algorithm() == crate::manifest::keys::Algorithm::EcdsaP256 {
+            let rel = self.info("pretrain")?["checkpoint"]
+                .as_str()
+                .context("run.json: pretrain.checkpoint")?
+                .to_string();
+            let sig_path = self.dir.join(crate::manifest::oms::SIGNATURE_FILE);
+            let m = crate::manifest::oms::sign_model_to(&self.dir.join(&rel), &sig_path, &key)?;
+            model_sig = json!({"checkpoint": rel, "root_digest": m.root_digest});
+            outputs.push(crate::manifest::oms::SIGNATURE_FILE.into());
+        } else {
+            eprintln!(
+                "crambench: no {} written: your key {} is {}, and model_signing verifies only \
+                 ECDSA keys (`crambench keygen --algorithm ecdsa-p256` makes one)",
+                crate::manifest::oms::SIGNATURE_FILE,
+                key_path.display(),
+                key.algorithm().as_str()
+            );
+        }
+        // SLSA v1 provenance of the run, from the manifest, signed with the same key.
+        let run_statement: Value = serde_json::from_slice(&payload)?;
+        let started = self
+            .st
+            .invocations
+            .first()
+            .map(|i| i.started.clone())
+            .unwrap_or_else(crate::manifest::statement::now_rfc3339);
+        let slsa = crate::manifest::slsa::provenance(
+            &run_statement,
+            &started,
+            &crate::manifest::statement::now_rfc3339(),
+        )?;
+        let mut slsa_env = crate::manifest::dsse::Envelope::new(
+            crate::manifest::dsse::PAYLOAD_TYPE_IN_TOTO,
+            &crate::manifest::jcs::to_vec(&slsa)?,
+        );
+        slsa_env.sign(&key, crate::manifest::slsa::ENVELOPE_FILE)?;
+        crate::io::write_atomic(
+            &self.dir.join(crate::manifest::slsa::ENVELOPE_FILE),
+            slsa_env.to_json().as_bytes(),
+            None,
+        )?;
+        outputs.push(crate::manifest::slsa::ENVELOPE_FILE.into());
         *key_info = KeyInfo {
             keyid: Some(keyid.clone()),
             signing_key: Some(key_path.clone()),
@@ -825,10 +873,11 @@ impl Ctx<'_> {
             created,
         };
         Ok(StageResult::Done {
-            outputs: vec![crate::record::ENVELOPE_FILE.into()],
+            outputs,
             info: json!({
                 "keyid": keyid,
                 "public_key": public.map(|p| p.display().to_string()),
+                "model_signature": model_sig,
             }),
             detail: format!("keyid {}", &keyid[..16]),
             seconds: None,
