@@ -364,6 +364,54 @@ pub fn analyse(
     ))
 }
 
+/// "X ± Y points above WHAT" for one difference: X the point difference, Y half the width of
+/// its 95% interval `[lo, hi]` (written out too, as the interval need not be symmetric), and
+/// a note when the interval includes 0.
+pub fn above_text(d: &Difference, what: &str) -> String {
+    let word = if d.delta >= 0.0 { "above" } else { "below" };
+    let unclear = if d.ci95.lo > 0.0 || d.ci95.hi < 0.0 {
+        ""
+    } else {
+        "; includes 0: not distinguishable"
+    };
+    format!(
+        "{:.2} ± {:.2} points {word} {what} (95% interval of the difference [{:+.2}, {:+.2}]{unclear})",
+        d.delta.abs(),
+        d.ci95.half_width(),
+        d.ci95.lo,
+        d.ci95.hi
+    )
+}
+
+/// One line per control and set (and the aggregate): how far the run is above the control,
+/// and the control's own value.
+pub fn summary_lines(c: &Controls) -> Vec<String> {
+    let mut out = Vec::new();
+    for (name, ctl) in [
+        ("no-pretraining", c.no_pretraining.as_ref()),
+        ("constant", Some(&c.constant)),
+    ] {
+        let Some(ctl) = ctl else { continue };
+        for (set, cs) in &ctl.tasks {
+            for (m, d) in &cs.above {
+                let v = 100.0 * cs.metrics.get(m).copied().unwrap_or(f64::NAN);
+                out.push(format!(
+                    "{set} {m}: {}",
+                    above_text(d, &format!("the {name} control ({v:.2})"))
+                ));
+            }
+        }
+        if let (Some(a), Some(d)) = (&ctl.aggregate, &ctl.above) {
+            out.push(format!(
+                "aggregate {}: {}",
+                a.rule.name(),
+                above_text(d, &format!("the {name} control ({:.2})", a.value))
+            ));
+        }
+    }
+    out
+}
+
 /// The constant predictor's rows on the examples of `like` (same `idx` and gold).
 fn constant_rows_like(like: &[Row], pred: Target) -> Vec<Row> {
     like.iter()
@@ -409,6 +457,24 @@ mod tests {
             Target::Score(2.5)
         );
         assert!(constant_prediction(Task::Sst2, &[]).is_err());
+    }
+
+    #[test]
+    fn above_text_says_x_plus_minus_y() {
+        let d = Difference {
+            delta: 1.8,
+            ci95: Interval { lo: 1.1, hi: 2.3 },
+        };
+        assert_eq!(
+            above_text(&d, "B"),
+            "1.80 ± 0.60 points above B (95% interval of the difference [+1.10, +2.30])"
+        );
+        let d = Difference {
+            delta: -0.5,
+            ci95: Interval { lo: -1.5, hi: 0.5 },
+        };
+        assert!(above_text(&d, "B").starts_with("0.50 ± 1.00 points below B"));
+        assert!(above_text(&d, "B").contains("includes 0"));
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! * `dataset` — the dataset's `dataset.json` (sha256), which lists every shard's digest and the
 //!   root digest the reader checks, named `dataset/<name>/dataset.json`;
 //! * `predictions` — `glue/predictions` (dirHash), every per-example prediction of every trial.
+//! * `control-predictions` — `glue/controls` (dirHash), the no-pretraining control's
+//!   predictions and kept trials, when that control ran.
 //!
 //! Budget accounting extends pretraining's own (`counted_phases` = pretraining) with the
 //! phases the rules leave out: data preparation and GLUE fine-tuning/evaluation, with their
@@ -68,6 +70,10 @@ pub fn statement(inp: &Inputs) -> Result<Statement> {
         for trial in 0..glue_cfg.trials {
             seeds.get(&format!("finetune/{}/{trial}", task.id()))?;
         }
+        // The bootstrap behind the recorded intervals (crate::glue::controls).
+        for set in task.eval_sets() {
+            seeds.get(&format!("glue/bootstrap/{}", set.id))?;
+        }
     }
 
     let mut s = Statement::new("run", fingerprint, seeds);
@@ -100,6 +106,11 @@ pub fn statement(inp: &Inputs) -> Result<Statement> {
         &inp.dir.join("glue/predictions"),
         "predictions",
     )?);
+    let controls = inp.dir.join("glue/controls");
+    if controls.is_dir() {
+        s.subject
+            .push(subject("glue/controls", &controls, "control-predictions")?);
+    }
 
     // Materials: the recipe files, the corpus and tokenizer, the GLUE data files.
     for f in &inp.recipe.chain {
