@@ -208,7 +208,30 @@ fn micro_recipe_end_to_end() {
         .iter()
         .map(|s| s["annotations"]["role"].as_str().unwrap())
         .collect();
-    assert_eq!(roles, ["checkpoint", "tokenizer", "dataset", "predictions"]);
+    // The demo tasks run the no-pretraining control by default: its predictions are signed.
+    assert_eq!(
+        roles,
+        [
+            "checkpoint",
+            "tokenizer",
+            "dataset",
+            "predictions",
+            "control-predictions"
+        ]
+    );
+    let g = &p["glue"];
+    for set in ["demo-sentiment", "demo-next-sentence"] {
+        let np = &g["controls"]["no_pretraining"];
+        assert!(np["tasks"][set]["metrics"]["accuracy"].is_number(), "{g:#}");
+        assert_eq!(
+            np["trials"][set].as_array().unwrap().len(),
+            g["tasks"][set]["trials"].as_array().unwrap().len()
+        );
+        assert!(g["controls"]["constant"]["tasks"][set]["above"]["accuracy"]["delta"].is_number());
+        let ci = &g["uncertainty"]["tasks"][set]["ci95"]["accuracy"];
+        assert!(ci["lo"].as_f64().unwrap() <= ci["hi"].as_f64().unwrap());
+    }
+    assert!(g["controls"]["no_pretraining"]["above"]["ci95"]["lo"].is_number());
     // The subjects' digests are what `crambench hash` computes now.
     let ck = m["subject"][0]["name"].as_str().unwrap();
     let (code, out, _) = cb(&good, &[], &["hash", ck, "--json"]);

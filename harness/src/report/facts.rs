@@ -8,6 +8,7 @@
 //! beside no other metric.
 use crate::record::RunRecord;
 use crate::reference::ReferenceRow;
+use crate::report::format;
 use crate::report::metrics_log::{self, MetricsLog};
 use serde_json::Value;
 
@@ -78,6 +79,25 @@ pub struct Glue {
     pub aggregate: Option<AggregateLine>,
     /// Reference columns with a published cell that this run did not evaluate.
     pub not_evaluated: Vec<String>,
+    /// The aggregate's 95% bootstrap interval (points), when the manifest records one.
+    pub aggregate_ci95: Option<crate::glue::controls::Interval>,
+    /// The control the report sets the run against: the no-pretraining control when it ran,
+    /// else the constant predictor (`None` for manifests made before controls were recorded).
+    pub control: Option<ControlLine>,
+}
+
+/// The control shown beside the run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlLine {
+    /// `no-pretraining` or `constant`.
+    pub name: String,
+    pub description: String,
+    /// The control's aggregate under the run's rule (points) and run − control.
+    pub aggregate: Option<f64>,
+    pub above: Option<crate::glue::controls::Difference>,
+    /// The constant predictor's aggregate (points), also shown when the main control is the
+    /// no-pretraining one.
+    pub constant_aggregate: Option<f64>,
 }
 
 /// One (evaluation set, metric) line.
@@ -93,6 +113,11 @@ pub struct GlueRow {
     pub reference: Option<f64>,
     /// `median - reference`, when both exist.
     pub delta: Option<f64>,
+    /// The median's 95% bootstrap interval over dev examples (points).
+    pub ci95: Option<crate::glue::controls::Interval>,
+    /// The shown control's median (points) and run − control with its interval.
+    pub control: Option<f64>,
+    pub above_control: Option<crate::glue::controls::Difference>,
 }
 
 /// The aggregate and how it relates to the reference.
@@ -203,6 +228,14 @@ fn pretraining(t: &Value) -> Pretraining {
 
 fn glue(p: &Value, reference: &ReferenceRow) -> Glue {
     let g = &p["glue"];
+    let uncertainty: Option<crate::glue::controls::Uncertainty> =
+        serde_json::from_value(g["uncertainty"].clone()).ok();
+    let controls: Option<crate::glue::controls::Controls> =
+        serde_json::from_value(g["controls"].clone()).ok();
+    let shown = controls.as_ref().map(|c| match &c.no_pretraining {
+        Some(np) => ("no-pretraining", np),
+        None => ("constant", &c.constant),
+    });
     let columns = &crate::reference::table().columns;
     let pct = |v: &Value| v.as_f64().map(|x| 100.0 * x);
     let mut rows = Vec::new();
@@ -219,7 +252,17 @@ fn glue(p: &Value, reference: &ReferenceRow) -> Glue {
                     None
                 };
                 let median = pct(median);
+                let ctl = shown.and_then(|(_, c)| c.tasks.get(set));
                 rows.push(GlueRow {
+                    ci95: uncertainty
+                        .as_ref()
+                        .and_then(|u| u.tasks.get(set)?.ci95.get(metric).copied())
+                        .map(|i| crate::glue::controls::Interval {
+                            lo: 100.0 * i.lo,
+                            hi: 100.0 * i.hi,
+                        }),
+                    control: ctl.and_then(|c| c.metrics.get(metric)).map(|v| 100.0 * v),
+                    above_control: ctl.and_then(|c| c.above.get(metric).copied()),
                     set: set.clone(),
                     metric: metric.clone(),
                     median,
@@ -267,5 +310,33 @@ fn glue(p: &Value, reference: &ReferenceRow) -> Glue {
         rows,
         aggregate,
         not_evaluated,
+        aggregate_ci95: uncertainty.as_ref().and_then(|u| u.aggregate),
+        control: shown.map(|(name, c)| ControlLine {
+            name: name.to_string(),
+            description: c.description.clone(),
+            aggregate: c.aggregate.as_ref().map(|a| a.value),
+            above: c.above,
+            constant_aggregate: controls
+                .as_ref()
+                .and_then(|c| c.constant.aggregate.as_ref())
+                .map(|a| a.value),
+        }),
+    }
+}
+
+impl Glue {
+    /// The run against its control in one sentence ("X ± Y points above the no-pretraining
+    /// control (…)"), when recorded.
+    pub fn above_control(&self) -> Option<String> {
+        let c = self.control.as_ref()?;
+        let d = c.above.as_ref()?;
+        let value = c
+            .aggregate
+            .map(|v| format!(" ({})", format::pct(v)))
+            .unwrap_or_default();
+        Some(crate::glue::controls::above_text(
+            d,
+            &format!("the {} control{value}", c.name),
+        ))
     }
 }
