@@ -376,3 +376,46 @@ fn deltas_come_with_paired_bootstrap_intervals_and_a_verdict() {
         "{agg} {want}"
     );
 }
+
+#[test]
+fn html_page_overlays_curves_and_sets_tables_side_by_side() {
+    let (dir, key) = setup();
+    let a = FakeRun::default();
+    let b = FakeRun {
+        final_mlm_loss: 4.25,
+        recipe: "other <b>recipe</b>".into(),
+        ..a.clone()
+    };
+    write_fake_run(&dir.path().join("a"), &a, &key);
+    write_fake_run(&dir.path().join("b"), &b, &key);
+    let (code, out, err) = run_in(dir.path(), &["compare", "a", "b", "--html", "cmp.html"]);
+    assert_eq!(code, 0, "{err}");
+    // The table still goes to stdout.
+    assert!(out.contains("demo-sentiment"), "{out}");
+    let h = std::fs::read_to_string(dir.path().join("cmp.html")).unwrap();
+    // Self-contained: no script, nothing loaded from elsewhere.
+    assert!(h.contains("Content-Security-Policy"));
+    for bad in [
+        "src=", "href=", "url(", "@import", "<script", "<link", "<iframe", "<img", "https://",
+    ] {
+        assert!(!h.contains(bad), "HTML contains {bad}");
+    }
+    // The only URL is the SVG namespace.
+    let ns = "xmlns=\"http://www.w3.org/2000/svg\"";
+    assert_eq!(h.matches("http://").count(), h.matches(ns).count());
+    // Three charts, each with one line per run and a legend naming both.
+    assert_eq!(h.matches("<svg").count(), 3, "{h}");
+    let first = &h[h.find("<svg").unwrap()..h.find("</svg>").unwrap()];
+    // Two curves and their two legend marks.
+    assert!(first.matches("<polyline").count() >= 4, "{first}");
+    assert!(first.contains("[1]") && first.contains("[2]"));
+    // Run data is escaped; the task table has the delta with its interval.
+    assert!(h.contains("other &lt;b&gt;recipe&lt;/b&gt;") && !h.contains("<b>recipe"));
+    assert!(
+        h.contains("<td class=\"n\">+0.00 [+0.00, +0.00]</td>"),
+        "{h}"
+    );
+    assert!(h.contains("4.2500"), "final loss of [2]");
+    // Identical predictions: the verdict says 0.00 ± 0.00 points.
+    assert!(h.contains("is 0.00 ± 0.00 points above [1]"), "{h}");
+}

@@ -552,3 +552,173 @@ impl Comparison {
         s
     }
 }
+
+impl Comparison {
+    /// One self-contained HTML page (inline CSS and SVG, no script, nothing loaded): the runs,
+    /// the verdicts, the curves of every run overlaid (MLM loss and learning rate against the
+    /// optimizer step, throughput against elapsed seconds; `logs[i]` is run `i`'s metrics log),
+    /// and the task table side by side with intervals.
+    pub fn to_html(&self, logs: &[crate::report::metrics_log::MetricsLog]) -> Result<String> {
+        use crate::escape::html as esc;
+        use std::fmt::Write;
+        let mut h = String::new();
+        let _ = write!(
+            h,
+            "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+             <meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; \
+             style-src 'unsafe-inline'\">\n\
+             <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+             <title>crambench compare</title>\n<style>{}</style>\n</head>\n<body>\n\
+             <h1>crambench compare: {} runs</h1>\n",
+            crate::report::html::STYLE,
+            self.runs.len()
+        );
+        for v in &self.verdicts {
+            let _ = writeln!(h, "<p><strong>{}</strong></p>", esc(v));
+        }
+        h += "<table>\n<tr><th>Run</th><th>Source</th><th>Recipe</th><th>Hardware</th>\
+              <th>Protocol</th><th>Used / allowed device-h</th><th>Final MLM loss</th>\
+              <th>Aggregate</th></tr>\n";
+        let opt = |v: Option<f64>, d: usize| v.map(|v| format!("{v:.d$}")).unwrap_or_default();
+        for (i, r) in self.runs.iter().enumerate() {
+            let agg = r
+                .aggregate
+                .as_ref()
+                .map(|a| {
+                    let d = a
+                        .delta
+                        .map(|d| format!(" (Δ {})", with_interval(d, a.delta_ci95)))
+                        .unwrap_or_default();
+                    format!("{} ({}){d}", f2(a.value), a.rule)
+                })
+                .unwrap_or_default();
+            let _ = writeln!(
+                h,
+                "<tr><td>[{}]</td><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td>\
+                 <td class=\"n\">{} / {}</td><td class=\"n\">{}</td><td>{}</td></tr>",
+                i + 1,
+                esc(&r.source),
+                esc(r.recipe.as_deref().unwrap_or("")),
+                esc(&r.hardware_class),
+                esc(r.protocol.as_deref().unwrap_or("")),
+                opt(r.used_device_hours, 4),
+                opt(r.allowed_device_hours, 4),
+                opt(r.final_mlm_loss, 4),
+                esc(&agg)
+            );
+        }
+        h += "</table>\n<h2>Curves</h2>\n";
+        let label = |i: usize| format!("[{}]", i + 1);
+        for (title, x, y, pick) in [
+            (
+                "MLM loss",
+                "optimizer step",
+                "loss",
+                (|m: &crate::report::metrics_log::MetricsLog| &m.loss)
+                    as fn(
+                        &crate::report::metrics_log::MetricsLog,
+                    ) -> &crate::report::metrics_log::Curve,
+            ),
+            ("Learning rate", "optimizer step", "learning rate", |m| {
+                &m.lr
+            }),
+            ("Throughput", "elapsed seconds", "tokens per second", |m| {
+                &m.throughput
+            }),
+        ] {
+            let series: Vec<(String, &crate::report::metrics_log::Curve)> = logs
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (label(i), pick(m)))
+                .collect();
+            match crate::report::charts::lines_svg(title, x, y, &series)? {
+                Some(svg) => {
+                    let _ = writeln!(
+                        h,
+                        "<figure>\n{svg}\n<figcaption>{} against {}, every run</figcaption>\n</figure>",
+                        esc(y),
+                        esc(x)
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        h,
+                        "<p class=\"note\">No {} values in any metrics log.</p>",
+                        esc(y)
+                    );
+                }
+            }
+        }
+        for (i, m) in logs.iter().enumerate() {
+            if let Some(why) = &m.missing {
+                let _ = writeln!(
+                    h,
+                    "<p class=\"note\">[{}]: no curves ({}).</p>",
+                    i + 1,
+                    esc(why)
+                );
+            }
+        }
+        h += "<h2>Tasks</h2>\n<table>\n<tr><th>Set</th><th>Metric</th>";
+        for i in 0..self.runs.len() {
+            let _ = write!(h, "<th>[{}] median (min–max, n)</th>", i + 1);
+            if i > 0 {
+                let _ = write!(h, "<th>Δ[{}] [95% interval]</th>", i + 1);
+            }
+        }
+        if self.reference.is_some() {
+            h += "<th>Reference</th>";
+        }
+        h += "</tr>\n";
+        for row in &self.rows {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td>",
+                esc(&row.set),
+                esc(&row.metric)
+            );
+            for (i, c) in row.cells.iter().enumerate() {
+                let cell = match c {
+                    Some(c) => match (c.min, c.max) {
+                        (Some(lo), Some(hi)) => {
+                            format!("{} ({}–{}, {})", f2(c.median), f2(lo), f2(hi), c.n)
+                        }
+                        _ => f2(c.median),
+                    },
+                    None => String::new(),
+                };
+                let _ = write!(h, "<td class=\"n\">{cell}</td>");
+                if i > 0 {
+                    let d = c
+                        .as_ref()
+                        .and_then(|c| c.delta.map(|d| with_interval(d, c.delta_ci95)))
+                        .unwrap_or_default();
+                    let _ = write!(h, "<td class=\"n\">{d}</td>");
+                }
+            }
+            if self.reference.is_some() {
+                let _ = write!(
+                    h,
+                    "<td class=\"n\">{}</td>",
+                    row.reference.map(f2).unwrap_or_default()
+                );
+            }
+            h += "</tr>\n";
+        }
+        h += "</table>\n";
+        if let Some(rc) = &self.reference {
+            let _ = writeln!(
+                h,
+                "<p class=\"note\">Reference: <code>{}</code> — {} ({})</p>",
+                esc(&rc.id),
+                esc(&rc.model),
+                esc(&rc.source)
+            );
+        }
+        for w in &self.warnings {
+            let _ = writeln!(h, "<p class=\"neg\">WARNING: {}</p>", esc(w));
+        }
+        h += "</body>\n</html>\n";
+        Ok(h)
+    }
+}

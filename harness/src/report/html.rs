@@ -9,7 +9,8 @@ use crate::report::{format, markdown};
 use anyhow::Result;
 use std::fmt::Write;
 
-const STYLE: &str =
+/// The page style, shared with `compare --html`.
+pub const STYLE: &str =
     "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:60rem;\
 margin:2rem auto;padding:0 1rem;color:#1b1b1b;line-height:1.45}\
 h1{font-size:1.6rem}h2{margin-top:2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}\
