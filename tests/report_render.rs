@@ -330,8 +330,23 @@ fn controls_and_intervals_lead_the_report() {
         "constant": control(0.5, 35.0, 40.0),
         "no_pretraining": control(0.6, 25.0, 60.0),
     });
+    let fake_cpu_summary = report::render(&rec, reference::row("crammed-bert-v1").unwrap())
+        .unwrap()
+        .markdown;
+    // A CPU run: fp32 whatever the recipe asks (autocast is CUDA-only).
+    assert!(
+        fake_cpu_summary.contains("| Precision | fp32 (CPU: no autocast) |"),
+        "{fake_cpu_summary}"
+    );
+    let p = &mut rec.statement["predicate"];
+    p["fingerprint"]["hardware"]["gpus"] =
+        serde_json::json!([{"name": "NVIDIA H100"}, {"name": "NVIDIA H100"}]);
+    p["budget"]["device_kind"] = "cuda".into();
+    p["recipe"]["resolved"]["train"] = serde_json::json!({"precision": "bf16"});
     let r = report::render(&rec, reference::row("crammed-bert-v1").unwrap()).unwrap();
     let md = &r.markdown;
+    assert!(md.contains("| Hardware | 2 × NVIDIA H100 |"), "{md}");
+    assert!(md.contains("| Precision | bf16 |"), "{md}");
     // The summary comes first, with the interval and the distance to the control.
     let summary = md.find("## Summary").unwrap();
     assert!(summary < md.find("## Run").unwrap());

@@ -31,6 +31,11 @@ pub struct Identity {
     pub created: Option<String>,
     pub crambench_version: Option<String>,
     pub hardware_class: Option<String>,
+    /// The hardware in words from the fingerprint ("1 × NVIDIA H100 80GB HBM3", "AMD EPYC
+    /// 7763, 2 physical cores") and the pretraining precision actually used (fp32 on a CPU,
+    /// where autocast does not run; else the recipe's `train.precision`).
+    pub hardware_words: Option<String>,
+    pub precision: Option<String>,
     pub device_kind: Option<String>,
     pub devices: Option<u64>,
     pub master_seed: Option<u64>,
@@ -191,6 +196,11 @@ fn identity(record: &RunRecord) -> Identity {
         created: s(&p["created"]),
         crambench_version: s(&p["crambench_version"]),
         hardware_class: s(&p["fingerprint"]["hardware_class"]),
+        hardware_words: hardware_words(&p["fingerprint"]["hardware"]),
+        precision: match p["budget"]["device_kind"].as_str() {
+            Some("cpu") => Some("fp32 (CPU: no autocast)".into()),
+            _ => s(&p["recipe"]["resolved"]["train"]["precision"]),
+        },
         device_kind: s(&p["budget"]["device_kind"]),
         devices: p["budget"]["devices"].as_u64(),
         master_seed: p["seeds"]["master"].as_u64(),
@@ -224,6 +234,38 @@ fn pretraining(t: &Value) -> Pretraining {
         final_loss_window: t["final_loss_window"].as_u64(),
         tokens_per_second: t["tokens_per_second"].as_f64(),
     }
+}
+
+/// The fingerprint's devices in words: the GPUs by name and count, else the CPU model and its
+/// physical cores.
+fn hardware_words(h: &Value) -> Option<String> {
+    let gpus: Vec<&str> = h["gpus"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g["name"].as_str())
+        .collect();
+    if !gpus.is_empty() {
+        let mut names: Vec<(String, usize)> = Vec::new();
+        for g in gpus {
+            match names.iter_mut().find(|(n, _)| n == g) {
+                Some((_, c)) => *c += 1,
+                None => names.push((g.to_string(), 1)),
+            }
+        }
+        return Some(
+            names
+                .iter()
+                .map(|(n, c)| format!("{c} × {n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+    }
+    let model = h["cpu"]["model"].as_str()?;
+    Some(match h["cpu"]["physical_cores"].as_u64() {
+        Some(c) => format!("{model}, {c} physical cores"),
+        None => model.to_string(),
+    })
 }
 
 fn glue(p: &Value, reference: &ReferenceRow) -> Glue {

@@ -67,7 +67,16 @@ pub fn headline(f: &Facts) -> KeyValues {
     };
     vec![
         ("Recipe", Cell::text(f.identity.recipe.clone())),
-        ("Hardware", Cell::text(f.identity.hardware_class.clone())),
+        (
+            "Hardware",
+            Cell::text(
+                f.identity
+                    .hardware_words
+                    .clone()
+                    .or_else(|| f.identity.hardware_class.clone()),
+            ),
+        ),
+        ("Precision", Cell::text(f.identity.precision.clone())),
         ("GLUE aggregate", Cell::text(agg)),
         ("Above control", Cell::text(g.above_control())),
         ("Against reference", Cell::text(reference)),
