@@ -104,7 +104,9 @@ fn intervals_match_numpy_with_the_same_indices() {
     let mut r = Lcg(7);
     let resamples = 300u32;
     let mut sets_json = Vec::new();
-    let mut owned: Vec<(tasks::EvalSet, Vec<Vec<Row>>, Vec<Vec<Row>>, usize)> = Vec::new();
+    // Per set: the set, the run's trials, the control's trials, the constant class.
+    type SetCase = (tasks::EvalSet, Vec<Vec<Row>>, Vec<Vec<Row>>, usize);
+    let mut owned: Vec<SetCase> = Vec::new();
     for (id, n, seed) in [
         ("demo-sentiment", 57usize, 11u64),
         ("demo-next-sentence", 41, 12),

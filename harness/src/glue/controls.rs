@@ -288,7 +288,7 @@ pub fn analyse(
                         metrics: med.clone(),
                         ci95: su.ci95,
                         above,
-                        prediction: (side == 1).then(|| match inp.constant {
+                        prediction: (side == 1).then_some(match inp.constant {
                             Target::Class(c) => c as f64,
                             Target::Score(s) => s,
                         }),
