@@ -539,6 +539,46 @@ fn controls_and_intervals_are_recorded_beside_the_run() {
     };
     let plain = go("plain", false);
     let v = go("ctl", true);
+    // Rerun into the same directory: every trial, the control's included, is kept and reused,
+    // with the same results.
+    let out_dir = dir.path().join("ctl");
+    let (code, stdout, stderr) = run_in(
+        dir.path(),
+        &[
+            "glue",
+            "run",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "--tasks",
+            "mrpc,stsb",
+            "--data",
+            tsv.to_str().unwrap(),
+            "--recipe",
+            recipe.to_str().unwrap(),
+            "--trials",
+            "2",
+            "--seed",
+            "5",
+            "--device",
+            "cpu",
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--json",
+            "--control",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stderr
+            .matches("(no pretraining): kept from the stopped run")
+            .count(),
+        4,
+        "{stderr}"
+    );
+    let again: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(again["controls"], v["controls"]);
+    assert_eq!(again["control_trials"], v["control_trials"]);
+    assert_eq!(again["uncertainty"], v["uncertainty"]);
     // GLUE tasks: the no-pretraining control only when asked for.
     assert!(plain["controls"].get("no_pretraining").is_none());
     assert!(plain.get("control_trials").is_none());

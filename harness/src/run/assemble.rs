@@ -106,8 +106,11 @@ pub fn statement(inp: &Inputs) -> Result<Statement> {
         &inp.dir.join("glue/predictions"),
         "predictions",
     )?);
+    // Only when the control ran (an earlier, stopped attempt may have left an emptied
+    // directory behind).
     let controls = inp.dir.join("glue/controls");
-    if controls.is_dir() {
+    let glue_info = info(st, "glue")?;
+    if glue_info["glue"]["controls"]["no_pretraining"].is_object() && controls.is_dir() {
         s.subject
             .push(subject("glue/controls", &controls, "control-predictions")?);
     }
