@@ -170,6 +170,27 @@ fn micro_recipe_end_to_end() {
     assert_eq!(code, 0, "{err}");
     let o: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(o["complete"], true);
+    // The summary carries the aggregate's interval and one line per control and set.
+    assert!(o["aggregate_ci95"]["lo"].is_number(), "{o:#}");
+    let lines: Vec<&str> = o["controls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    for set in ["demo-sentiment", "demo-next-sentence"] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("{set} accuracy: "))
+                    && l.contains("the no-pretraining control")),
+            "{lines:?}"
+        );
+    }
+    assert!(
+        lines.iter().any(|l| l.starts_with("aggregate demo: ")),
+        "{lines:?}"
+    );
     let good = w.join("good/micro");
     for f in [
         "run.json",
