@@ -209,3 +209,213 @@ fn unusable_input_exits_2() {
     assert_eq!(code, 2);
     assert!(err.contains("kind"), "{err}");
 }
+
+/// numpy reference of compare's paired bootstrap: reads both runs' predictions files, draws the
+/// resampling indices with its own splitmix64 (rejection sampling), takes each run's median
+/// accuracy over trials per resample, and the 2.5/97.5 percentiles of the differences; the
+/// demo aggregate is the mean of the two sets.
+const COMPARE_REFERENCE: &str = r#"
+import json, sys, glob
+import numpy as np
+M = (1 << 64) - 1
+def below_stream(seed, n):
+    s = seed
+    zone = (1 << 64) - ((1 << 64) % n)
+    while True:
+        s = (s + 0x9E3779B97F4A7C15) & M
+        z = s
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M
+        z ^= z >> 31
+        if z < zone:
+            yield z % n
+def load(run, s):
+    out = []
+    for f in sorted(glob.glob(f"{run}/glue/predictions/{s}/trial-*.tsv")):
+        rows = sorted([list(map(int, l.split("\t"))) for l in open(f).read().splitlines()[1:]])
+        out.append(np.array(rows))
+    return out
+inp = json.load(sys.stdin)
+B = inp["resamples"]
+res = {}
+agg = np.zeros((B, 2))
+for s, seed in inp["seeds"].items():
+    sides = [load(r, s) for r in inp["runs"]]
+    gold = sides[0][0][:, 2]
+    n = len(gold)
+    g = below_stream(seed, n)
+    d = np.zeros((B, 2))
+    for b in range(B):
+        idx = np.array([next(g) for _ in range(n)])
+        for k in range(2):
+            d[b, k] = np.median([(t[idx, 1] == gold[idx]).mean() for t in sides[k]])
+    agg += d / len(inp["seeds"])
+    lo, hi = np.percentile(100 * (d[:, 1] - d[:, 0]), [2.5, 97.5])
+    res[s] = [float(lo), float(hi)]
+lo, hi = np.percentile(100 * (agg[:, 1] - agg[:, 0]), [2.5, 97.5])
+res["aggregate"] = [float(lo), float(hi)]
+print(json.dumps(res))
+"#;
+
+#[test]
+fn deltas_come_with_paired_bootstrap_intervals_and_a_verdict() {
+    let (dir, key) = setup();
+    let a = FakeRun::default();
+    let mut b = a.clone();
+    // The same dev examples and gold labels as a's, about 90% right instead of 80%.
+    let better: Vec<Vec<(usize, usize)>> = (0..3)
+        .map(|t| {
+            (0..200)
+                .map(|i| {
+                    let gold = (i * 7 + 3) % 2;
+                    (if (i + t) % 10 == 0 { 1 - gold } else { gold }, gold)
+                })
+                .collect()
+        })
+        .collect();
+    b.sets.insert("demo-sentiment".into(), better);
+    write_fake_run(&dir.path().join("a"), &a, &key);
+    write_fake_run(&dir.path().join("b"), &b, &key);
+    let c = compare_json(dir.path(), &["a", "b"]);
+    // Runs whose gold labels differ have no paired interval, and the verdict says why.
+    let mut other = a.clone();
+    other
+        .sets
+        .insert("demo-sentiment".into(), trials(&[20, 24, 30]));
+    write_fake_run(&dir.path().join("other"), &other, &key);
+    let o = compare_json(dir.path(), &["a", "other"]);
+    assert!(row(&o, "demo-sentiment", "accuracy")["cells"][1]["delta_ci95"].is_null());
+    assert!(
+        o["verdicts"][0]
+            .as_str()
+            .unwrap()
+            .contains("no interval: the runs' gold labels differ"),
+        "{o:#}"
+    );
+    let r = row(&c, "demo-sentiment", "accuracy");
+    let ci = &r["cells"][1]["delta_ci95"];
+    let agg = &c["runs"][1]["aggregate"];
+    assert!(ci.is_object(), "{:#}", c["verdicts"]);
+    let (lo, hi) = (ci["lo"].as_f64().unwrap(), ci["hi"].as_f64().unwrap());
+    let d = r["cells"][1]["delta"].as_f64().unwrap();
+    assert!(lo <= d && d <= hi, "{lo} {d} {hi}");
+    // Identical predictions: a zero delta with a zero-width interval.
+    let same = row(&c, "demo-next-sentence", "accuracy");
+    assert_eq!(
+        same["cells"][1]["delta_ci95"],
+        serde_json::json!({"lo": 0.0, "hi": 0.0})
+    );
+    // The verdict says it in one line.
+    let v = c["verdicts"][0].as_str().unwrap();
+    let half = (agg["delta_ci95"]["hi"].as_f64().unwrap()
+        - agg["delta_ci95"]["lo"].as_f64().unwrap())
+        / 2.0;
+    let want = format!(
+        "[2] {} is {:.2} ± {:.2} points above [1] {} on the demo aggregate",
+        c["runs"][1]["source"].as_str().unwrap(),
+        agg["delta"].as_f64().unwrap(),
+        half,
+        c["runs"][0]["source"].as_str().unwrap(),
+    );
+    assert!(v.starts_with(&want), "{v}\nwant {want}");
+    let (code, out, _) = run_in(dir.path(), &["compare", "a", "b"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&want), "{out}");
+
+    // Against numpy with its own splitmix64 and the same seeds.
+    let Some(py) = common::interop_python() else {
+        return;
+    };
+    let seed = |s: &str| {
+        crambench::provenance::seeds::derive(
+            crambench::compare::COMPARE_SEED,
+            &format!("compare/bootstrap/{s}"),
+        )
+    };
+    let input = serde_json::json!({
+        "resamples": crambench::glue::controls::RESAMPLES,
+        "runs": [dir.path().join("a"), dir.path().join("b")],
+        "seeds": {"demo-sentiment": seed("demo-sentiment"), "demo-next-sentence": seed("demo-next-sentence")},
+    });
+    let mut child = std::process::Command::new(&py)
+        .args(["-c", COMPARE_REFERENCE])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let want: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        close(&ci["lo"], want["demo-sentiment"][0].as_f64().unwrap()),
+        "{ci} {want}"
+    );
+    assert!(
+        close(&ci["hi"], want["demo-sentiment"][1].as_f64().unwrap()),
+        "{ci} {want}"
+    );
+    assert!(
+        close(
+            &agg["delta_ci95"]["lo"],
+            want["aggregate"][0].as_f64().unwrap()
+        ),
+        "{agg} {want}"
+    );
+    assert!(
+        close(
+            &agg["delta_ci95"]["hi"],
+            want["aggregate"][1].as_f64().unwrap()
+        ),
+        "{agg} {want}"
+    );
+}
+
+#[test]
+fn html_page_overlays_curves_and_sets_tables_side_by_side() {
+    let (dir, key) = setup();
+    let a = FakeRun::default();
+    let b = FakeRun {
+        final_mlm_loss: 4.25,
+        recipe: "other <b>recipe</b>".into(),
+        ..a.clone()
+    };
+    write_fake_run(&dir.path().join("a"), &a, &key);
+    write_fake_run(&dir.path().join("b"), &b, &key);
+    let (code, out, err) = run_in(dir.path(), &["compare", "a", "b", "--html", "cmp.html"]);
+    assert_eq!(code, 0, "{err}");
+    // The table still goes to stdout.
+    assert!(out.contains("demo-sentiment"), "{out}");
+    let h = std::fs::read_to_string(dir.path().join("cmp.html")).unwrap();
+    // Self-contained: no script, nothing loaded from elsewhere.
+    assert!(h.contains("Content-Security-Policy"));
+    for bad in [
+        "src=", "href=", "url(", "@import", "<script", "<link", "<iframe", "<img", "https://",
+    ] {
+        assert!(!h.contains(bad), "HTML contains {bad}");
+    }
+    // The only URL is the SVG namespace.
+    let ns = "xmlns=\"http://www.w3.org/2000/svg\"";
+    assert_eq!(h.matches("http://").count(), h.matches(ns).count());
+    // Three charts, each with one line per run and a legend naming both.
+    assert_eq!(h.matches("<svg").count(), 3, "{h}");
+    let first = &h[h.find("<svg").unwrap()..h.find("</svg>").unwrap()];
+    // Two curves and their two legend marks.
+    assert!(first.matches("<polyline").count() >= 4, "{first}");
+    assert!(first.contains("[1]") && first.contains("[2]"));
+    // Run data is escaped; the task table has the delta with its interval.
+    assert!(h.contains("other &lt;b&gt;recipe&lt;/b&gt;") && !h.contains("<b>recipe"));
+    assert!(
+        h.contains("<td class=\"n\">+0.00 [+0.00, +0.00]</td>"),
+        "{h}"
+    );
+    assert!(h.contains("4.2500"), "final loss of [2]");
+    // Identical predictions: the verdict says 0.00 ± 0.00 points.
+    assert!(h.contains("is 0.00 ± 0.00 points above [1]"), "{h}");
+}

@@ -499,3 +499,219 @@ fn glue_run_checks_every_tasks_data_before_the_first_trial() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("pass --data DIR"), "{err}");
 }
+
+#[test]
+fn controls_and_intervals_are_recorded_beside_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = tiny_checkpoint(dir.path());
+    let recipe = dir.path().join("r.toml");
+    std::fs::write(&recipe, RECIPE).unwrap();
+    let tsv = gen::tsv_root();
+    let go = |out: &str, control: bool| -> Value {
+        let out_dir = dir.path().join(out);
+        let mut args = vec![
+            "glue",
+            "run",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "--tasks",
+            "mrpc,stsb",
+            "--data",
+            tsv.to_str().unwrap(),
+            "--recipe",
+            recipe.to_str().unwrap(),
+            "--trials",
+            "2",
+            "--seed",
+            "5",
+            "--device",
+            "cpu",
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--json",
+        ];
+        if control {
+            args.push("--control");
+        }
+        let (code, stdout, stderr) = run_in(dir.path(), &args);
+        assert_eq!(code, 0, "{stderr}");
+        serde_json::from_str(&stdout).unwrap()
+    };
+    let plain = go("plain", false);
+    let v = go("ctl", true);
+    // Rerun into the same directory: every trial, the control's included, is kept and reused,
+    // with the same results.
+    let out_dir = dir.path().join("ctl");
+    let (code, stdout, stderr) = run_in(
+        dir.path(),
+        &[
+            "glue",
+            "run",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "--tasks",
+            "mrpc,stsb",
+            "--data",
+            tsv.to_str().unwrap(),
+            "--recipe",
+            recipe.to_str().unwrap(),
+            "--trials",
+            "2",
+            "--seed",
+            "5",
+            "--device",
+            "cpu",
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--json",
+            "--control",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        stderr
+            .matches("(no pretraining): kept from the stopped run")
+            .count(),
+        4,
+        "{stderr}"
+    );
+    let again: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(again["controls"], v["controls"]);
+    assert_eq!(again["control_trials"], v["control_trials"]);
+    assert_eq!(again["uncertainty"], v["uncertainty"]);
+    // GLUE tasks: the no-pretraining control only when asked for.
+    assert!(plain["controls"].get("no_pretraining").is_none());
+    assert!(plain.get("control_trials").is_none());
+    // The control does not change the run's own trials or numbers.
+    for set in ["mrpc", "stsb"] {
+        for (a, b) in v["tasks"][set]["trials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(plain["tasks"][set]["trials"].as_array().unwrap())
+        {
+            assert_eq!(a["predictions_sha256"], b["predictions_sha256"], "{set}");
+        }
+    }
+    assert_eq!(v["uncertainty"], plain["uncertainty"]);
+    let read = |p: &Path| -> Vec<(String, String)> {
+        std::fs::read_to_string(p)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                (f[1].to_string(), f[2].to_string())
+            })
+            .collect()
+    };
+    for set in ["mrpc", "stsb"] {
+        // Constant control: one prediction for every dev example, scored like any predictions.
+        let c = &v["controls"]["constant"]["tasks"][set];
+        let pred = c["prediction"].as_f64().unwrap();
+        let run_rows = read(
+            &dir.path().join("ctl").join(
+                v["tasks"][set]["trials"][0]["predictions"]
+                    .as_str()
+                    .unwrap(),
+            ),
+        );
+        if set == "mrpc" {
+            let gold: Vec<f64> = run_rows.iter().map(|(_, g)| g.parse().unwrap()).collect();
+            let acc = gold.iter().filter(|g| **g == pred).count() as f64 / gold.len() as f64;
+            assert!((c["metrics"]["accuracy"].as_f64().unwrap() - acc).abs() < 1e-12);
+        } else {
+            // A constant has no correlation: scipy's NaN, reported as 0 like every undefined metric.
+            assert_eq!(c["metrics"]["pearson"], 0.0);
+        }
+        // No-pretraining control: the run's trial seeds, its own predictions files, its median
+        // equal to the re-scored files' median.
+        let np = &v["controls"]["no_pretraining"];
+        let trials = np["trials"][set]
+            .as_array()
+            .or(v["control_trials"][set].as_array())
+            .unwrap();
+        assert_eq!(trials.len(), 2);
+        let mut scores = Vec::new();
+        for (t, r) in trials
+            .iter()
+            .zip(v["tasks"][set]["trials"].as_array().unwrap())
+        {
+            assert_eq!(t["seed"], r["seed"]);
+            let rel = t["predictions"].as_str().unwrap();
+            assert!(
+                rel.starts_with("controls/no-pretraining/predictions/"),
+                "{rel}"
+            );
+            if set == "stsb" {
+                // Scores (not classes, which a tiny model may collapse to one) tell the
+                // untrained initialisation from the checkpoint.
+                assert_ne!(
+                    t["predictions_sha256"], r["predictions_sha256"],
+                    "the control loaded the pretrained weights"
+                );
+            }
+            let p = dir.path().join("ctl").join(rel);
+            let (code, out, err) = run_in(
+                dir.path(),
+                &[
+                    "glue",
+                    "score",
+                    "--task",
+                    set,
+                    "--predictions",
+                    p.to_str().unwrap(),
+                    "--any-size",
+                    "--json",
+                ],
+            );
+            assert_eq!(code, 0, "{err}");
+            let s: Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(s["metrics"], t["metrics"]);
+            scores.push(s["metrics"].clone());
+        }
+        for (m, med) in np["tasks"][set]["metrics"].as_object().unwrap() {
+            let a = scores[0][m].as_f64().unwrap();
+            let b = scores[1][m].as_f64().unwrap();
+            assert!(
+                (med.as_f64().unwrap() - (a + b) / 2.0).abs() < 1e-12,
+                "{set} {m}"
+            );
+            // Above the control: the run's median minus the control's, in points.
+            let d = np["tasks"][set]["above"][m]["delta"].as_f64().unwrap();
+            let run = v["tasks"][set]["metrics"][m].as_f64().unwrap();
+            assert!((d - 100.0 * (run - med.as_f64().unwrap())).abs() < 1e-9);
+        }
+        // Every median of the run has an interval, and the median lies in it unless the
+        // trials disagree more than resampling moves them.
+        for (m, _) in v["tasks"][set]["metrics"].as_object().unwrap() {
+            let ci = &v["uncertainty"]["tasks"][set]["ci95"][m];
+            assert!(
+                ci["lo"].as_f64().unwrap() <= ci["hi"].as_f64().unwrap(),
+                "{set} {m}"
+            );
+            assert_eq!(v["uncertainty"]["tasks"][set]["trials"][m]["n"], 2);
+        }
+    }
+    // The manifest object, controls and intervals included, matches the schema; a control
+    // with a malformed interval does not.
+    let schema: Value = serde_json::from_slice(
+        &std::fs::read(
+            common::repo_root().join("manifests/schema/crambench-manifest-v0.1.schema.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema["$defs"]["glue"]).unwrap();
+    let mut controls = v["controls"].clone();
+    controls["no_pretraining"]["trials"] = v["control_trials"].clone();
+    let obj = serde_json::json!({"protocol": v["protocol"], "tasks": v["tasks"],
+        "aggregate": {"rule": "cramming", "value": 1.0},
+        "uncertainty": v["uncertainty"], "controls": controls});
+    let errors: Vec<String> = validator.iter_errors(&obj).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let mut bad = obj.clone();
+    bad["controls"]["constant"]["tasks"]["mrpc"]["ci95"]["accuracy"] =
+        serde_json::json!({"lo": "x"});
+    assert!(!validator.is_valid(&bad));
+}

@@ -49,11 +49,11 @@ fn reference_cells_and_deltas_are_right() {
     let r = report::render(&rec, reference::row("crammed-bert-v1").unwrap()).unwrap();
     let md = &r.markdown;
     assert!(
-        md.contains("| sst2 | accuracy | 85.00 | 90.00, 85.00, 80.00 | 92.20 | -7.20 |"),
+        md.contains("| sst2 | accuracy | 85.00 |  | 90.00, 85.00, 80.00 |  |  | 92.20 | -7.20 |"),
         "{md}"
     );
     assert!(
-        md.contains("| rte | accuracy | 72.50 | 75.00, 70.00, 72.50 | 53.80 | +18.70 |"),
+        md.contains("| rte | accuracy | 72.50 |  | 75.00, 70.00, 72.50 |  |  | 53.80 | +18.70 |"),
         "{md}"
     );
     assert!(md.contains("Rule `cramming`: **78.75**"), "{md}");
@@ -104,15 +104,15 @@ fn empty_reference_cells_stay_empty() {
     let r = report::render(&rec, reference::row("crammed-bert-v2-a6000").unwrap()).unwrap();
     let md = &r.markdown;
     assert!(
-        md.contains("| sst2 | accuracy | 85.00 | 90.00, 85.00, 80.00 |  |  |"),
+        md.contains("| sst2 | accuracy | 85.00 |  | 90.00, 85.00, 80.00 |  |  |  |  |"),
         "{md}"
     );
-    assert!(md.contains("| rte | accuracy | 72.50 | 75.00, 70.00, 72.50 |  |  |"));
+    assert!(md.contains("| rte | accuracy | 72.50 |  | 75.00, 70.00, 72.50 |  |  |  |  |"));
     assert!(!md.contains("did not evaluate"), "{md}");
     assert!(md.contains("same rule: 80.40; Δ = -1.65."), "{md}");
     assert!(r
         .html
-        .contains("<td class=\"n\">85.00</td><td>90.00, 85.00, 80.00</td><td class=\"n\"></td><td class=\"n\"></td>"));
+        .contains("<td class=\"n\">85.00</td><td class=\"n\"></td><td>90.00, 85.00, 80.00</td><td class=\"n\"></td><td class=\"n\"></td><td class=\"n\"></td><td class=\"n\"></td>"));
 
     // A reference with a different rule is not compared.
     let mut other: ReferenceRow = reference::row("bert-base").unwrap().clone();
@@ -121,7 +121,7 @@ fn empty_reference_cells_stay_empty() {
     let r = report::render(&rec, &other).unwrap();
     assert!(r
         .markdown
-        .contains("| sst2 | accuracy | 85.00 | 90.00, 85.00, 80.00 |  |  |"));
+        .contains("| sst2 | accuracy | 85.00 |  | 90.00, 85.00, 80.00 |  |  |  |  |"));
     assert!(
         r.markdown
             .contains("publishes no average under rule cramming (it has: bert-paper)"),
@@ -304,4 +304,76 @@ fn a_lone_statement_renders_without_curves() {
     );
     assert!(r.markdown.contains("No metrics log:"));
     drop(rec);
+}
+
+#[test]
+fn controls_and_intervals_lead_the_report() {
+    let d = tempfile::tempdir().unwrap();
+    let mut rec = make(d.path(), &glue_run("crammed-bert-ctl"));
+    // What `glue run` records (crambench::glue::controls), with round numbers.
+    let g = &mut rec.statement["predicate"]["glue"];
+    g["uncertainty"] = serde_json::json!({
+        "method": "m", "resamples": 1000, "level": 0.95, "seed_label": "glue/bootstrap/<set>",
+        "tasks": {"sst2": {"ci95": {"accuracy": {"lo": 0.8, "hi": 0.875}}, "trials": {}}},
+        "aggregate": {"lo": 77.5, "hi": 80.0}
+    });
+    let control = |acc: f64, delta: f64, agg: f64| {
+        serde_json::json!({
+            "description": "d",
+            "tasks": {"sst2": {"metrics": {"accuracy": acc}, "ci95": {},
+                "above": {"accuracy": {"delta": delta, "ci95": {"lo": delta - 2.0, "hi": delta + 2.0}}}}},
+            "aggregate": {"rule": "cramming", "value": agg},
+            "above": {"delta": 78.75 - agg, "ci95": {"lo": 78.75 - agg - 1.5, "hi": 78.75 - agg + 0.5}}
+        })
+    };
+    g["controls"] = serde_json::json!({
+        "constant": control(0.5, 35.0, 40.0),
+        "no_pretraining": control(0.6, 25.0, 60.0),
+    });
+    let fake_cpu_summary = report::render(&rec, reference::row("crammed-bert-v1").unwrap())
+        .unwrap()
+        .markdown;
+    // A CPU run: fp32 whatever the recipe asks (autocast is CUDA-only).
+    assert!(
+        fake_cpu_summary.contains("| Precision | fp32 (CPU: no autocast) |"),
+        "{fake_cpu_summary}"
+    );
+    let p = &mut rec.statement["predicate"];
+    p["fingerprint"]["hardware"]["gpus"] =
+        serde_json::json!([{"name": "NVIDIA H100"}, {"name": "NVIDIA H100"}]);
+    p["budget"]["device_kind"] = "cuda".into();
+    p["recipe"]["resolved"]["train"] = serde_json::json!({"precision": "bf16"});
+    let r = report::render(&rec, reference::row("crammed-bert-v1").unwrap()).unwrap();
+    let md = &r.markdown;
+    assert!(md.contains("| Hardware | 2 × NVIDIA H100 |"), "{md}");
+    assert!(md.contains("| Precision | bf16 |"), "{md}");
+    // The summary comes first, with the interval and the distance to the control.
+    let summary = md.find("## Summary").unwrap();
+    assert!(summary < md.find("## Run").unwrap());
+    assert!(
+        md.contains("| GLUE aggregate | 78.75 (cramming rule, 95% interval \\[77.50, 80.00\\]) |"),
+        "{md}"
+    );
+    // 18.75 points above, interval [17.25, 19.25]: half width 1.00.
+    assert!(
+        md.contains(
+            "| Above control | 18.75 ± 1.00 points above the no-pretraining control (60.00)"
+        ),
+        "{md}"
+    );
+    assert!(
+        md.contains("| sst2 | accuracy | 85.00 | [80.00, 87.50] | 90.00, 85.00, 80.00 | 60.00 | +25.00 ± 2.00 | 92.20 | -7.20 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("constant (majority-class) predictor scores 40.00"),
+        "{md}"
+    );
+    let h = &r.html;
+    assert!(h.contains("<h2>Summary</h2>"));
+    assert!(
+        h.contains("18.75 ± 1.00 points above the no-pretraining control (60.00)"),
+        "{h}"
+    );
+    assert!(h.contains("<td class=\"n\">[80.00, 87.50]</td>"), "{h}");
 }

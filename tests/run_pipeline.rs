@@ -170,6 +170,27 @@ fn micro_recipe_end_to_end() {
     assert_eq!(code, 0, "{err}");
     let o: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(o["complete"], true);
+    // The summary carries the aggregate's interval and one line per control and set.
+    assert!(o["aggregate_ci95"]["lo"].is_number(), "{o:#}");
+    let lines: Vec<&str> = o["controls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    for set in ["demo-sentiment", "demo-next-sentence"] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("{set} accuracy: "))
+                    && l.contains("the no-pretraining control")),
+            "{lines:?}"
+        );
+    }
+    assert!(
+        lines.iter().any(|l| l.starts_with("aggregate demo: ")),
+        "{lines:?}"
+    );
     let good = w.join("good/micro");
     for f in [
         "run.json",
@@ -208,7 +229,30 @@ fn micro_recipe_end_to_end() {
         .iter()
         .map(|s| s["annotations"]["role"].as_str().unwrap())
         .collect();
-    assert_eq!(roles, ["checkpoint", "tokenizer", "dataset", "predictions"]);
+    // The demo tasks run the no-pretraining control by default: its predictions are signed.
+    assert_eq!(
+        roles,
+        [
+            "checkpoint",
+            "tokenizer",
+            "dataset",
+            "predictions",
+            "control-predictions"
+        ]
+    );
+    let g = &p["glue"];
+    for set in ["demo-sentiment", "demo-next-sentence"] {
+        let np = &g["controls"]["no_pretraining"];
+        assert!(np["tasks"][set]["metrics"]["accuracy"].is_number(), "{g:#}");
+        assert_eq!(
+            np["trials"][set].as_array().unwrap().len(),
+            g["tasks"][set]["trials"].as_array().unwrap().len()
+        );
+        assert!(g["controls"]["constant"]["tasks"][set]["above"]["accuracy"]["delta"].is_number());
+        let ci = &g["uncertainty"]["tasks"][set]["ci95"]["accuracy"];
+        assert!(ci["lo"].as_f64().unwrap() <= ci["hi"].as_f64().unwrap());
+    }
+    assert!(g["controls"]["no_pretraining"]["above"]["ci95"]["lo"].is_number());
     // The subjects' digests are what `crambench hash` computes now.
     let ck = m["subject"][0]["name"].as_str().unwrap();
     let (code, out, _) = cb(&good, &[], &["hash", ck, "--json"]);

@@ -244,3 +244,48 @@ fn a_failure_half_way_leaves_no_entry() {
     let (code, _, err) = common::run_in(&f.root, &["submit", "run", "--out", "entry"]);
     assert_eq!(code, 0, "{err}");
 }
+
+#[test]
+fn the_signed_control_predictions_travel_with_the_bundle() {
+    let f = fixture();
+    let (sk, _) = keypair(&f.root.join("keys2"), "s2");
+    let run = f.root.join("ctl");
+    write_fake_run(
+        &run,
+        &FakeRun {
+            control_files: true,
+            ..FakeRun::default()
+        },
+        &sk,
+    );
+    let (code, out, err) = common::run_in(&f.root, &["submit", "ctl", "--out", "entry", "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let got = files_below(&f.root.join("entry"));
+    let want = "glue/controls/no-pretraining/predictions/demo-sentiment/trial-0.tsv";
+    assert!(got.iter().any(|g| g == want), "{want} missing from {got:?}");
+    // In the bundle the control subject verifies at its signed digest.
+    let rec = RunRecord::open(&f.root.join("entry")).unwrap();
+    let a = crambench::audit::audit(
+        &rec,
+        &Default::default(),
+        &mut crambench::audit::GoldCache::default(),
+    );
+    let item = a
+        .items
+        .iter()
+        .find(|i| i.role.as_deref() == Some("control-predictions"))
+        .expect("the control subject is audited");
+    assert_eq!(
+        item.status,
+        crambench::audit::Status::Verified,
+        "{}",
+        item.detail
+    );
+    // A control file changed after signing is refused like any signed subject.
+    flip_first_prediction(
+        &run.join("glue/controls/no-pretraining/predictions/demo-sentiment/trial-1.tsv"),
+    );
+    let (code, out, err) = common::run_in(&f.root, &["submit", "ctl", "--out", "entry2"]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(!f.root.join("entry2").exists());
+}

@@ -29,6 +29,9 @@ pub struct FakeRun {
     pub protocol: String,
     pub epochs: u32,
     pub dataset_root_digest: String,
+    /// Write the run's predictions again as a no-pretraining control under `glue/controls/`
+    /// (a signed `control-predictions` subject), as `glue run` does for the demo tasks.
+    pub control_files: bool,
 }
 
 impl Default for FakeRun {
@@ -62,6 +65,7 @@ impl Default for FakeRun {
             protocol: "glue-sane (demo tasks)".into(),
             epochs: 5,
             dataset_root_digest: "ab".repeat(32),
+            control_files: false,
         }
     }
 }
@@ -141,10 +145,28 @@ pub fn write_fake_run(dir: &Path, spec: &FakeRun, key: &Path) -> Value {
     }
     std::fs::write(dir.join("pretrain/metrics.jsonl"), &log).unwrap();
     let predictions = hash::hash_path(&dir.join("glue/predictions"), &|_| {}).unwrap();
+    let mut subjects = vec![
+        json!({"name": "glue/predictions", "digest": predictions.digest_set(),
+                     "annotations": {"role": "predictions"}}),
+    ];
+    if spec.control_files {
+        for (set, trials) in &spec.sets {
+            let d = dir
+                .join("glue/controls/no-pretraining/predictions")
+                .join(set);
+            std::fs::create_dir_all(&d).unwrap();
+            for k in 0..trials.len() {
+                let from = dir.join(format!("glue/predictions/{set}/trial-{k}.tsv"));
+                std::fs::copy(from, d.join(format!("trial-{k}.tsv"))).unwrap();
+            }
+        }
+        let c = hash::hash_path(&dir.join("glue/controls"), &|_| {}).unwrap();
+        subjects.push(json!({"name": "glue/controls", "digest": c.digest_set(),
+                             "annotations": {"role": "control-predictions"}}));
+    }
     let statement = json!({
         "_type": "https://in-toto.io/Statement/v1",
-        "subject": [{"name": "glue/predictions", "digest": predictions.digest_set(),
-                     "annotations": {"role": "predictions"}}],
+        "subject": subjects,
         "predicateType": "https://crambench.dev/manifest/v0.1",
         "predicate": {
             "crambench_version": crambench::VERSION,

@@ -20,6 +20,10 @@ pub struct CompareArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also write one self-contained HTML page: the runs' curves overlaid and the task table
+    /// side by side.
+    #[arg(long, value_name = "OUT")]
+    pub html: Option<PathBuf>,
 }
 
 pub fn run(a: CompareArgs) -> Result<ExitCode> {
@@ -33,6 +37,13 @@ pub fn run(a: CompareArgs) -> Result<ExitCode> {
         None => None,
     };
     let c = compare::compare(&records, reference)?;
+    if let Some(out) = &a.html {
+        let logs: Vec<_> = records
+            .iter()
+            .map(|r| crambench::report::metrics_log::read(r.metrics_log().as_deref()))
+            .collect();
+        crambench::io::write_atomic(out, c.to_html(&logs)?.as_bytes(), None)?;
+    }
     let text = if a.json {
         super::json_text(&c)?
     } else {

@@ -41,6 +41,11 @@ pub struct RunArgs {
     /// Master seed (default: drawn from the OS and recorded).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Also fine-tune the untrained architecture under the same protocol and trial seeds, as
+    /// the no-pretraining control (the recipe's `glue.control_no_pretraining`; on by default
+    /// for the demo tasks).
+    #[arg(long)]
+    pub control: bool,
     /// Output directory.
     #[arg(long, value_name = "DIR", default_value = "runs/glue")]
     pub out: PathBuf,
@@ -169,6 +174,9 @@ fn run_glue(a: RunArgs) -> Result<ExitCode> {
         }
         cfg.trials = n;
     }
+    if a.control {
+        cfg.control_no_pretraining = Some(true);
+    }
     let tasks = match (&a.tasks, &a.recipe) {
         (Some(list), _) => tasks::Task::parse_list(list)?,
         (None, Some(r)) => tasks::Task::parse_list_as(
@@ -209,9 +217,19 @@ fn table(r: &crambench::glue::finetune::GlueResults) -> String {
         "protocol {}  trials {}  master seed {}  device {}  ({:.1}s)\n",
         r.protocol, r.config.trials, r.master_seed, r.device, r.total_finetune_seconds
     );
-    t += &format!("{:<20} {:<10} {:>8}   trials\n", "set", "metric", "median");
+    t += &format!(
+        "{:<20} {:<10} {:>8} {:>17}   trials\n",
+        "set", "metric", "median", "95% interval"
+    );
     for (set, s) in &r.tasks {
         for (m, v) in &s.metrics {
+            let ci = r
+                .uncertainty
+                .tasks
+                .get(set)
+                .and_then(|u| u.ci95.get(m))
+                .map(|i| format!("[{:.2}, {:.2}]", 100.0 * i.lo, 100.0 * i.hi))
+                .unwrap_or_default();
             let trials: Vec<String> = s
                 .trials
                 .iter()
@@ -223,7 +241,7 @@ fn table(r: &crambench::glue::finetune::GlueResults) -> String {
                 })
                 .collect();
             t += &format!(
-                "{set:<20} {m:<10} {:>8.2}   {}\n",
+                "{set:<20} {m:<10} {:>8.2} {ci:>17}   {}\n",
                 100.0 * v,
                 trials.join(" ")
             );
@@ -235,7 +253,23 @@ fn table(r: &crambench::glue::finetune::GlueResults) -> String {
         } else {
             ""
         };
-        t += &format!("aggregate {:<14} {:.2}{head}\n", agg.rule.name(), agg.value);
+        let ci = if head.is_empty() {
+            String::new()
+        } else {
+            r.uncertainty
+                .aggregate
+                .map(|i| format!(" [{:.2}, {:.2}]", i.lo, i.hi))
+                .unwrap_or_default()
+        };
+        t += &format!(
+            "aggregate {:<14} {:.2}{ci}{head}\n",
+            agg.rule.name(),
+            agg.value
+        );
+    }
+    for line in crambench::glue::controls::summary_lines(&r.controls) {
+        t += &line;
+        t.push('\n');
     }
     if !r.glue {
         t += "demo tasks: not GLUE; their aggregate is the `demo` rule\n";

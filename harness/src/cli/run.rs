@@ -103,11 +103,22 @@ fn table(o: &RunOutcome) -> String {
         row(
             "aggregate",
             format!(
-                "{:.2} ({} rule)",
+                "{:.2} ({} rule){}",
                 a["value"].as_f64().unwrap_or(f64::NAN),
-                a["rule"].as_str().unwrap_or("?")
+                a["rule"].as_str().unwrap_or("?"),
+                o.aggregate_ci95
+                    .as_ref()
+                    .map(|i| format!(
+                        ", 95% interval [{:.2}, {:.2}]",
+                        i["lo"].as_f64().unwrap_or(f64::NAN),
+                        i["hi"].as_f64().unwrap_or(f64::NAN)
+                    ))
+                    .unwrap_or_default()
             ),
         );
+    }
+    for (i, line) in o.controls.iter().enumerate() {
+        row(if i == 0 { "controls" } else { "" }, line.clone());
     }
     if let Some(l) = o.final_mlm_loss {
         row("final MLM loss", format!("{l:.4}"));

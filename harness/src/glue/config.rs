@@ -16,6 +16,7 @@
 //! | `dropout` (dropout on while fine-tuning) | true | true |
 //! | `max_seq_len` | 128 | 128 |
 //! | `trials` (seeds per task; median reported) | 5 | 5 |
+//! | `control_no_pretraining` (also fine-tune the untrained architecture as a control) | on for the demo tasks, off for GLUE | same |
 //!
 //! Sources: recipe.md §4.2 (`eval/GLUE_sane.yaml`; `eval/GLUE.yaml` @v1 for `glue-bert`: bs
 //! 32, lr 2e-5, 5 epochs, constant). `glue-bert`'s AdamW betas/eps/weight decay are not given
@@ -105,6 +106,7 @@ struct GlueOverrides {
     dropout: Option<bool>,
     max_seq_len: Option<usize>,
     trials: Option<u32>,
+    control_no_pretraining: Option<bool>,
     tasks: Option<Vec<String>>,
     aggregate: Option<Rule>,
     precision: Option<Precision>,
@@ -148,6 +150,10 @@ pub struct GlueConfig {
     pub max_seq_len: usize,
     /// Fine-tuning runs (seeds) per task.
     pub trials: u32,
+    /// Whether the no-pretraining control is run ([`crate::glue::controls`]); absent: on for
+    /// the demo tasks (cheap), off for GLUE (see [`GlueConfig::runs_no_pretraining`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control_no_pretraining: Option<bool>,
     /// Tasks run when the command line names none (`all` = the eight default GLUE tasks).
     pub tasks: Vec<String>,
     /// Aggregate rule reported as the headline number.
@@ -203,6 +209,7 @@ impl TryFrom<GlueOverrides> for GlueConfig {
             dropout: o.dropout.unwrap_or(true),
             max_seq_len: o.max_seq_len.unwrap_or(128),
             trials: o.trials.unwrap_or(5),
+            control_no_pretraining: o.control_no_pretraining,
             tasks: o.tasks.unwrap_or_else(|| vec!["all".into()]),
             aggregate: o.aggregate.unwrap_or_default(),
             precision: o.precision.unwrap_or(Precision::Bf16),
@@ -273,6 +280,13 @@ impl GlueConfig {
             .unwrap_or(arch.kind != ArchKind::BertC5)
     }
 
+    /// Whether a run of GLUE tasks (`glue`) or of the demo tasks also fine-tunes the
+    /// untrained architecture as a control: `control_no_pretraining`, or on for the demo tasks
+    /// only.
+    pub fn runs_no_pretraining(&self, glue: bool) -> bool {
+        self.control_no_pretraining.unwrap_or(!glue)
+    }
+
     /// Read `[glue]` of a recipe.
     pub fn from_recipe(recipe: &crate::recipe::Recipe) -> Result<Self> {
         recipe.section::<GlueConfig>("glue")
@@ -310,6 +324,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("epoch"), "{e}");
+        // The control: on by default for the demo tasks only; the key overrides it.
+        assert!(s.runs_no_pretraining(false) && !s.runs_no_pretraining(true));
+        let c = GlueConfig::from_toml("control_no_pretraining = true", "t").unwrap();
+        assert!(c.runs_no_pretraining(true));
+        let c = GlueConfig::from_toml("control_no_pretraining = false", "t").unwrap();
+        assert!(!c.runs_no_pretraining(false));
         // The resolved table round-trips through the recipe format.
         let t = toml::to_string(&b).unwrap();
         assert_eq!(GlueConfig::from_toml(&t, "t").unwrap(), b);

@@ -23,6 +23,7 @@
 use crate::error::Error;
 use crate::glue::aggregate::{self, Aggregate};
 use crate::glue::config::{GlueConfig, Schedule};
+use crate::glue::controls::{Controls, Uncertainty};
 use crate::glue::data::{DataFile, TaskData};
 use crate::glue::head::{ClassifierHead, HEAD_PREFIXES};
 use crate::glue::predictions::{self, Row};
@@ -396,7 +397,20 @@ pub struct GlueResults {
     /// ([`GlueConfig::masks_padding`]).
     pub key_padding_mask: bool,
     pub total_finetune_seconds: f64,
+    /// Bootstrap intervals of every set's median and of the aggregate, and the trial spread.
+    pub uncertainty: Uncertainty,
+    /// The controls (constant predictor always; no pretraining when configured), never part of
+    /// `tasks` or `aggregate`.
+    pub controls: Controls,
+    /// The no-pretraining control's trials per set (predictions under
+    /// `controls/no-pretraining/predictions/`); empty when the control did not run.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub control_trials: BTreeMap<String, Vec<TrialRecord>>,
 }
+
+/// Where the no-pretraining control's predictions and kept trials live under the output
+/// directory.
+pub const NO_PRETRAINING_DIR: &str = "controls/no-pretraining";
 
 impl GlueResults {
     /// The object for the manifest's `predicate.glue` (`$defs/glue`): fails unless an aggregate
@@ -410,10 +424,16 @@ impl GlueResults {
             .ok_or_else(|| {
                 Error::Check("no aggregate: not all tasks of the rule were run".into())
             })?;
+        let mut controls = serde_json::to_value(&self.controls)?;
+        if let Some(np) = controls.get_mut("no_pretraining") {
+            np["trials"] = serde_json::to_value(&self.control_trials)?;
+        }
         Ok(serde_json::json!({
             "protocol": self.protocol,
             "tasks": self.tasks,
             "aggregate": agg,
+            "uncertainty": self.uncertainty,
+            "controls": controls,
         }))
     }
 }
@@ -464,15 +484,22 @@ fn json_sha256<T: Serialize + ?Sized>(v: &T) -> Result<String> {
     Ok(crate::provenance::hash::sha256_hex(&serde_json::to_vec(v)?))
 }
 
-fn kept_trial_path(out: &Path, task: Task, trial: u32) -> std::path::PathBuf {
-    out.join("trials")
+fn kept_trial_path(out: &Path, prefix: &str, task: Task, trial: u32) -> std::path::PathBuf {
+    out.join(prefix)
+        .join("trials")
         .join(format!("{}-{trial}.json", task.id()))
 }
 
 /// A kept trial that belongs to this checkpoint and configuration and whose predictions files
 /// are intact; `None` otherwise (the trial is run again).
-fn load_kept_trial(out: &Path, task: Task, trial: u32, key: &KeptKey) -> Option<KeptTrial> {
-    let p = kept_trial_path(out, task, trial);
+fn load_kept_trial(
+    out: &Path,
+    prefix: &str,
+    task: Task,
+    trial: u32,
+    key: &KeptKey,
+) -> Option<KeptTrial> {
+    let p = kept_trial_path(out, prefix, task, trial);
     let k: KeptTrial = serde_json::from_slice(&crate::io::read_limited(&p, 16 << 20).ok()?).ok()?;
     if k.checkpoint_sha256 != key.checkpoint
         || k.config_sha256 != key.config
@@ -518,28 +545,55 @@ pub fn run(cfg: &GlueConfig, opts: &RunOptions) -> Result<GlueResults> {
     std::fs::create_dir_all(opts.out).map_err(|e| Error::io(opts.out, e))?;
     // What a kept trial must match to be reused.
     let ck_sha = json_sha256(&ck.files)?;
-    let cfg_sha = json_sha256(cfg)?;
+    // Whether the control runs does not change a trial: it is left out of the key.
+    let cfg_sha = json_sha256(&GlueConfig {
+        control_no_pretraining: None,
+        ..cfg.clone()
+    })?;
+    // The run itself, then (when configured) the no-pretraining control: the same trials from
+    // the untrained initialisation, kept and written under their own directory.
+    let mut variants = vec![Variant {
+        prefix: "",
+        pretrained: true,
+        cfg_sha: cfg_sha.clone(),
+    }];
+    if cfg.runs_no_pretraining(glue) {
+        variants.push(Variant {
+            prefix: NO_PRETRAINING_DIR,
+            pretrained: false,
+            cfg_sha: crate::provenance::hash::sha256_hex(
+                format!("{cfg_sha} {NO_PRETRAINING_DIR}").as_bytes(),
+            ),
+        });
+    }
     // Kept trials that will not be reused (another configuration or checkpoint, or a trial no
     // longer asked for) are removed with their predictions, so that nothing a trial of this run
     // does not name ends up in its signed predictions directory.
     let mut keep_files: std::collections::BTreeSet<std::path::PathBuf> = Default::default();
-    for &task in &tasks {
-        for trial in 0..cfg.trials {
-            let p = kept_trial_path(opts.out, task, trial);
-            let Ok(b) = crate::io::read_limited(&p, 16 << 20) else {
-                continue;
-            };
-            if let Ok(k) = serde_json::from_slice::<KeptTrial>(&b) {
-                if k.checkpoint_sha256 == ck_sha && k.config_sha256 == cfg_sha {
-                    keep_files.insert(p);
-                    for (_, r) in &k.records {
-                        keep_files.insert(opts.out.join(&r.predictions));
+    for v in &variants {
+        for &task in &tasks {
+            for trial in 0..cfg.trials {
+                let p = kept_trial_path(opts.out, v.prefix, task, trial);
+                let Ok(b) = crate::io::read_limited(&p, 16 << 20) else {
+                    continue;
+                };
+                if let Ok(k) = serde_json::from_slice::<KeptTrial>(&b) {
+                    if k.checkpoint_sha256 == ck_sha && k.config_sha256 == v.cfg_sha {
+                        keep_files.insert(p);
+                        for (_, r) in &k.records {
+                            keep_files.insert(opts.out.join(&r.predictions));
+                        }
                     }
                 }
             }
         }
     }
-    for sub in ["trials", "predictions"] {
+    for sub in [
+        "trials",
+        "predictions",
+        "controls/no-pretraining/trials",
+        "controls/no-pretraining/predictions",
+    ] {
         let dir = opts.out.join(sub);
         for f in crate::provenance::hash::hash_dir(&dir, &|_| {})
             .map(|d| d.entries)
@@ -553,6 +607,8 @@ pub fn run(cfg: &GlueConfig, opts: &RunOptions) -> Result<GlueResults> {
     }
     let mut kept_seconds = 0.0;
     let mut results = BTreeMap::new();
+    let mut control_results: BTreeMap<String, SetResult> = BTreeMap::new();
+    let mut constants: BTreeMap<String, Target> = BTreeMap::new();
     let mut data_info = BTreeMap::new();
     let mut warmups = WarmupPlan::default();
     let mut ignored = Vec::new();
@@ -606,120 +662,144 @@ pub fn run(cfg: &GlueConfig, opts: &RunOptions) -> Result<GlueResults> {
             .map(|(s, ex)| Ok((*s, encode(&ck.tokenizer, ex, max_len)?)))
             .collect::<Result<_>>()?;
         let data_sha = json_sha256(&data.files)?;
-        for trial in 0..cfg.trials {
-            let key = KeptKey {
-                checkpoint: &ck_sha,
-                config: &cfg_sha,
-                data: &data_sha,
-                seed: seeds::derive(opts.master_seed, &format!("finetune/{}/{trial}", task.id())),
+        let constant = crate::glue::controls::constant_prediction(task, &data.train)?;
+        for (set, _) in &data.dev {
+            constants.insert(set.id.to_string(), constant);
+        }
+        for v in &variants {
+            let results = if v.pretrained {
+                &mut results
+            } else {
+                &mut control_results
             };
-            if let Some(k) = load_kept_trial(opts.out, task, trial, &key) {
-                if opts.progress {
-                    eprintln!(
-                        "glue {} trial {trial}: kept from the stopped run",
-                        task.id()
-                    );
-                }
-                kept_seconds += k.records.first().map_or(0.0, |(_, r)| r.finetune_seconds);
-                for (set, r) in k.records {
-                    results
-                        .entry(set)
-                        .or_insert_with(|| SetResult {
-                            metrics: Metrics::new(),
-                            trials: Vec::new(),
-                        })
-                        .trials
-                        .push(r);
-                }
-                continue;
-            }
-            if crate::error::stop_requested(opts.stop) {
-                return Err(crate::error::Stopped.into());
-            }
-            let mut kept = Vec::new();
-            let label = format!("finetune/{}/{trial}", task.id());
-            let seed = seeds::derive(opts.master_seed, &label);
-            let t = TrialSetup {
-                cfg,
-                task,
-                seed,
-                total,
-                warmup,
-                max_len,
-                amp,
-                device: opts.device,
-                stop: opts.stop,
+            let what = if v.pretrained {
+                ""
+            } else {
+                " (no pretraining)"
             };
-            let out = run_trial(ck, &t, &train, &dev, &mut ignored)?;
-            for (set, preds, eval_s) in out.evals {
-                let gold: Vec<Target> = preds
-                    .iter()
-                    .map(|r| r.gold.expect("dev examples have labels"))
-                    .collect();
-                let pred: Vec<Target> = preds.iter().map(|r| r.prediction).collect();
-                let metrics = tasks::score(&set, &pred, &gold)?;
-                let rel = format!("predictions/{}/trial-{trial}.tsv", set.id);
-                let path = opts.out.join(&rel);
-                if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+            for trial in 0..cfg.trials {
+                let key = KeptKey {
+                    checkpoint: &ck_sha,
+                    config: &v.cfg_sha,
+                    data: &data_sha,
+                    seed: seeds::derive(
+                        opts.master_seed,
+                        &format!("finetune/{}/{trial}", task.id()),
+                    ),
+                };
+                if let Some(k) = load_kept_trial(opts.out, v.prefix, task, trial, &key) {
+                    if opts.progress {
+                        eprintln!(
+                            "glue {} trial {trial}{what}: kept from the stopped run",
+                            task.id()
+                        );
+                    }
+                    kept_seconds += k.records.first().map_or(0.0, |(_, r)| r.finetune_seconds);
+                    for (set, r) in k.records {
+                        results
+                            .entry(set)
+                            .or_insert_with(|| SetResult {
+                                metrics: Metrics::new(),
+                                trials: Vec::new(),
+                            })
+                            .trials
+                            .push(r);
+                    }
+                    continue;
                 }
-                let sha = predictions::write(&path, &preds)?;
-                crate::io::crash_point("glue-trial");
-                if opts.progress {
-                    let m: Vec<String> = metrics
+                if crate::error::stop_requested(opts.stop) {
+                    return Err(crate::error::Stopped.into());
+                }
+                let mut kept = Vec::new();
+                let label = format!("finetune/{}/{trial}", task.id());
+                let seed = seeds::derive(opts.master_seed, &label);
+                let t = TrialSetup {
+                    cfg,
+                    task,
+                    seed,
+                    total,
+                    warmup,
+                    max_len,
+                    amp,
+                    device: opts.device,
+                    stop: opts.stop,
+                    pretrained: v.pretrained,
+                };
+                let out = run_trial(ck, &t, &train, &dev, &mut ignored)?;
+                for (set, preds, eval_s) in out.evals {
+                    let gold: Vec<Target> = preds
                         .iter()
-                        .map(|(k, v)| format!("{k} {:.4}", v))
+                        .map(|r| r.gold.expect("dev examples have labels"))
                         .collect();
-                    eprintln!(
-                        "glue {} trial {trial}: {} (fine-tune {:.1}s, {:.1} ex/s; eval {:.2}s)",
+                    let pred: Vec<Target> = preds.iter().map(|r| r.prediction).collect();
+                    let metrics = tasks::score(&set, &pred, &gold)?;
+                    let rel = if v.pretrained {
+                        format!("predictions/{}/trial-{trial}.tsv", set.id)
+                    } else {
+                        format!("{}/predictions/{}/trial-{trial}.tsv", v.prefix, set.id)
+                    };
+                    let path = opts.out.join(&rel);
+                    if let Some(parent) = path.parent() {
+                        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+                    }
+                    let sha = predictions::write(&path, &preds)?;
+                    crate::io::crash_point("glue-trial");
+                    if opts.progress {
+                        let m: Vec<String> = metrics
+                            .iter()
+                            .map(|(k, v)| format!("{k} {:.4}", v))
+                            .collect();
+                        eprintln!(
+                        "glue {} trial {trial}{what}: {} (fine-tune {:.1}s, {:.1} ex/s; eval {:.2}s)",
                         set.id,
                         m.join(", "),
                         out.finetune_s,
                         out.examples_seen as f64 / out.finetune_s.max(1e-9),
                         eval_s
                     );
+                    }
+                    let entry = results
+                        .entry(set.id.to_string())
+                        .or_insert_with(|| SetResult {
+                            metrics: Metrics::new(),
+                            trials: Vec::new(),
+                        });
+                    let record = TrialRecord {
+                        trial,
+                        seed,
+                        metrics,
+                        predictions: rel,
+                        predictions_sha256: sha,
+                        train_examples: train.len(),
+                        optimizer_steps: total,
+                        warmup_steps: warmup,
+                        last_epoch_loss: out.last_epoch_loss,
+                        finetune_seconds: out.finetune_s,
+                        eval_seconds: eval_s,
+                        finetune_examples_per_second: out.examples_seen as f64
+                            / out.finetune_s.max(1e-9),
+                        eval_examples_per_second: preds.len() as f64 / eval_s.max(1e-9),
+                        dev_examples: preds.len(),
+                    };
+                    kept.push((set.id.to_string(), record.clone()));
+                    entry.trials.push(record);
                 }
-                let entry = results
-                    .entry(set.id.to_string())
-                    .or_insert_with(|| SetResult {
-                        metrics: Metrics::new(),
-                        trials: Vec::new(),
-                    });
-                let record = TrialRecord {
-                    trial,
-                    seed,
-                    metrics,
-                    predictions: rel,
-                    predictions_sha256: sha,
-                    train_examples: train.len(),
-                    optimizer_steps: total,
-                    warmup_steps: warmup,
-                    last_epoch_loss: out.last_epoch_loss,
-                    finetune_seconds: out.finetune_s,
-                    eval_seconds: eval_s,
-                    finetune_examples_per_second: out.examples_seen as f64
-                        / out.finetune_s.max(1e-9),
-                    eval_examples_per_second: preds.len() as f64 / eval_s.max(1e-9),
-                    dev_examples: preds.len(),
+                // The trial is complete: keep it, so a stopped run continues after it.
+                let kp = kept_trial_path(opts.out, v.prefix, task, trial);
+                if let Some(parent) = kp.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+                }
+                let k = KeptTrial {
+                    checkpoint_sha256: ck_sha.clone(),
+                    config_sha256: v.cfg_sha.clone(),
+                    data_sha256: data_sha.clone(),
+                    records: kept,
                 };
-                kept.push((set.id.to_string(), record.clone()));
-                entry.trials.push(record);
+                crate::io::write_atomic(&kp, &serde_json::to_vec_pretty(&k)?, None)?;
             }
-            // The trial is complete: keep it, so a stopped run continues after it.
-            let kp = kept_trial_path(opts.out, task, trial);
-            if let Some(parent) = kp.parent() {
-                std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-            }
-            let k = KeptTrial {
-                checkpoint_sha256: ck_sha.clone(),
-                config_sha256: cfg_sha.clone(),
-                data_sha256: data_sha.clone(),
-                records: kept,
-            };
-            crate::io::write_atomic(&kp, &serde_json::to_vec_pretty(&k)?, None)?;
         }
     }
-    for r in results.values_mut() {
+    for r in results.values_mut().chain(control_results.values_mut()) {
         let names: Vec<String> = r.trials[0].metrics.keys().cloned().collect();
         for n in names {
             let v: Vec<f64> = r
@@ -746,6 +826,42 @@ pub fn run(cfg: &GlueConfig, opts: &RunOptions) -> Result<GlueResults> {
         let demo = aggregate::aggregate(aggregate::Rule::Demo, &per_set).ok();
         (demo.clone(), demo.into_iter().collect())
     };
+    // Controls and intervals, from the predictions as written (kept trials included).
+    let read_trials = |r: &SetResult, set: &EvalSet| -> Result<Vec<Vec<Row>>> {
+        r.trials
+            .iter()
+            .map(|t| predictions::read(set, &opts.out.join(&t.predictions)))
+            .collect()
+    };
+    let mut run_rows = BTreeMap::new();
+    let mut np_rows = BTreeMap::new();
+    for (id, r) in &results {
+        let set = tasks::eval_set(id)?;
+        run_rows.insert(id.clone(), (set, read_trials(r, &set)?));
+        if let Some(c) = control_results.get(id) {
+            np_rows.insert(id.clone(), read_trials(c, &set)?);
+        }
+    }
+    let inputs: Vec<crate::glue::controls::SetInput> = run_rows
+        .iter()
+        .map(|(id, (set, rows))| {
+            Ok(crate::glue::controls::SetInput {
+                set: *set,
+                run: rows,
+                constant: *constants
+                    .get(id)
+                    .ok_or_else(|| anyhow::anyhow!("internal: no constant for {id}"))?,
+                no_pretraining: np_rows.get(id).map(Vec::as_slice),
+            })
+        })
+        .collect::<Result<_>>()?;
+    let master = opts.master_seed;
+    let (uncertainty, controls) = crate::glue::controls::analyse(
+        &inputs,
+        aggregate.as_ref().map(|a| a.rule),
+        crate::glue::controls::RESAMPLES,
+        &|set| seeds::derive(master, &format!("glue/bootstrap/{set}")),
+    )?;
     ignored.sort();
     ignored.dedup();
     let res = GlueResults {
@@ -770,6 +886,12 @@ pub fn run(cfg: &GlueConfig, opts: &RunOptions) -> Result<GlueResults> {
         key_padding_mask: cfg.masks_padding(&ck.arch),
         // Kept trials' fine-tuning counts as in an uninterrupted run.
         total_finetune_seconds: started.elapsed().as_secs_f64() + kept_seconds,
+        uncertainty,
+        controls,
+        control_trials: control_results
+            .into_iter()
+            .map(|(k, v)| (k, v.trials))
+            .collect(),
     };
     let mut json = serde_json::to_vec_pretty(&res)?;
     json.push(b'\n');
@@ -787,6 +909,18 @@ struct TrialSetup<'a> {
     amp: Amp,
     device: Device,
     stop: Option<&'a std::sync::atomic::AtomicBool>,
+    /// Load the checkpoint's encoder (false: the no-pretraining control keeps the seeded
+    /// initialisation).
+    pretrained: bool,
+}
+
+/// The run itself or one of its fine-tuned controls.
+struct Variant {
+    /// Directory of its `trials/` and `predictions/` under the output directory.
+    prefix: &'static str,
+    pretrained: bool,
+    /// The configuration digest its kept trials must carry.
+    cfg_sha: String,
 }
 
 struct TrialOut {
@@ -814,7 +948,9 @@ fn run_trial(
         t.task.num_labels() as i64,
     );
     let key_padding_mask = cfg.masks_padding(&ck.arch);
-    ignored.extend(ck.load_into(&vs)?);
+    if t.pretrained {
+        ignored.extend(ck.load_into(&vs)?);
+    }
     let mut opt = nn::AdamW {
         beta1: cfg.betas[0],
         beta2: cfg.betas[1],

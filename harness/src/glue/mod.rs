@@ -11,9 +11,13 @@
 //! * [`config`] — the `[glue]` recipe table (protocols `glue-sane`, `glue-bert`).
 //! * [`head`] — the classification head (recipe.md §1.3).
 //! * [`finetune`] — checkpoint loading, input encoding, fine-tuning trials, evaluation, results.
+//! * [`bootstrap`] — resampling dev examples: the gate's paired checks and the recorded intervals.
+//! * [`controls`] — the constant predictor and the no-pretraining control, and the intervals.
 //! * [`demo`] — the `demo-*` tasks on data shipped with crambench (never reported as GLUE).
 pub mod aggregate;
+pub mod bootstrap;
 pub mod config;
+pub mod controls;
 pub mod data;
 pub mod demo;
 pub mod finetune;

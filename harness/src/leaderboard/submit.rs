@@ -192,6 +192,27 @@ pub fn submit(run_dir: &Path, entry: &Path, opts: &SubmitOptions) -> Result<Bund
         let rel = format!("{GLUE_DIR}/predictions/{}", e.path);
         plan.push((rel, Source::File(pred_dir.join(&e.path))));
     }
+    // The no-pretraining control's predictions (a signed subject of their own), when it ran.
+    let controls_dir = run_dir.join(GLUE_DIR).join("controls");
+    let signed_controls = record.statement["subject"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|s| s["annotations"]["role"] == "control-predictions");
+    if signed_controls && controls_dir.is_dir() {
+        let c = crate::provenance::hash::hash_dir(&controls_dir, &|_| {})?;
+        if let Some(l) = c.skipped_symlinks.first() {
+            return Err(Error::input(
+                controls_dir.join(l).display(),
+                "a symbolic link; bundles hold regular files only",
+            )
+            .into());
+        }
+        for e in &c.entries {
+            let rel = format!("{GLUE_DIR}/controls/{}", e.path);
+            plan.push((rel, Source::File(controls_dir.join(&e.path))));
+        }
+    }
     for r in REPORT_FILES {
         let p = run_dir.join(r);
         if p.symlink_metadata().is_ok() {

@@ -73,6 +73,75 @@ pub fn line_svg(chart: &Chart) -> Result<Option<String>> {
     Ok(Some(svg))
 }
 
+/// Colours of overlaid series, in order (cycled).
+const PALETTE: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(23, 190, 207),
+];
+
+/// Several curves on one chart with a legend; `series` are (label, points), the labels fixed
+/// text chosen by the caller (`[1]`, `[2]`, … — never run data). `None` when every curve is
+/// empty.
+pub fn lines_svg(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[(String, &Curve)],
+) -> Result<Option<String>> {
+    let all = || series.iter().flat_map(|(_, c)| c.iter());
+    if all().next().is_none() {
+        return Ok(None);
+    }
+    let (x0, x1) = range(all().map(|p| p.0), 0.0);
+    let (y0, y1) = range(all().map(|p| p.1), 0.05);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        let err = |e: &dyn std::fmt::Display| anyhow!("drawing chart `{title}`: {e}");
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let mut c = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 16))
+            .margin(12)
+            .x_label_area_size(38)
+            .y_label_area_size(76)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(|e| err(&e))?;
+        c.configure_mesh()
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .x_labels(8)
+            .y_labels(6)
+            .x_label_formatter(&|v| format::axis(*v))
+            .y_label_formatter(&|v| format::axis(*v))
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw()
+            .map_err(|e| err(&e))?;
+        for (i, (label, points)) in series.iter().enumerate() {
+            let colour = PALETTE[i % PALETTE.len()];
+            c.draw_series(LineSeries::new(
+                points.iter().copied(),
+                colour.stroke_width(2),
+            ))
+            .map_err(|e| err(&e))?
+            .label(label.as_str())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2))
+            });
+        }
+        c.configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(RGBColor(200, 200, 200))
+            .draw()
+            .map_err(|e| err(&e))?;
+        root.present().map_err(|e| err(&e))?;
+    }
+    Ok(Some(svg))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

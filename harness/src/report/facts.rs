@@ -8,6 +8,7 @@
 //! beside no other metric.
 use crate::record::RunRecord;
 use crate::reference::ReferenceRow;
+use crate::report::format;
 use crate::report::metrics_log::{self, MetricsLog};
 use serde_json::Value;
 
@@ -30,6 +31,11 @@ pub struct Identity {
     pub created: Option<String>,
     pub crambench_version: Option<String>,
     pub hardware_class: Option<String>,
+    /// The hardware in words from the fingerprint ("1 × NVIDIA H100 80GB HBM3", "AMD EPYC
+    /// 7763, 2 physical cores") and the pretraining precision actually used (fp32 on a CPU,
+    /// where autocast does not run; else the recipe's `train.precision`).
+    pub hardware_words: Option<String>,
+    pub precision: Option<String>,
     pub device_kind: Option<String>,
     pub devices: Option<u64>,
     pub master_seed: Option<u64>,
@@ -78,6 +84,25 @@ pub struct Glue {
     pub aggregate: Option<AggregateLine>,
     /// Reference columns with a published cell that this run did not evaluate.
     pub not_evaluated: Vec<String>,
+    /// The aggregate's 95% bootstrap interval (points), when the manifest records one.
+    pub aggregate_ci95: Option<crate::glue::controls::Interval>,
+    /// The control the report sets the run against: the no-pretraining control when it ran,
+    /// else the constant predictor (`None` for manifests made before controls were recorded).
+    pub control: Option<ControlLine>,
+}
+
+/// The control shown beside the run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlLine {
+    /// `no-pretraining` or `constant`.
+    pub name: String,
+    pub description: String,
+    /// The control's aggregate under the run's rule (points) and run − control.
+    pub aggregate: Option<f64>,
+    pub above: Option<crate::glue::controls::Difference>,
+    /// The constant predictor's aggregate (points), also shown when the main control is the
+    /// no-pretraining one.
+    pub constant_aggregate: Option<f64>,
 }
 
 /// One (evaluation set, metric) line.
@@ -93,6 +118,11 @@ pub struct GlueRow {
     pub reference: Option<f64>,
     /// `median - reference`, when both exist.
     pub delta: Option<f64>,
+    /// The median's 95% bootstrap interval over dev examples (points).
+    pub ci95: Option<crate::glue::controls::Interval>,
+    /// The shown control's median (points) and run − control with its interval.
+    pub control: Option<f64>,
+    pub above_control: Option<crate::glue::controls::Difference>,
 }
 
 /// The aggregate and how it relates to the reference.
@@ -166,6 +196,11 @@ fn identity(record: &RunRecord) -> Identity {
         created: s(&p["created"]),
         crambench_version: s(&p["crambench_version"]),
         hardware_class: s(&p["fingerprint"]["hardware_class"]),
+        hardware_words: hardware_words(&p["fingerprint"]["hardware"]),
+        precision: match p["budget"]["device_kind"].as_str() {
+            Some("cpu") => Some("fp32 (CPU: no autocast)".into()),
+            _ => s(&p["recipe"]["resolved"]["train"]["precision"]),
+        },
         device_kind: s(&p["budget"]["device_kind"]),
         devices: p["budget"]["devices"].as_u64(),
         master_seed: p["seeds"]["master"].as_u64(),
@@ -201,8 +236,48 @@ fn pretraining(t: &Value) -> Pretraining {
     }
 }
 
+/// The fingerprint's devices in words: the GPUs by name and count, else the CPU model and its
+/// physical cores.
+fn hardware_words(h: &Value) -> Option<String> {
+    let gpus: Vec<&str> = h["gpus"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g["name"].as_str())
+        .collect();
+    if !gpus.is_empty() {
+        let mut names: Vec<(String, usize)> = Vec::new();
+        for g in gpus {
+            match names.iter_mut().find(|(n, _)| n == g) {
+                Some((_, c)) => *c += 1,
+                None => names.push((g.to_string(), 1)),
+            }
+        }
+        return Some(
+            names
+                .iter()
+                .map(|(n, c)| format!("{c} × {n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+    }
+    let model = h["cpu"]["model"].as_str()?;
+    Some(match h["cpu"]["physical_cores"].as_u64() {
+        Some(c) => format!("{model}, {c} physical cores"),
+        None => model.to_string(),
+    })
+}
+
 fn glue(p: &Value, reference: &ReferenceRow) -> Glue {
     let g = &p["glue"];
+    let uncertainty: Option<crate::glue::controls::Uncertainty> =
+        serde_json::from_value(g["uncertainty"].clone()).ok();
+    let controls: Option<crate::glue::controls::Controls> =
+        serde_json::from_value(g["controls"].clone()).ok();
+    let shown = controls.as_ref().map(|c| match &c.no_pretraining {
+        Some(np) => ("no-pretraining", np),
+        None => ("constant", &c.constant),
+    });
     let columns = &crate::reference::table().columns;
     let pct = |v: &Value| v.as_f64().map(|x| 100.0 * x);
     let mut rows = Vec::new();
@@ -219,7 +294,17 @@ fn glue(p: &Value, reference: &ReferenceRow) -> Glue {
                     None
                 };
                 let median = pct(median);
+                let ctl = shown.and_then(|(_, c)| c.tasks.get(set));
                 rows.push(GlueRow {
+                    ci95: uncertainty
+                        .as_ref()
+                        .and_then(|u| u.tasks.get(set)?.ci95.get(metric).copied())
+                        .map(|i| crate::glue::controls::Interval {
+                            lo: 100.0 * i.lo,
+                            hi: 100.0 * i.hi,
+                        }),
+                    control: ctl.and_then(|c| c.metrics.get(metric)).map(|v| 100.0 * v),
+                    above_control: ctl.and_then(|c| c.above.get(metric).copied()),
                     set: set.clone(),
                     metric: metric.clone(),
                     median,
@@ -267,5 +352,33 @@ fn glue(p: &Value, reference: &ReferenceRow) -> Glue {
         rows,
         aggregate,
         not_evaluated,
+        aggregate_ci95: uncertainty.as_ref().and_then(|u| u.aggregate),
+        control: shown.map(|(name, c)| ControlLine {
+            name: name.to_string(),
+            description: c.description.clone(),
+            aggregate: c.aggregate.as_ref().map(|a| a.value),
+            above: c.above,
+            constant_aggregate: controls
+                .as_ref()
+                .and_then(|c| c.constant.aggregate.as_ref())
+                .map(|a| a.value),
+        }),
+    }
+}
+
+impl Glue {
+    /// The run against its control in one sentence ("X ± Y points above the no-pretraining
+    /// control (…)"), when recorded.
+    pub fn above_control(&self) -> Option<String> {
+        let c = self.control.as_ref()?;
+        let d = c.above.as_ref()?;
+        let value = c
+            .aggregate
+            .map(|v| format!(" ({})", format::pct(v)))
+            .unwrap_or_default();
+        Some(crate::glue::controls::above_text(
+            d,
+            &format!("the {} control{value}", c.name),
+        ))
     }
 }

@@ -9,7 +9,8 @@ use crate::report::{format, markdown};
 use anyhow::Result;
 use std::fmt::Write;
 
-const STYLE: &str =
+/// The page style, shared with `compare --html`.
+pub const STYLE: &str =
     "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:60rem;\
 margin:2rem auto;padding:0 1rem;color:#1b1b1b;line-height:1.45}\
 h1{font-size:1.6rem}h2{margin-top:2rem;border-bottom:1px solid #ddd;padding-bottom:.2rem}\
@@ -79,6 +80,8 @@ pub fn render(f: &Facts) -> Result<String> {
          <h1>crambench run report: {recipe}</h1>\n"
     );
 
+    pg.0 += "<h2>Summary</h2>\n";
+    pg.key_values(&tables::headline(f));
     pg.0 += "<h2>Run</h2>\n";
     pg.key_values(&tables::run(f));
     pg.0 += "<h3>Subjects</h3>\n";
@@ -217,17 +220,29 @@ fn glue(pg: &mut Page, f: &Facts) {
     if g.rows.is_empty() {
         pg.p("note", "No evaluation sets recorded.");
     } else {
-        pg.0 += "<table>\n<tr><th>Set</th><th>Metric</th><th>Median</th><th>Trials</th>\
-                 <th>Reference</th><th>Δ</th></tr>\n";
+        let control = match &g.control {
+            Some(c) => format!("Control ({})", escape(&c.name)),
+            None => "Control".into(),
+        };
+        let _ = writeln!(
+            pg.0,
+            "<table>\n<tr><th>Set</th><th>Metric</th><th>Median</th><th>95% interval</th>\
+             <th>Trials</th><th>{control}</th><th>Above control</th><th>Reference</th>\
+             <th>Δ</th></tr>"
+        );
         for gr in &g.rows {
             let _ = writeln!(
                 pg.0,
-                "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td>{}</td>\
+                "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+                 <td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
                  <td class=\"n\">{}</td>{}</tr>",
                 escape(&gr.set),
                 escape(&gr.metric),
                 gr.median.map(format::pct).unwrap_or_default(),
+                tables::interval(gr),
                 tables::trials(gr),
+                gr.control.map(format::pct).unwrap_or_default(),
+                tables::above(gr),
                 gr.reference.map(format::pct).unwrap_or_default(),
                 delta_cell(gr.delta)
             );
@@ -260,6 +275,19 @@ fn glue(pg: &mut Page, f: &Facts) {
                 "note",
                 &markdown::aggregate_note(&a.reference, &a.rule, &r.id, escape),
             );
+            if let Some(i) = g.aggregate_ci95 {
+                pg.p(
+                    "",
+                    &format!(
+                        "95% interval of the aggregate: [{}, {}] (bootstrap over dev examples).",
+                        format::pct(i.lo),
+                        format::pct(i.hi)
+                    ),
+                );
+            }
+            for n in tables::control_notes(f) {
+                pg.p("", &escape(&n));
+            }
         }
     }
 }

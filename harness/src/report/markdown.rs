@@ -43,7 +43,9 @@ pub fn render(f: &Facts) -> String {
     let recipe = id.recipe.as_deref().map(escape).unwrap_or_default();
     let _ = writeln!(o, "# crambench run report: {recipe}\n");
 
-    o += "## Run\n\n";
+    o += "## Summary\n\n";
+    key_values(&mut o, &tables::headline(f));
+    o += "\n## Run\n\n";
     key_values(&mut o, &tables::run(f));
     o += "\n### Subjects\n\n";
     if id.subjects.is_empty() {
@@ -125,8 +127,30 @@ fn glue(o: &mut String, f: &Facts) {
     if g.rows.is_empty() {
         o.push_str("No evaluation sets recorded.\n");
     } else {
-        row(o, &["Set", "Metric", "Median", "Trials", "Reference", "Δ"]);
-        row(o, &["---", "---", "---:", "---", "---:", "---:"]);
+        let control = match &g.control {
+            Some(c) => format!("Control ({})", c.name),
+            None => "Control".into(),
+        };
+        row(
+            o,
+            &[
+                "Set",
+                "Metric",
+                "Median",
+                "95% interval",
+                "Trials",
+                &escape(&control),
+                "Above control",
+                "Reference",
+                "Δ",
+            ],
+        );
+        row(
+            o,
+            &[
+                "---", "---", "---:", "---:", "---", "---:", "---:", "---:", "---:",
+            ],
+        );
         for gr in &g.rows {
             row(
                 o,
@@ -134,7 +158,10 @@ fn glue(o: &mut String, f: &Facts) {
                     &escape(&gr.set),
                     &escape(&gr.metric),
                     &gr.median.map(format::pct).unwrap_or_default(),
+                    &tables::interval(gr),
                     &tables::trials(gr),
+                    &gr.control.map(format::pct).unwrap_or_default(),
+                    &tables::above(gr),
                     &gr.reference.map(format::pct).unwrap_or_default(),
                     &gr.delta.map(format::delta).unwrap_or_default(),
                 ],
@@ -153,9 +180,27 @@ fn glue(o: &mut String, f: &Facts) {
     match &g.aggregate {
         None => o.push_str("No aggregate recorded.\n"),
         Some(a) => {
-            let _ = writeln!(o, "Rule {}: **{}**\n", code(&a.rule), format::pct(a.value));
+            let ci = g
+                .aggregate_ci95
+                .map(|i| {
+                    format!(
+                        " (95% interval [{}, {}])",
+                        format::pct(i.lo),
+                        format::pct(i.hi)
+                    )
+                })
+                .unwrap_or_default();
+            let _ = writeln!(
+                o,
+                "Rule {}: **{}**{ci}\n",
+                code(&a.rule),
+                format::pct(a.value)
+            );
             o.push_str(&aggregate_note(&a.reference, &a.rule, &r.id, escape));
             o.push('\n');
+            for n in tables::control_notes(f) {
+                let _ = writeln!(o, "\n{}", escape(&n));
+            }
         }
     }
 }

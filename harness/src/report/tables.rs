@@ -25,6 +25,112 @@ impl Cell {
 /// A table of (label, value) rows.
 pub type KeyValues = Vec<(&'static str, Cell)>;
 
+/// The answer first: the GLUE aggregate with its interval, against the control and the
+/// reference, the final loss, the budget used of allowed, and whether the statement is signed.
+pub fn headline(f: &Facts) -> KeyValues {
+    let g = &f.glue;
+    let agg = g.aggregate.as_ref().map(|a| {
+        let ci = g
+            .aggregate_ci95
+            .map(|i| {
+                format!(
+                    ", 95% interval [{}, {}]",
+                    format::pct(i.lo),
+                    format::pct(i.hi)
+                )
+            })
+            .unwrap_or_default();
+        format!("{} ({} rule{ci})", format::pct(a.value), a.rule)
+    });
+    let reference = g.aggregate.as_ref().and_then(|a| match &a.reference {
+        crate::report::facts::AggregateReference::Compared { value, delta } => Some(format!(
+            "{} {}: Δ = {}",
+            f.reference.id,
+            format::pct(*value),
+            format::delta(*delta)
+        )),
+        _ => None,
+    });
+    let b = &f.budget;
+    let budget = match (b.used_device_hours, b.allowed_device_hours) {
+        (Some(u), Some(a)) => Some(format!(
+            "{} of {} device-hours",
+            format::fixed(u, 4),
+            format::fixed(a, 4)
+        )),
+        _ => None,
+    };
+    let signed = if f.identity.signatures == 0 {
+        "no".to_string()
+    } else {
+        "yes (check it with crambench verify)".to_string()
+    };
+    vec![
+        ("Recipe", Cell::text(f.identity.recipe.clone())),
+        (
+            "Hardware",
+            Cell::text(
+                f.identity
+                    .hardware_words
+                    .clone()
+                    .or_else(|| f.identity.hardware_class.clone()),
+            ),
+        ),
+        ("Precision", Cell::text(f.identity.precision.clone())),
+        ("GLUE aggregate", Cell::text(agg)),
+        ("Above control", Cell::text(g.above_control())),
+        ("Against reference", Cell::text(reference)),
+        (
+            "Final MLM loss",
+            Cell::text(f.pretraining.final_mlm_loss.map(|l| format::fixed(l, 4))),
+        ),
+        ("Budget used", Cell::text(budget)),
+        ("Signed", Cell::Text(signed)),
+    ]
+}
+
+/// A median's interval, `[lo, hi]` in points.
+pub fn interval(row: &GlueRow) -> String {
+    row.ci95
+        .map(|i| format!("[{}, {}]", format::pct(i.lo), format::pct(i.hi)))
+        .unwrap_or_default()
+}
+
+/// Run − control of a row, `X ± Y`.
+pub fn above(row: &GlueRow) -> String {
+    row.above_control
+        .map(|d| {
+            format!(
+                "{} ± {}",
+                format::delta(d.delta),
+                format::fixed(d.ci95.half_width(), 2)
+            )
+        })
+        .unwrap_or_default()
+}
+
+/// The aggregate's control sentences (empty for manifests without controls).
+pub fn control_notes(f: &Facts) -> Vec<String> {
+    let g = &f.glue;
+    let Some(c) = &g.control else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    if let Some(t) = g.above_control() {
+        out.push(format!("The run is {t}."));
+    }
+    out.push(format!("Control ({}): {}.", c.name, c.description));
+    if c.name != "constant" {
+        if let Some(v) = c.constant_aggregate {
+            out.push(format!(
+                "The constant (majority-class) predictor scores {} on the same rule.",
+                format::pct(v)
+            ));
+        }
+    }
+    out
+}
+
 /// Run identity.
 pub fn run(f: &Facts) -> KeyValues {
     let id = &f.identity;

@@ -8,6 +8,8 @@
 //! * `dataset` — the dataset's `dataset.json` (sha256), which lists every shard's digest and the
 //!   root digest the reader checks, named `dataset/<name>/dataset.json`;
 //! * `predictions` — `glue/predictions` (dirHash), every per-example prediction of every trial.
+//! * `control-predictions` — `glue/controls` (dirHash), the no-pretraining control's
+//!   predictions and kept trials, when that control ran.
 //!
 //! Budget accounting extends pretraining's own (`counted_phases` = pretraining) with the
 //! phases the rules leave out: data preparation and GLUE fine-tuning/evaluation, with their
@@ -68,6 +70,10 @@ pub fn statement(inp: &Inputs) -> Result<Statement> {
         for trial in 0..glue_cfg.trials {
             seeds.get(&format!("finetune/{}/{trial}", task.id()))?;
         }
+        // The bootstrap behind the recorded intervals (crate::glue::controls).
+        for set in task.eval_sets() {
+            seeds.get(&format!("glue/bootstrap/{}", set.id))?;
+        }
     }
 
     let mut s = Statement::new("run", fingerprint, seeds);
@@ -100,6 +106,14 @@ pub fn statement(inp: &Inputs) -> Result<Statement> {
         &inp.dir.join("glue/predictions"),
         "predictions",
     )?);
+    // Only when the control ran (an earlier, stopped attempt may have left an emptied
+    // directory behind).
+    let controls = inp.dir.join("glue/controls");
+    let glue_info = info(st, "glue")?;
+    if glue_info["glue"]["controls"]["no_pretraining"].is_object() && controls.is_dir() {
+        s.subject
+            .push(subject("glue/controls", &controls, "control-predictions")?);
+    }
 
     // Materials: the recipe files, the corpus and tokenizer, the GLUE data files.
     for f in &inp.recipe.chain {

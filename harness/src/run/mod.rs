@@ -108,6 +108,10 @@ pub struct RunOutcome {
     pub final_mlm_loss: Option<f64>,
     pub tokens_per_second: Option<f64>,
     pub used_device_hours: Option<f64>,
+    /// The aggregate's 95% bootstrap interval (percent points).
+    pub aggregate_ci95: Option<Value>,
+    /// One line per control and set: how far the run is above it, with its interval.
+    pub controls: Vec<String>,
 }
 
 /// The resolved recipe recorded in the manifest (`predicate.recipe.resolved`): every section
@@ -387,6 +391,18 @@ fn outcome(
         final_mlm_loss: p.and_then(|p| p["pretraining"]["final_mlm_loss"].as_f64()),
         tokens_per_second: p.and_then(|p| p["pretraining"]["tokens_per_second"].as_f64()),
         used_device_hours: p.and_then(|p| p["budget"]["used_device_hours"].as_f64()),
+        aggregate_ci95: p
+            .map(|p| p["glue"]["uncertainty"]["aggregate"].clone())
+            .filter(|v| !v.is_null()),
+        controls: p
+            .and_then(|p| {
+                serde_json::from_value::<crate::glue::controls::Controls>(
+                    p["glue"]["controls"].clone(),
+                )
+                .ok()
+            })
+            .map(|c| crate::glue::controls::summary_lines(&c))
+            .unwrap_or_default(),
     }
 }
 
@@ -741,11 +757,27 @@ impl Ctx<'_> {
                 })
             })
             .collect();
-        let agg = res
+        let mut agg = res
             .aggregate
             .as_ref()
             .map(|a| format!("{} {:.2}", a.rule.name(), a.value))
             .unwrap_or_default();
+        if let Some(i) = res.uncertainty.aggregate {
+            agg += &format!(" [{:.2}, {:.2}]", i.lo, i.hi);
+        }
+        // How far the run is above its strongest control, in the stage's one line.
+        let ctl = res
+            .controls
+            .no_pretraining
+            .as_ref()
+            .map(|c| ("no-pretraining", c))
+            .unwrap_or(("constant", &res.controls.constant));
+        if let Some(d) = &ctl.1.above {
+            agg += &format!(
+                "; {}",
+                crate::glue::controls::above_text(d, &format!("the {} control", ctl.0))
+            );
+        }
         Ok(StageResult::Done {
             outputs: vec!["glue/glue.json".into(), "glue/predictions".into()],
             info: json!({

@@ -1,4 +1,5 @@
-//! The paired bootstrap over dev examples behind the gate's GLUE checks.
+//! The bootstrap over dev examples: the gate's paired GLUE checks and the confidence intervals
+//! `glue run` records (one implementation for both).
 //!
 //! Both runs predicted the same dev examples in every trial (paired by `idx`). One resample
 //! draws `n` examples with replacement ([`crate::rng::SplitMix64`], a stream per evaluation
@@ -14,13 +15,15 @@ use crate::rng::SplitMix64;
 use anyhow::Result;
 use std::collections::BTreeMap;
 
-/// One evaluation set's paired predictions: `pred[side][trial][i]` for example `i` (the
-/// examples in ascending `idx` order), `gold[i]`. Side 0 is the baseline, side 1 the candidate.
+/// One evaluation set's predictions of one or more sides, paired by example:
+/// `pred[side][trial][i]` for example `i` (the examples in ascending `idx` order), `gold[i]`.
+/// In the gate, side 0 is the baseline and side 1 the candidate; `glue run` uses side 0 for the
+/// run and further sides for its controls.
 #[derive(Debug, Clone)]
 pub struct Paired {
     pub set: EvalSet,
     pub gold: Vec<Target>,
-    pub pred: [Vec<Vec<Target>>; 2],
+    pub pred: Vec<Vec<Vec<Target>>>,
 }
 
 impl Paired {
@@ -31,9 +34,14 @@ impl Paired {
         baseline: &[Vec<Row>],
         candidate: &[Vec<Row>],
     ) -> std::result::Result<Paired, String> {
+        Paired::of_sides(set, &[baseline, candidate])
+    }
+
+    /// Pair the trials of any number of sides by `idx` (every side needs at least one trial).
+    pub fn of_sides(set: EvalSet, sides: &[&[Vec<Row>]]) -> std::result::Result<Paired, String> {
         let mut gold: Option<BTreeMap<u64, Target>> = None;
-        let mut pred: [Vec<Vec<Target>>; 2] = [Vec::new(), Vec::new()];
-        for (side, trials) in [baseline, candidate].into_iter().enumerate() {
+        let mut pred: Vec<Vec<Vec<Target>>> = vec![Vec::new(); sides.len()];
+        for (side, trials) in sides.iter().enumerate() {
             for (k, rows) in trials.iter().enumerate() {
                 let mut map = BTreeMap::new();
                 for r in rows {
@@ -68,7 +76,7 @@ impl Paired {
             .ok_or_else(|| "no trials".to_string())?
             .into_values()
             .collect();
-        if gold.is_empty() || pred[0].is_empty() || pred[1].is_empty() {
+        if gold.is_empty() || pred.is_empty() || pred.iter().any(Vec::is_empty) {
             return Err("no trials with predictions".into());
         }
         Ok(Paired { set, gold, pred })
@@ -88,14 +96,48 @@ impl Paired {
 /// Per-trial-median metric values of one side on one resample, by metric name (fractions).
 pub type SideValues = BTreeMap<String, f64>;
 
-/// Resample `p` `resamples` times with the generator seeded by `seed`; returns, per resample,
-/// the trial-median metrics of [baseline, candidate] for the metrics in `metrics`.
+/// Resample `p` (two sides) `resamples` times with the generator seeded by `seed`; returns,
+/// per resample, the trial-median metrics of [baseline, candidate] for the metrics in `metrics`.
 pub fn resample(
     p: &Paired,
     metrics: &[String],
     resamples: u32,
     seed: u64,
 ) -> Result<Vec<[SideValues; 2]>> {
+    if p.pred.len() != 2 {
+        anyhow::bail!(
+            "internal: a paired resample needs 2 sides, not {}",
+            p.pred.len()
+        );
+    }
+    Ok(resample_sides(p, metrics, resamples, seed)?
+        .into_iter()
+        .map(|mut v| {
+            let c = v.pop().unwrap_or_default();
+            let b = v.pop().unwrap_or_default();
+            [b, c]
+        })
+        .collect())
+}
+
+/// The resampling indices: `resamples` draws of `n` example positions with replacement, from
+/// the generator seeded by `seed` (draw `b`, position `i` is the `b·n + i`-th
+/// [`SplitMix64::below`]`(n)`). Written out so other implementations can use the same draws.
+pub fn indices(n: usize, resamples: u32, seed: u64) -> Vec<Vec<usize>> {
+    let mut rng = SplitMix64(seed);
+    (0..resamples)
+        .map(|_| (0..n).map(|_| rng.below(n as u64) as usize).collect())
+        .collect()
+}
+
+/// Resample every side of `p`: per resample (same drawn examples for every side and trial),
+/// per side, the trial-median of each metric in `metrics` (fractions).
+pub fn resample_sides(
+    p: &Paired,
+    metrics: &[String],
+    resamples: u32,
+    seed: u64,
+) -> Result<Vec<Vec<SideValues>>> {
     let n = p.len();
     let mut rng = SplitMix64(seed);
     let mut out = Vec::with_capacity(resamples as usize);
@@ -107,7 +149,7 @@ pub fn resample(
             *slot = rng.below(n as u64) as usize;
             gold[i] = p.gold[*slot];
         }
-        let mut sides: [SideValues; 2] = [BTreeMap::new(), BTreeMap::new()];
+        let mut sides: Vec<SideValues> = vec![BTreeMap::new(); p.pred.len()];
         for (side, values) in sides.iter_mut().enumerate() {
             let mut per_metric: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
             for trial in &p.pred[side] {
@@ -131,6 +173,22 @@ pub fn resample(
         out.push(sides);
     }
     Ok(out)
+}
+
+/// The percentile interval of level `level` (0.95 for 95%) of bootstrap values: the
+/// `(1−level)/2` and `(1+level)/2` quantiles, linearly interpolated between closest ranks
+/// (numpy's default `percentile`). Non-finite values are dropped; `None` when none is left.
+pub fn percentile_interval(values: &[f64], level: f64) -> Option<(f64, f64)> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let a = (1.0 - level) / 2.0;
+    Some((
+        crate::stats::quantile_sorted(&v, a),
+        crate::stats::quantile_sorted(&v, 1.0 - a),
+    ))
 }
 
 /// The one-sided bootstrap p-value of "the candidate is worse than the baseline by more than
