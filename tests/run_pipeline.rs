@@ -234,6 +234,7 @@ fn micro_recipe_end_to_end() {
         roles,
         [
             "checkpoint",
+            "checkpoint-oms",
             "tokenizer",
             "dataset",
             "predictions",

@@ -211,6 +211,11 @@ fn sigkill_at_twenty_points_then_rerun_verifies_within_budget() {
         "{o}"
     );
     assert!(!o.contains("mismatch"), "{o}");
+    // The checkpoint's model-signing root digest is a subject: the link to model.sig.
+    assert!(
+        o.contains("verified     subject") && o.contains("(checkpoint-oms)"),
+        "{o}"
+    );
 
     // Predictions edited to 100% accuracy: the signature is still valid, the artifacts not.
     let p = run.join("glue/predictions/demo-sentiment/trial-0.tsv");

@@ -356,6 +356,30 @@ fn check_digest(path: &Path, want: &Value) -> (Status, String) {
     (Status::Verified, String::new())
 }
 
+/// A checkpoint directory's OMS root digest (files serialised as `model_signing` does, with the
+/// ignore paths a `model.sig` in the run directory gives) against the manifest's sha256.
+fn check_oms_root(dir: &Path, record: &RunRecord, want: &Value) -> (Status, String) {
+    use crate::manifest::oms;
+    let sig = record
+        .root
+        .as_ref()
+        .map(|r| r.join(oms::SIGNATURE_FILE))
+        .unwrap_or_default();
+    let root = oms::hash_model(dir, &oms::default_ignore_paths(dir, &sig))
+        .and_then(|r| oms::root_digest(&r));
+    match (root, want["sha256"].as_str()) {
+        (Ok(got), Some(w)) if got == w => (Status::Verified, String::new()),
+        (Ok(got), w) => (
+            Status::Mismatch,
+            format!(
+                "model-signing root digest {got}, the manifest says {}",
+                w.unwrap_or("(none)")
+            ),
+        ),
+        (Err(e), _) => (Status::Mismatch, format!("cannot be serialised: {e:#}")),
+    }
+}
+
 /// Where a subject named `name` lives: inside the run's root, or — for `dataset/<name>/<file>`
 /// subjects, which live in the dataset cache — inside the dataset directory `run.json` records.
 fn locate_subject(record: &RunRecord, name: &str, local: bool) -> Result<Option<PathBuf>, String> {
@@ -422,6 +446,11 @@ fn subjects(record: &RunRecord, local: bool, a: &mut Audit) {
                     "a lone manifest: no run directory to look in".into()
                 },
             ),
+            Ok(Some(p)) if role == Some(crate::manifest::oms::SUBJECT_ROLE) => {
+                // The OpenSSF model-signing root digest of the checkpoint directory.
+                let (st, d) = check_oms_root(&p, record, &s["digest"]);
+                a.push(Kind::Subject, name, role, st, d);
+            }
             Ok(Some(p)) => {
                 let (st, mut d) = check_digest(&p, &s["digest"]);
                 if st == Status::Mismatch && role == Some("predictions") {

@@ -742,6 +742,26 @@ fn cmd_verify(args: VerifyArgs) -> Result<ExitCode> {
         }
         _ => None,
     };
+    // The model signature must sign the checkpoint the run manifest records: its root digest
+    // equals the manifest's `checkpoint-oms` subject.
+    let model_sig = model_sig.map(|mut m| {
+        let signed_root = statement
+            .as_ref()
+            .and_then(|st| st["subject"].as_array())
+            .into_iter()
+            .flatten()
+            .find(|s| s["annotations"]["role"] == oms::SUBJECT_ROLE)
+            .and_then(|s| s["digest"]["sha256"].as_str());
+        if let (Some(want), Some(got)) = (signed_root, m.root_digest.as_deref()) {
+            if want != got {
+                m.ok = false;
+                m.problem = Some(format!(
+                    "its root digest {got} is not the run manifest's checkpoint-oms subject {want}"
+                ));
+            }
+        }
+        m
+    });
     let ok = v.ok && artifacts_ok && model_sig.as_ref().is_none_or(|m| m.ok);
     if args.json {
         let mut j = serde_json::to_value(&v)?;

@@ -45,6 +45,9 @@ pub const PREDICATE_TYPE: &str = "https://model_signing/signature/v1.0";
 pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
 /// The signature file's conventional name.
 pub const SIGNATURE_FILE: &str = "model.sig";
+/// `annotations.role` of the run-manifest subject that records a checkpoint's OMS root digest
+/// (the digest `model.sig` signs), linking the run manifest to the model signature.
+pub const SUBJECT_ROLE: &str = "checkpoint-oms";
 /// Paths `model_signing` ignores by default (`--ignore-git-paths`).
 pub const GIT_PATHS: [&str; 4] = [".git", ".gitattributes", ".github", ".gitignore"];
 /// Largest bundle read (a bundle lists one line per file; checkpoints have a handful).

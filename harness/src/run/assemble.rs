@@ -4,6 +4,8 @@
 //! Subjects (what the manifest is about), each with `annotations.role`:
 //! * `checkpoint` — the final pretraining checkpoint directory (dirHash), named by its path in
 //!   the run directory;
+//! * `checkpoint-oms` — the same directory's OpenSSF model-signing root digest (sha256 over its
+//!   files as `model_signing` serialises them), the digest the run's `model.sig` signs;
 //! * `tokenizer` — the dataset's `tokenizer.json` (sha256), named `dataset/<name>/tokenizer.json`;
 //! * `dataset` — the dataset's `dataset.json` (sha256), which lists every shard's digest and the
 //!   root digest the reader checks, named `dataset/<name>/dataset.json`;
@@ -49,6 +51,23 @@ fn subject(name: &str, path: &Path, role: &str) -> Result<ResourceDescriptor> {
     })
 }
 
+/// The `checkpoint-oms` subject: the checkpoint's OMS root digest, with the ignore paths
+/// `model.sig` in the run directory gives.
+fn oms_subject(run_dir: &Path, ckpt_rel: &str) -> Result<ResourceDescriptor> {
+    use crate::manifest::oms;
+    let dir = run_dir.join(ckpt_rel);
+    let sig = run_dir.join(oms::SIGNATURE_FILE);
+    let resources = oms::hash_model(&dir, &oms::default_ignore_paths(&dir, &sig))?;
+    let mut digest = std::collections::BTreeMap::new();
+    digest.insert("sha256".to_string(), oms::root_digest(&resources)?);
+    Ok(ResourceDescriptor {
+        name: ckpt_rel.into(),
+        digest,
+        media_type: None,
+        annotations: Some(json!({ "role": oms::SUBJECT_ROLE })),
+    })
+}
+
 /// Build the statement.
 pub fn statement(inp: &Inputs) -> Result<Statement> {
     let st = inp.state;
@@ -84,6 +103,10 @@ pub fn statement(inp: &Inputs) -> Result<Statement> {
         .context("run.json: pretrain.checkpoint")?;
     s.subject
         .push(subject(ckpt_rel, &inp.dir.join(ckpt_rel), "checkpoint")?);
+    // The same checkpoint as OpenSSF model signing serialises it (the root digest over its
+    // files that `model.sig` signs and `model_signing verify key` checks): the link between
+    // this manifest and the checkpoint's model signature.
+    s.subject.push(oms_subject(inp.dir, ckpt_rel)?);
     let dataset = super::dataset_of(st)?;
     let ds_name = dataset.manifest().name.clone();
     let ds_dir = Path::new(
