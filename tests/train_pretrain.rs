@@ -541,13 +541,21 @@ fn every_tiny_recipe_runs_end_to_end() {
 #[test]
 fn pretrain_uses_the_recipes_data_or_refuses() {
     let d = tempfile::tempdir().unwrap();
-    let tiny = common::repo_root().join("baselines/crammed-bert-tiny.toml");
+    // A recipe of its own with no [data] table (the tiny model's sizes, no parent).
+    let no_data = d.path().join("no-data.toml");
+    std::fs::write(
+        &no_data,
+        "name = \"no-data\"\n[arch]\nkind = \"crammed-bert\"\nvocab_size = 128\nhidden = 64\n\
+         layers = 2\nheads = 4\nintermediate = 256\nmax_seq_len = 64\n\
+         [train]\nbudget = \"2s\"\nbatch_size = 16\nmicrobatch_size = 16\nseq_len = 64\n",
+    )
+    .unwrap();
     let t = Instant::now();
     let (code, _, err) = common::run_in(
         d.path(),
         &[
             "pretrain",
-            tiny.to_str().unwrap(),
+            no_data.to_str().unwrap(),
             "--budget",
             "2s",
             "--out",
@@ -557,9 +565,8 @@ fn pretrain_uses_the_recipes_data_or_refuses() {
         ],
     );
     assert_eq!(code, 2, "{err}");
-    // crammed-bert-tiny inherits crammed-bert's [data], whose pins are placeholders.
     assert!(
-        err.contains("data.sources") && err.contains("--synthetic"),
+        err.contains("no [data] table") && err.contains("--synthetic"),
         "{err}"
     );
     assert!(t.elapsed() < Duration::from_secs(30));

@@ -29,7 +29,6 @@ use crate::glue::head::{ClassifierHead, HEAD_PREFIXES};
 use crate::glue::predictions::{self, Row};
 use crate::glue::tasks::{self, EvalSet, Example, Metrics, Target, Task};
 use crate::model::{self, ArchConfig, MlmModel};
-use crate::provenance::hash::hash_file;
 use crate::provenance::seeds;
 use crate::train::amp::{Amp, LossScaler, Precision};
 use anyhow::{Context, Result};
@@ -68,7 +67,7 @@ impl Checkpoint {
     /// Load `dir/{model.safetensors, arch.json, tokenizer.json}`.
     pub fn load(dir: &Path) -> Result<Self> {
         // Every file is checked against meta.json before anything is read from it.
-        let meta = crate::train::checkpoint::verify_files(dir)?;
+        let (meta, _) = crate::train::checkpoint::verify_files(dir)?;
         for required in ["model.safetensors", "arch.json", "tokenizer.json"] {
             if !meta.files.contains_key(required) {
                 return Err(Error::input(
@@ -94,19 +93,19 @@ impl Checkpoint {
             })?
             .into_iter()
             .collect();
-        let mut files = Vec::new();
-        for p in [&model_path, &arch_path, &tok_path] {
-            let d = hash_file(p, &|_| {})?;
-            files.push(DataFile {
-                path: p
-                    .file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned(),
-                size: d.size,
-                sha256: d.sha256,
-            });
-        }
+        // The digests meta.json lists were just checked against the files: record them
+        // rather than hashing multi-gigabyte weights a second time.
+        let files = ["model.safetensors", "arch.json", "tokenizer.json"]
+            .iter()
+            .map(|name| {
+                let e = &meta.files[*name];
+                DataFile {
+                    path: name.to_string(),
+                    size: e.size,
+                    sha256: e.sha256.clone(),
+                }
+            })
+            .collect();
         Ok(Checkpoint {
             dir: dir.to_path_buf(),
             arch,

@@ -306,8 +306,9 @@ pub fn seal(dir: &Path, micro_step: u64) -> Result<()> {
 
 /// Check every file `meta.json` lists against its sha256 and size (what every load of a
 /// checkpoint does first: resuming, fine-tuning, evaluating). A checkpoint without `meta.json`
-/// is incomplete; a wrong digest is a damaged checkpoint ([`Error::Check`]).
-pub fn verify_files(dir: &Path) -> Result<Meta> {
+/// is incomplete; a wrong digest is a damaged checkpoint ([`Error::Check`]). Returns the
+/// parsed `meta.json` and its bytes (what a checkpoint's clock file is bound to).
+pub fn verify_files(dir: &Path) -> Result<(Meta, Vec<u8>)> {
     let meta_path = dir.join("meta.json");
     let bytes = crate::io::read_limited(&meta_path, JSON_LIMIT)
         .with_context(|| format!("{} is not a complete checkpoint", dir.display()))?;
@@ -339,14 +340,13 @@ pub fn verify_files(dir: &Path) -> Result<Meta> {
             .into());
         }
     }
-    Ok(meta)
+    Ok((meta, bytes))
 }
 
 /// Verify a checkpoint directory against its `meta.json` and read its state.
 pub fn load_dir(dir: &Path) -> Result<Checkpoint> {
-    let meta = verify_files(dir)?;
+    let (meta, bytes) = verify_files(dir)?;
     let meta_path = dir.join("meta.json");
-    let bytes = crate::io::read_limited(&meta_path, JSON_LIMIT)?;
     for required in [
         "model.safetensors",
         "optimizer.safetensors",
