@@ -32,6 +32,9 @@ pub struct FakeRun {
     /// Write the run's predictions again as a no-pretraining control under `glue/controls/`
     /// (a signed `control-predictions` subject), as `glue run` does for the demo tasks.
     pub control_files: bool,
+    /// Sign `pretrain/metrics.jsonl` as a `metrics-log` subject, as `crambench run` does since
+    /// the curves became signed (older manifests lack it).
+    pub metrics_subject: bool,
 }
 
 impl Default for FakeRun {
@@ -66,6 +69,7 @@ impl Default for FakeRun {
             epochs: 5,
             dataset_root_digest: "ab".repeat(32),
             control_files: false,
+            metrics_subject: false,
         }
     }
 }
@@ -163,6 +167,13 @@ pub fn write_fake_run(dir: &Path, spec: &FakeRun, key: &Path) -> Value {
         let c = hash::hash_path(&dir.join("glue/controls"), &|_| {}).unwrap();
         subjects.push(json!({"name": "glue/controls", "digest": c.digest_set(),
                              "annotations": {"role": "control-predictions"}}));
+    }
+    if spec.metrics_subject {
+        let d = hash::hash_path(&dir.join("pretrain/metrics.jsonl"), &|_| {}).unwrap();
+        subjects.push(
+            json!({"name": "pretrain/metrics.jsonl", "digest": d.digest_set(),
+                             "annotations": {"role": "metrics-log"}}),
+        );
     }
     let statement = json!({
         "_type": "https://in-toto.io/Statement/v1",

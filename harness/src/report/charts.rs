@@ -73,6 +73,87 @@ pub fn line_svg(chart: &Chart) -> Result<Option<String>> {
     Ok(Some(svg))
 }
 
+/// The MLM loss as the paper draws it: every logged value as a faint line, the smoothed loss
+/// over it, and the initial loss as a dashed horizontal line, with a legend. `x_label` names
+/// the x unit (budget time); `window` is the smoothing window in records (for the legend).
+pub fn loss_svg(
+    x_label: &str,
+    raw: &Curve,
+    smooth: &Curve,
+    window: usize,
+    initial: Option<f64>,
+) -> Result<Option<String>> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let title = "MLM loss against budget time";
+    let (x0, x1) = range(raw.iter().map(|p| p.0), 0.0);
+    let (y0, y1) = range(
+        raw.iter()
+            .chain(smooth.iter())
+            .map(|p| p.1)
+            .chain(initial.into_iter()),
+        0.05,
+    );
+    let blue = RGBColor(31, 119, 180);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        let err = |e: &dyn std::fmt::Display| anyhow!("drawing chart `{title}`: {e}");
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let mut c = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 16))
+            .margin(12)
+            .x_label_area_size(38)
+            .y_label_area_size(76)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(|e| err(&e))?;
+        c.configure_mesh()
+            .x_desc(x_label)
+            .y_desc("loss")
+            .x_labels(8)
+            .y_labels(6)
+            .x_label_formatter(&|v| format::axis(*v))
+            .y_label_formatter(&|v| format::axis(*v))
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw()
+            .map_err(|e| err(&e))?;
+        c.draw_series(LineSeries::new(raw.iter().copied(), blue.mix(0.3)))
+            .map_err(|e| err(&e))?
+            .label("logged loss")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], blue.mix(0.3)));
+        let smoothed = format!("smoothed ({window}-record moving average)");
+        c.draw_series(LineSeries::new(
+            smooth.iter().copied(),
+            blue.stroke_width(2),
+        ))
+        .map_err(|e| err(&e))?
+        .label(smoothed.as_str())
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], blue.stroke_width(2)));
+        if let Some(l0) = initial {
+            let grey = RGBColor(110, 110, 110);
+            let label = format!("initial loss {}", format::fixed(l0, 2));
+            c.draw_series(DashedLineSeries::new(
+                [(x0, l0), (x1, l0)],
+                6,
+                4,
+                grey.stroke_width(1),
+            ))
+            .map_err(|e| err(&e))?
+            .label(label.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], grey));
+        }
+        c.configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(RGBColor(200, 200, 200))
+            .draw()
+            .map_err(|e| err(&e))?;
+        root.present().map_err(|e| err(&e))?;
+    }
+    Ok(Some(svg))
+}
+
 /// Colours of overlaid series, in order (cycled).
 const PALETTE: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
@@ -181,5 +262,28 @@ mod tests {
         .unwrap()
         .is_none());
         assert_eq!(range([3.0].into_iter(), 0.0), (2.5, 3.5));
+    }
+
+    #[test]
+    fn loss_chart_has_raw_smoothed_and_initial_lines() {
+        let raw: Curve = (0..100)
+            .map(|i| (i as f64 / 100.0, 8.0 - (i as f64).sqrt() / 4.0))
+            .collect();
+        let sm = crate::report::metrics_log::smooth(&raw, 5);
+        let svg = loss_svg("budget used (device-minutes)", &raw, &sm, 5, Some(8.25))
+            .unwrap()
+            .unwrap();
+        assert!(svg.contains("initial loss 8.25"), "no initial-loss legend");
+        assert!(
+            svg.contains("5-record moving average"),
+            "no smoothing legend"
+        );
+        assert!(svg.contains("budget used (device-minutes)"));
+        // The raw line, the smoothed line, the dashed initial loss (one path per dash) and
+        // the legend's samples.
+        assert!(svg.matches("<polyline").count() + svg.matches("<path").count() >= 6);
+        assert!(loss_svg("x", &Vec::new(), &Vec::new(), 1, None)
+            .unwrap()
+            .is_none());
     }
 }

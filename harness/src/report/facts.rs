@@ -10,6 +10,7 @@ use crate::record::RunRecord;
 use crate::reference::ReferenceRow;
 use crate::report::format;
 use crate::report::metrics_log::{self, MetricsLog};
+use crate::report::panels;
 use serde_json::Value;
 
 /// Everything a report shows.
@@ -21,6 +22,12 @@ pub struct Facts {
     pub glue: Glue,
     pub reference: ReferenceRow,
     pub metrics: MetricsLog,
+    /// The recipe's hyperparameters ([`panels::recipe`]).
+    pub recipe_panel: Vec<panels::Group>,
+    /// The data summary ([`panels::data`]).
+    pub data: Vec<(&'static str, String)>,
+    /// Which inputs of the page are signed ([`panels::inputs`]).
+    pub inputs: Vec<panels::Input>,
 }
 
 /// Which run this is.
@@ -158,13 +165,23 @@ impl Facts {
     /// Gather the facts of `record` (a `kind = "run"` record) against `reference`.
     pub fn gather(record: &RunRecord, reference: &ReferenceRow) -> Facts {
         let p = record.predicate();
+        let identity = identity(record);
+        let metrics = metrics_log::read(record.metrics_log().as_deref());
+        let subjects: Vec<_> = identity
+            .subjects
+            .iter()
+            .map(|s| (s.role.clone(), s.name.clone(), s.digests.clone()))
+            .collect();
         Facts {
-            identity: identity(record),
+            recipe_panel: panels::recipe(&p["recipe"]["resolved"]),
+            data: panels::data(&p["data"], p["pretraining"]["tokens_seen"].as_u64()),
+            inputs: panels::inputs(identity.signatures, &subjects, &metrics),
+            identity,
             budget: budget(&p["budget"]),
             pretraining: pretraining(&p["pretraining"]),
             glue: glue(p, reference),
             reference: reference.clone(),
-            metrics: metrics_log::read(record.metrics_log().as_deref()),
+            metrics,
         }
     }
 }

@@ -45,6 +45,70 @@ pub fn render(f: &Facts) -> String {
 
     o += "## Summary\n\n";
     key_values(&mut o, &tables::headline(f));
+    o += "\n## Recipe\n";
+    if f.recipe_panel.is_empty() {
+        o += "\nThe statement records no resolved recipe.\n";
+    }
+    for g in &f.recipe_panel {
+        let _ = writeln!(o, "\n### {}\n", g.title);
+        key_values(&mut o, &tables::group(g));
+    }
+    o += "\n## Data\n\n";
+    if f.data.is_empty() {
+        o += "The statement records no data summary.\n";
+    } else {
+        key_values(&mut o, &tables::data(f));
+    }
+
+    o += "\n## Pretraining\n\n";
+    key_values(&mut o, &tables::pretraining(f));
+    let _ = writeln!(o, "\nMetrics log: {}", escape(&f.metrics.summary()));
+    if let Some(l) = f.metrics.initial_loss {
+        let _ = writeln!(
+            o,
+            "Initial MLM loss (first logged step): {}.",
+            format::fixed(l, 4)
+        );
+    }
+    if f.metrics.missing.is_none() {
+        o += "The loss (raw and smoothed, against budget time), learning-rate and throughput \
+              curves are in `report.html`.\n";
+    }
+    let published = &crate::reference::table().pretraining_loss;
+    if !published.is_empty() {
+        o +=
+            "\nPublished MLM-loss reference points (not comparable across recipes or budgets):\n\n";
+        for p in published {
+            let _ = writeln!(
+                o,
+                "- {}: {} ({})",
+                escape(&p.what),
+                p.value,
+                escape(&p.source)
+            );
+        }
+    }
+
+    glue(&mut o, f);
+
+    o += "\n## Budget\n\n";
+    key_values(&mut o, &tables::budget(f));
+    let phases = tables::phases(f);
+    if !phases.is_empty() {
+        o += "\n";
+        row(
+            &mut o,
+            &[
+                "Phase, in pipeline order (wall time as recorded)",
+                "Seconds",
+            ],
+        );
+        row(&mut o, &["---", "---:"]);
+        for (phase, secs) in &phases {
+            row(&mut o, &[&escape(phase), secs]);
+        }
+    }
+
     o += "\n## Run\n\n";
     key_values(&mut o, &tables::run(f));
     o += "\n### Subjects\n\n";
@@ -63,41 +127,20 @@ pub fn render(f: &Facts) -> String {
             row(&mut o, &[&role, &escape(&s.name), &digests.join("<br>")]);
         }
     }
-
-    o += "\n## Budget\n\n";
-    key_values(&mut o, &tables::budget(f));
-    let phases = tables::phases(f);
-    if !phases.is_empty() {
-        o += "\n";
-        row(&mut o, &["Phase (wall time as recorded)", "Seconds"]);
-        row(&mut o, &["---", "---:"]);
-        for (phase, secs) in &phases {
-            row(&mut o, &[&escape(phase), secs]);
-        }
+    o += "\n### What is signed\n\n";
+    let _ = writeln!(o, "{}\n", escape(tables::INPUTS_NOTE));
+    row(&mut o, &["Input", "Signed", "How"]);
+    row(&mut o, &["---", "---", "---"]);
+    for i in &f.inputs {
+        row(
+            &mut o,
+            &[
+                &escape(&i.what),
+                if i.signed { "yes" } else { "no" },
+                &escape(&i.how),
+            ],
+        );
     }
-
-    o += "\n## Pretraining\n\n";
-    key_values(&mut o, &tables::pretraining(f));
-    let _ = writeln!(o, "\nMetrics log: {}", escape(&f.metrics.summary()));
-    if f.metrics.missing.is_none() {
-        o += "Loss, learning-rate and throughput curves are in `report.html`.\n";
-    }
-    let published = &crate::reference::table().pretraining_loss;
-    if !published.is_empty() {
-        o +=
-            "\nPublished MLM-loss reference points (not comparable across recipes or budgets):\n\n";
-        for p in published {
-            let _ = writeln!(
-                o,
-                "- {}: {} ({})",
-                escape(&p.what),
-                p.value,
-                escape(&p.source)
-            );
-        }
-    }
-
-    glue(&mut o, f);
 
     let r = &f.reference;
     o += "\n## Reference row\n\n";

@@ -13,6 +13,8 @@
 //! * [`facts`] — what the report says, gathered once from the record and the reference row.
 //! * [`metrics_log`] — reading and thinning the metrics log.
 //! * [`charts`] — line charts as SVG strings (`plotters`).
+//! * [`panels`] — the recipe's hyperparameters, the data summary, the phases in pipeline order
+//!   and which inputs are signed.
 //! * [`tables`] — the key–value tables and trial lists as plain text, shared by both renderings.
 //! * [`markdown`], [`html`] — the two renderings and their escaping.
 //! * [`format`] — number formatting shared by both.
@@ -22,6 +24,7 @@ pub mod format;
 pub mod html;
 pub mod markdown;
 pub mod metrics_log;
+pub mod panels;
 pub mod tables;
 
 use crate::error::Error;
