@@ -409,6 +409,9 @@ fn html_page_overlays_curves_and_sets_tables_side_by_side() {
     // Two curves and their two legend marks.
     assert!(first.matches("<polyline").count() >= 4, "{first}");
     assert!(first.contains("[1]") && first.contains("[2]"));
+    // Against budget time, as in the paper (the fake logs record their budget fraction).
+    assert!(first.contains("budget used (device-minutes)"), "{first}");
+    assert!(first.contains("MLM loss (smoothed)"), "{first}");
     // Run data is escaped; the task table has the delta with its interval.
     assert!(h.contains("other &lt;b&gt;recipe&lt;/b&gt;") && !h.contains("<b>recipe"));
     assert!(

@@ -27,7 +27,11 @@ fn writes_into_the_run_directory_and_prints_paths() {
         "{md}"
     );
     let html = std::fs::read_to_string(run.join("report.html")).unwrap();
-    assert_eq!(html.matches("<svg").count(), 3);
+    assert_eq!(
+        html.matches("<svg").count(),
+        4,
+        "three curves and the GLUE chart"
+    );
 }
 
 #[test]

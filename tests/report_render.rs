@@ -1,6 +1,7 @@
 //! The run report against hand-computed numbers: reference cells and deltas, empty cells left
-//! empty, the aggregate compared only under its own rule, HTML self-contained with three SVG
-//! charts and escaped text, and a missing or corrupt metrics log still rendering.
+//! empty, the aggregate compared only under its own rule, HTML self-contained with four SVG
+//! charts (three curves, the GLUE sets) and escaped text, a missing or corrupt metrics log
+//! still rendering, the panels after the summary, and what is signed.
 mod common;
 use common::fake_run::{keypair, write_fake_run, FakeRun};
 use crambench::record::RunRecord;
@@ -153,13 +154,17 @@ fn demo_aggregate_is_never_compared() {
 }
 
 #[test]
-fn html_is_self_contained_with_three_charts() {
+fn html_is_self_contained_with_four_charts() {
     let d = tempfile::tempdir().unwrap();
     let rec = make(d.path(), &FakeRun::default());
     let h = report::render(&rec, reference::default_for_recipe("demo-cpu"))
         .unwrap()
         .html;
-    assert_eq!(h.matches("<svg").count(), 3, "three charts");
+    assert_eq!(
+        h.matches("<svg").count(),
+        4,
+        "three curves and the GLUE chart"
+    );
     for bad in [
         "src=", "href=", "url(", "@import", "<script", "<link", "<iframe", "<img",
     ] {
@@ -223,20 +228,20 @@ fn missing_or_corrupt_metrics_log_still_renders() {
         "{}",
         r.markdown
     );
-    assert_eq!(r.html.matches("<svg").count(), 3);
+    assert_eq!(r.html.matches("<svg").count(), 4);
 
     // Only garbage: no curves, a clear note.
     std::fs::write(&log, "not json\n").unwrap();
     let r = report::render(&rec, reference).unwrap();
     assert!(r.markdown.contains("No metrics log:"), "{}", r.markdown);
     assert!(r.html.contains("No metrics log:"));
-    assert_eq!(r.html.matches("<svg").count(), 0);
+    assert_eq!(r.html.matches("<svg").count(), 1, "only the GLUE chart");
 
     // Missing.
     std::fs::remove_file(&log).unwrap();
     let r = report::render(&rec, reference).unwrap();
     assert!(r.markdown.contains("No metrics log:") && r.markdown.contains("does not exist"));
-    assert_eq!(r.html.matches("<svg").count(), 0);
+    assert_eq!(r.html.matches("<svg").count(), 1, "only the GLUE chart");
     assert!(r.markdown.contains("| demo-sentiment |"));
 }
 
@@ -263,7 +268,7 @@ fn long_curves_are_thinned() {
         "{}",
         r.markdown
     );
-    assert_eq!(r.html.matches("<svg").count(), 3);
+    assert_eq!(r.html.matches("<svg").count(), 4);
     // 3 curves × ≤ 2000 points of ~20 bytes each, plus tables: well under 400 kB.
     assert!(r.html.len() < 400_000, "HTML is {} bytes", r.html.len());
 }
@@ -376,6 +381,11 @@ fn controls_and_intervals_lead_the_report() {
         "{h}"
     );
     assert!(h.contains("<td class=\"n\">[80.00, 87.50]</td>"), "{h}");
+    // The GLUE chart marks the control and the reference per set.
+    let glue = &h[h.rfind("<svg").unwrap()..];
+    assert!(glue.contains("GLUE per evaluation set"), "{glue}");
+    assert!(glue.contains("control (no-pretraining)") && glue.contains("reference"));
+    assert!(glue.contains("sst2 (accuracy)") && glue.contains("rte (accuracy)"));
 }
 
 /// A fake run with the resolved recipe, data record and phases `crambench run` writes (values
@@ -469,7 +479,11 @@ fn panels_follow_the_summary_in_the_papers_order() {
     let h = &r.html;
     assert!(h.contains("<div class=\"panel\">"), "{h}");
     assert!(h.contains("<h3>Optimizer</h3>"));
-    assert_eq!(h.matches("<svg").count(), 3, "three charts");
+    assert_eq!(
+        h.matches("<svg").count(),
+        4,
+        "three curves and the GLUE chart"
+    );
     assert!(h.contains("MLM loss against budget time"));
     assert!(h.contains("budget used (device-minutes)"));
     assert!(

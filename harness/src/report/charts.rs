@@ -154,6 +154,146 @@ pub fn loss_svg(
     Ok(Some(svg))
 }
 
+/// One evaluation set on the GLUE chart: every trial, the median with its interval, the
+/// control and the reference, in percent points (`label` is the set and metric id).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskMarks {
+    pub label: String,
+    pub trials: Vec<f64>,
+    pub median: f64,
+    pub ci95: Option<(f64, f64)>,
+    pub control: Option<f64>,
+    pub reference: Option<f64>,
+}
+
+/// The GLUE results as a dot plot, one row per evaluation set: the 95% interval as a bar, the
+/// median as a diamond, every trial as a dot, the control as a cross and the reference as a
+/// triangle, with a legend. `None` without rows.
+pub fn tasks_svg(rows: &[TaskMarks], control_name: &str) -> Result<Option<String>> {
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let title = "GLUE per evaluation set (percent points)";
+    let values = rows.iter().flat_map(|r| {
+        r.trials
+            .iter()
+            .copied()
+            .chain([r.median])
+            .chain(r.ci95.into_iter().flat_map(|(a, b)| [a, b]))
+            .chain(r.control)
+            .chain(r.reference)
+    });
+    let (x0, x1) = range(values, 0.08);
+    // Room on the right for the legend, clear of the marks.
+    let x1 = x1 + 0.5 * (x1 - x0);
+    let n = rows.len();
+    let height = (90 + 50 * n as u32).max(230);
+    let label_width = rows
+        .iter()
+        .map(|r| r.label.chars().count() as u32)
+        .max()
+        .unwrap_or(0)
+        .clamp(6, 40)
+        * 7
+        + 16;
+    let (blue, red, green) = (
+        RGBColor(31, 119, 180),
+        RGBColor(214, 39, 40),
+        RGBColor(44, 160, 44),
+    );
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
+        let err = |e: &dyn std::fmt::Display| anyhow!("drawing chart `{title}`: {e}");
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let mut c = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 16))
+            .margin(12)
+            .x_label_area_size(30)
+            .y_label_area_size(label_width)
+            .build_cartesian_2d(x0..x1, -0.5..(n as f64 - 0.5))
+            .map_err(|e| err(&e))?;
+        let labels: Vec<String> = rows.iter().map(|r| r.label.clone()).collect();
+        let y_label = move |y: &f64| {
+            let i = y.round();
+            if (y - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < labels.len() {
+                labels[n - 1 - i as usize].clone()
+            } else {
+                String::new()
+            }
+        };
+        c.configure_mesh()
+            .x_labels(8)
+            .y_labels(2 * n + 1)
+            .disable_y_mesh()
+            .x_label_formatter(&|v| format::axis(*v))
+            .y_label_formatter(&y_label)
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw()
+            .map_err(|e| err(&e))?;
+        // Row i is drawn at y = n - 1 - i, so the first set is at the top.
+        let y = |i: usize| (n - 1 - i) as f64;
+        c.draw_series(rows.iter().enumerate().filter_map(|(i, r)| {
+            let (lo, hi) = r.ci95?;
+            Some(Rectangle::new(
+                [(lo, y(i) - 0.09), (hi, y(i) + 0.09)],
+                blue.mix(0.25).filled(),
+            ))
+        }))
+        .map_err(|e| err(&e))?
+        .label("95% interval")
+        .legend(move |(x, y)| {
+            Rectangle::new([(x, y - 3), (x + 16, y + 3)], blue.mix(0.25).filled())
+        });
+        c.draw_series(rows.iter().enumerate().flat_map(|(i, r)| {
+            r.trials
+                .iter()
+                .map(move |&t| Circle::new((t, y(i)), 3, blue.mix(0.6).filled()))
+        }))
+        .map_err(|e| err(&e))?
+        .label("trials")
+        .legend(move |(x, y)| Circle::new((x + 8, y), 3, blue.mix(0.6).filled()));
+        c.draw_series(rows.iter().enumerate().map(|(i, r)| {
+            PathElement::new(
+                vec![(r.median, y(i) - 0.22), (r.median, y(i) + 0.22)],
+                blue.stroke_width(3),
+            )
+        }))
+        .map_err(|e| err(&e))?
+        .label("median")
+        .legend(move |(x, y)| {
+            PathElement::new(vec![(x + 8, y - 6), (x + 8, y + 6)], blue.stroke_width(3))
+        });
+        if rows.iter().any(|r| r.control.is_some()) {
+            let label = format!("control ({control_name})");
+            c.draw_series(
+                rows.iter().enumerate().filter_map(|(i, r)| {
+                    Some(Cross::new((r.control?, y(i)), 6, red.stroke_width(2)))
+                }),
+            )
+            .map_err(|e| err(&e))?
+            .label(label.as_str())
+            .legend(move |(x, y)| Cross::new((x + 8, y), 5, red.stroke_width(2)));
+        }
+        if rows.iter().any(|r| r.reference.is_some()) {
+            c.draw_series(rows.iter().enumerate().filter_map(|(i, r)| {
+                Some(TriangleMarker::new((r.reference?, y(i)), 7, green.filled()))
+            }))
+            .map_err(|e| err(&e))?
+            .label("reference")
+            .legend(move |(x, y)| TriangleMarker::new((x + 8, y), 5, green.filled()));
+        }
+        c.configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(200, 200, 200))
+            .draw()
+            .map_err(|e| err(&e))?;
+        root.present().map_err(|e| err(&e))?;
+    }
+    Ok(Some(svg))
+}
+
 /// Colours of overlaid series, in order (cycled).
 const PALETTE: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
@@ -262,6 +402,42 @@ mod tests {
         .unwrap()
         .is_none());
         assert_eq!(range([3.0].into_iter(), 0.0), (2.5, 3.5));
+    }
+
+    #[test]
+    fn task_chart_marks_trials_interval_control_and_reference() {
+        let rows = vec![
+            TaskMarks {
+                label: "demo-sentiment/accuracy".into(),
+                trials: vec![60.67, 58.33, 58.0],
+                median: 58.33,
+                ci95: Some((54.66, 62.5)),
+                control: Some(48.5),
+                reference: None,
+            },
+            TaskMarks {
+                label: "sst2/accuracy".into(),
+                trials: vec![90.0],
+                median: 90.0,
+                ci95: None,
+                control: None,
+                reference: Some(92.2),
+            },
+        ];
+        let svg = tasks_svg(&rows, "no-pretraining").unwrap().unwrap();
+        for text in [
+            "demo-sentiment/accuracy",
+            "sst2/accuracy",
+            "control (no-pretraining)",
+            "reference",
+            "95% interval",
+            "trials",
+        ] {
+            assert!(svg.contains(text), "no {text:?}");
+        }
+        // Four trial dots plus the legend's.
+        assert!(svg.matches("<circle").count() >= 5, "{svg}");
+        assert!(tasks_svg(&[], "x").unwrap().is_none());
     }
 
     #[test]

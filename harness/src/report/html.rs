@@ -130,7 +130,7 @@ pub fn render(f: &Facts) -> Result<String> {
         pg.0 += "</ul>\n";
     }
 
-    glue(&mut pg, f);
+    glue(&mut pg, f)?;
 
     pg.0 += "<h2>Budget</h2>\n";
     pg.key_values(&tables::budget(f));
@@ -291,13 +291,13 @@ fn curves(pg: &mut Page, f: &Facts) -> Result<()> {
     Ok(())
 }
 
-fn glue(pg: &mut Page, f: &Facts) {
+fn glue(pg: &mut Page, f: &Facts) -> Result<()> {
     let g = &f.glue;
     let r = &f.reference;
     pg.0 += "<h2>GLUE</h2>\n";
     if !g.present {
         pg.p("note", "This run has no GLUE results.");
-        return;
+        return Ok(());
     }
     pg.p(
         "",
@@ -341,6 +341,29 @@ fn glue(pg: &mut Page, f: &Facts) {
             );
         }
         pg.0 += "</table>\n";
+        let marks: Vec<charts::TaskMarks> = g
+            .rows
+            .iter()
+            .filter_map(|gr| {
+                Some(charts::TaskMarks {
+                    label: format!("{} ({})", gr.set, gr.metric),
+                    trials: gr.trials.iter().flatten().copied().collect(),
+                    median: gr.median?,
+                    ci95: gr.ci95.map(|i| (i.lo, i.hi)),
+                    control: gr.control,
+                    reference: gr.reference,
+                })
+            })
+            .collect();
+        let control = g.control.as_ref().map_or("", |c| c.name.as_str());
+        if let Some(svg) = charts::tasks_svg(&marks, control)? {
+            let _ = writeln!(
+                pg.0,
+                "<figure>\n{svg}\n<figcaption>Each set: every trial (dots), the median (bar) \
+                 and its 95% interval (band), the control (cross) and the reference \
+                 (triangle), where recorded.</figcaption>\n</figure>"
+            );
+        }
     }
     if !g.not_evaluated.is_empty() {
         let sets: Vec<String> = g.not_evaluated.iter().map(|s| escape(s)).collect();
@@ -383,6 +406,7 @@ fn glue(pg: &mut Page, f: &Facts) {
             }
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]

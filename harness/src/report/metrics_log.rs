@@ -160,9 +160,9 @@ pub fn read(path: Option<&Path>) -> MetricsLog {
     log
 }
 
-/// Smoothing window for `n` points: about 2% of the curve, at least 1, odd.
+/// Smoothing window for `n` points: about 2% of the curve, at least 5 (or `n`), odd.
 pub fn window_for(n: usize) -> usize {
-    (n / 50).max(1) | 1
+    (n / 50).max(n.min(5)) | 1
 }
 
 /// Centred moving average of the y values of `curve` over `window` points (shrunk at the ends,
@@ -356,18 +356,17 @@ mod tests {
         let b = log.by_budget.unwrap();
         assert_eq!(b.loss.len(), 100);
         assert!(b.lr.is_empty(), "the one lr value has no budget_fraction");
-        assert_eq!(b.window, 3);
+        assert_eq!(b.window, 5);
         assert_eq!(b.loss_smooth.len(), 100);
-        assert_eq!(
-            b.loss_smooth[0],
-            (b.loss[0].0, 8.0),
-            "shrunk window at the start"
-        );
-        // Inside: (9 + 7 + 9) / 3 or (7 + 9 + 7) / 3; the alternation is flattened.
-        for (i, &(x, y)) in b.loss_smooth.iter().enumerate().skip(1).take(98) {
+        // At the ends the window shrinks to three: (9 + 7 + 9) / 3 first, (7 + 9 + 7) / 3 last.
+        assert_eq!(b.loss_smooth[0], (b.loss[0].0, 25.0 / 3.0));
+        assert_eq!(b.loss_smooth[99], (b.loss[99].0, 23.0 / 3.0));
+        // Inside: (3 × 9 + 2 × 7) / 5 or (2 × 9 + 3 × 7) / 5; the alternation is flattened.
+        for (i, &(x, y)) in b.loss_smooth.iter().enumerate().skip(2).take(96) {
             assert_eq!(x, b.loss[i].0);
-            assert!((y - 8.0).abs() < 0.34, "{i}: {y}");
+            assert!((y - 8.0).abs() < 0.21, "{i}: {y}");
         }
+        assert_eq!((window_for(0), window_for(3), window_for(3933)), (1, 3, 79));
         assert_eq!(
             smooth(&vec![(0.0, 1.0), (1.0, 3.0)], 1),
             vec![(0.0, 1.0), (1.0, 3.0)]
