@@ -147,6 +147,10 @@ fn demo_aggregate_is_never_compared() {
         !md.contains("80.70"),
         "the reference average leaked into a demo report"
     );
+    assert!(
+        md.contains("| Against reference | not compared: the demo aggregate is not a GLUE score |"),
+        "{md}"
+    );
     // Demo sets have no reference column: reference and delta cells are empty.
     for line in md.lines().filter(|l| l.starts_with("| demo")) {
         assert!(line.ends_with("|  |  |"), "{line}");

@@ -1,6 +1,8 @@
-//! Line charts as SVG strings, drawn with `plotters`' SVG backend, for inlining into the HTML
-//! report. Titles and axis labels are fixed text chosen by the caller (never run data); the
-//! SVG carries no script, no external reference and no font file (text is SVG `<text>`).
+//! Line charts and the GLUE dot plot as SVG strings, drawn with `plotters`' SVG backend, for
+//! inlining into the HTML report. Titles and axis labels are fixed text chosen by the caller,
+//! except the GLUE chart's row labels (evaluation-set ids from the manifest), which the SVG
+//! backend escapes like all text; the SVG carries no script, no external reference and no font
+//! file (text is SVG `<text>`).
 use crate::report::format;
 use crate::report::metrics_log::Curve;
 use anyhow::{anyhow, Result};
@@ -438,6 +440,11 @@ mod tests {
         // Four trial dots plus the legend's.
         assert!(svg.matches("<circle").count() >= 5, "{svg}");
         assert!(tasks_svg(&[], "x").unwrap().is_none());
+        // A hostile set id stays text.
+        let mut hostile = rows[..1].to_vec();
+        hostile[0].label = "<script>alert(1)</script>".into();
+        let svg = tasks_svg(&hostile, "c").unwrap().unwrap();
+        assert!(!svg.contains("<script") && svg.contains("&lt;script&gt;"));
     }
 
     #[test]

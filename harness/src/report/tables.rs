@@ -48,14 +48,20 @@ pub fn headline(f: &Facts) -> KeyValues {
             .unwrap_or_default();
         format!("{} ({} rule{ci})", format::pct(a.value), a.rule)
     });
-    let reference = g.aggregate.as_ref().and_then(|a| match &a.reference {
-        crate::report::facts::AggregateReference::Compared { value, delta } => Some(format!(
+    let reference = g.aggregate.as_ref().map(|a| match &a.reference {
+        crate::report::facts::AggregateReference::Compared { value, delta } => format!(
             "{} {}: Δ = {}",
             f.reference.id,
             format::pct(*value),
             format::delta(*delta)
-        )),
-        _ => None,
+        ),
+        crate::report::facts::AggregateReference::Demo => {
+            "not compared: the demo aggregate is not a GLUE score".to_string()
+        }
+        crate::report::facts::AggregateReference::NotPublished(_) => format!(
+            "not compared: {} publishes no average under the {} rule",
+            f.reference.id, a.rule
+        ),
     });
     let b = &f.budget;
     let budget = match (b.used_device_hours, b.allowed_device_hours) {
