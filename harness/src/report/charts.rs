@@ -91,10 +91,7 @@ pub fn loss_svg(
     let title = "MLM loss against budget time";
     let (x0, x1) = range(raw.iter().map(|p| p.0), 0.0);
     let (y0, y1) = range(
-        raw.iter()
-            .chain(smooth.iter())
-            .map(|p| p.1)
-            .chain(initial.into_iter()),
+        raw.iter().chain(smooth.iter()).map(|p| p.1).chain(initial),
         0.05,
     );
     let blue = RGBColor(31, 119, 180);

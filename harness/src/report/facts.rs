@@ -167,15 +167,10 @@ impl Facts {
         let p = record.predicate();
         let identity = identity(record);
         let metrics = metrics_log::read(record.metrics_log().as_deref());
-        let subjects: Vec<_> = identity
-            .subjects
-            .iter()
-            .map(|s| (s.role.clone(), s.name.clone(), s.digests.clone()))
-            .collect();
         Facts {
             recipe_panel: panels::recipe(&p["recipe"]["resolved"]),
             data: panels::data(&p["data"], p["pretraining"]["tokens_seen"].as_u64()),
-            inputs: panels::inputs(identity.signatures, &subjects, &metrics),
+            inputs: panels::inputs(identity.signatures, &identity.subjects, &metrics),
             identity,
             budget: budget(&p["budget"]),
             pretraining: pretraining(&p["pretraining"]),

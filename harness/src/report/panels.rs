@@ -233,7 +233,7 @@ pub struct Input {
 /// reference row, and the run's files that are no part of the statement.
 pub fn inputs(
     signatures: usize,
-    subjects: &[(Option<String>, String, Vec<(String, String)>)],
+    subjects: &[crate::report::facts::Subject],
     metrics: &MetricsLog,
 ) -> Vec<Input> {
     let signed = signatures > 0;
@@ -260,10 +260,11 @@ pub fn inputs(
         _ => "Subject",
     };
     let mut log_subject = None;
-    for (role, name, digests) in subjects {
-        let role = role.as_deref().unwrap_or("");
+    for s in subjects {
+        let (role, name) = (s.role.as_deref().unwrap_or(""), &s.name);
         if role == crate::record::METRICS_LOG_ROLE {
-            log_subject = digests
+            log_subject = s
+                .digests
                 .iter()
                 .find(|(a, _)| a == "sha256")
                 .map(|(_, h)| h.clone());
@@ -315,6 +316,17 @@ pub fn inputs(
         how: "bookkeeping and renderings; regenerate the report with crambench report".into(),
     });
     out
+}
+
+/// The x axis of the curves against budget time: (label, factor from `budget_fraction` to the
+/// unit): device-minutes when the allowance is under two hours, device-hours above, percent of
+/// the budget when the allowance is not recorded.
+pub fn budget_axis(allowed_device_hours: Option<f64>) -> (&'static str, f64) {
+    match allowed_device_hours {
+        Some(a) if a > 0.0 && a < 2.0 => ("budget used (device-minutes)", a * 60.0),
+        Some(a) if a > 0.0 => ("budget used (device-hours)", a),
+        _ => ("budget used (% of allowed)", 100.0),
+    }
 }
 
 #[cfg(test)]
@@ -381,11 +393,11 @@ mod tests {
     #[test]
     fn metrics_log_signed_only_when_its_digest_matches() {
         let subject = |h: &str| {
-            vec![(
-                Some(crate::record::METRICS_LOG_ROLE.to_string()),
-                "pretrain/metrics.jsonl".to_string(),
-                vec![("sha256".to_string(), h.to_string())],
-            )]
+            vec![crate::report::facts::Subject {
+                role: Some(crate::record::METRICS_LOG_ROLE.to_string()),
+                name: "pretrain/metrics.jsonl".to_string(),
+                digests: vec![("sha256".to_string(), h.to_string())],
+            }]
         };
         let log = MetricsLog {
             sha256: Some("aa".into()),
@@ -404,16 +416,5 @@ mod tests {
         assert!(!old.signed && old.how.contains("not a subject"), "{old:?}");
         let unsigned = find(inputs(0, &subject("aa"), &log));
         assert!(!unsigned.signed, "{unsigned:?}");
-    }
-}
-
-/// The x axis of the curves against budget time: (label, factor from `budget_fraction` to the
-/// unit): device-minutes when the allowance is under two hours, device-hours above, percent of
-/// the budget when the allowance is not recorded.
-pub fn budget_axis(allowed_device_hours: Option<f64>) -> (&'static str, f64) {
-    match allowed_device_hours {
-        Some(a) if a > 0.0 && a < 2.0 => ("budget used (device-minutes)", a * 60.0),
-        Some(a) if a > 0.0 => ("budget used (device-hours)", a),
-        _ => ("budget used (% of allowed)", 100.0),
     }
 }
