@@ -19,6 +19,7 @@ pub mod config;
 pub mod crammed_bert;
 pub mod flops;
 pub mod layers;
+pub mod upstream;
 
 pub use config::{
     ArchConfig, ArchKind, HeadTransform, Nonlin, NormScheme, Positions, QkvLayout, PRESETS,
