@@ -32,8 +32,8 @@ enum Command {
     Seeds(SeedsArgs),
     /// Create a key pair (ECDSA P-256 or Ed25519) for signing manifests and checkpoints.
     Keygen(KeygenArgs),
-    /// Sign a checkpoint directory in the OpenSSF model-signing format (model.sig), which
-    /// `model_signing verify key` checks.
+    /// Checkpoints: sign (OpenSSF model signing, model.sig, which `model_signing verify key`
+    /// checks), import from upstream cramming / Hugging Face BERT, export to them.
     #[command(subcommand)]
     Checkpoint(CheckpointCmd),
     /// Create or validate manifests (in-toto Statements with the crambench predicate).
@@ -147,6 +147,10 @@ enum CheckpointCmd {
     /// Write DIR/model.sig (or --signature): a Sigstore bundle with a DSSE-signed OMS
     /// statement of every file in DIR, as `model_signing sign key` makes it.
     Sign(CheckpointSignArgs),
+    /// Import an upstream cramming or Hugging Face BERT checkpoint as a crambench checkpoint.
+    Import(cli::checkpoint::ImportArgs),
+    /// Export a crambench checkpoint for upstream cramming or transformers.
+    Export(cli::checkpoint::ExportArgs),
 }
 
 #[derive(Args)]
@@ -270,6 +274,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Seeds(args) => cmd_seeds(args),
         Command::Keygen(args) => cmd_keygen(args),
         Command::Checkpoint(CheckpointCmd::Sign(args)) => cmd_checkpoint_sign(args),
+        Command::Checkpoint(CheckpointCmd::Import(args)) => cli::checkpoint::import(args),
+        Command::Checkpoint(CheckpointCmd::Export(args)) => cli::checkpoint::export(args),
         Command::Manifest(ManifestCmd::New(args)) => cmd_manifest_new(args),
         Command::Manifest(ManifestCmd::Validate { file, json }) => {
             cmd_manifest_validate(&file, json)

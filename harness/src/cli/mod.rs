@@ -24,6 +24,7 @@ macro_rules! out {
 
 pub mod bench_data;
 pub mod bench_train;
+pub mod checkpoint;
 pub mod compare;
 pub mod data;
 pub mod gate;
