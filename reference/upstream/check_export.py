@@ -6,9 +6,11 @@ batch as JSON (tests/checkpoint_transfer.rs compares it with crambench's loss).
   check_export.py cramming DIR BATCH.safetensors --reference ARCH.json
         the project's own reference (reference/pytorch/crammed.py) on DIR/model.safetensors,
         plus AutoTokenizer.from_pretrained(DIR) (used on a fresh clone: no upstream code)
-  check_export.py cramming DIR BATCH.safetensors --upstream CHECKOUT
+  check_export.py cramming DIR BATCH.safetensors --upstream CHECKOUT [--full-import]
         upstream's code: import upstream's crammed_bert module (which registers crammedBERT
-        with the Auto classes), then AutoModelForMaskedLM.from_pretrained(DIR)
+        with the Auto classes), then AutoModelForMaskedLM.from_pretrained(DIR); with
+        --full-import, a plain `import cramming` from CHECKOUT (needs all of upstream's
+        requirements: datasets, evaluate, pynvml, psutil, multiprocess, ...)
 
 BATCH holds input_ids and labels in crambench's token ids. Every case also checks that the
 tokenizer files name crambench's special tokens at their fixed ids.
@@ -42,6 +44,7 @@ def main():
     ap.add_argument("batch")
     ap.add_argument("--reference", help="crambench arch.json: check with reference/pytorch/crammed.py")
     ap.add_argument("--upstream", help="upstream cramming checkout: check with upstream's code")
+    ap.add_argument("--full-import", action="store_true", help="`import cramming` (the whole package)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     batch = load_file(a.batch)
@@ -59,7 +62,14 @@ def main():
         import upstream_loader
         from transformers import AutoModelForMaskedLM
 
-        version, _, commit, _ = upstream_loader.load(a.upstream)
+        if a.full_import:
+            sys.path.insert(0, os.path.abspath(a.upstream))
+            import cramming  # noqa: F401  (registers crammedBERT with the Auto classes)
+
+            version = upstream_loader.version_of(a.upstream) + " (import cramming)"
+            commit = upstream_loader.checkout_commit(a.upstream)[0]
+        else:
+            version, _, commit, _ = upstream_loader.load(a.upstream)
         model = AutoModelForMaskedLM.from_pretrained(a.dir).eval()
         with torch.no_grad():
             loss = model(ids, labels=labels)["loss"].item()

@@ -447,6 +447,13 @@ impl GlueResults {
         }
         Ok(serde_json::json!({
             "protocol": self.protocol,
+            // What `compare` and `report` check against a reference row's protocol.
+            "settings": {
+                "frozen_warmup": self.config.frozen_warmup,
+                "key_padding_mask": self.key_padding_mask,
+                "epochs": self.config.epochs,
+                "trials": self.config.trials,
+            },
             "tasks": self.tasks,
             "aggregate": agg,
             "uncertainty": self.uncertainty,
