@@ -407,3 +407,58 @@ fn export_refuses_what_the_format_cannot_express() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("arch.json: arch.norm"), "{stderr}");
 }
+
+#[test]
+fn glue_run_takes_an_imported_checkpoint_and_names_its_source() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ckpt = tmp.path().join("ckpt");
+    let rec = import(fixture("upstream-v2-hub").to_str().unwrap(), &ckpt);
+    let recipe = tmp.path().join("r.toml");
+    std::fs::write(
+        &recipe,
+        "[glue]\nbatch_size = 2\nepochs = 1\ntrials = 1\nmax_seq_len = 16\nhead_dim = 32\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("glue");
+    let data = common::repo_root().join("tests/fixtures/glue/tsv");
+    let (code, stdout, stderr) = common::run_in_env(
+        tmp.path(),
+        &[("OMP_NUM_THREADS", "1")],
+        &[
+            "glue",
+            "run",
+            "--checkpoint",
+            ckpt.to_str().unwrap(),
+            "--tasks",
+            "rte",
+            "--data",
+            data.to_str().unwrap(),
+            "--recipe",
+            recipe.to_str().unwrap(),
+            "--seed",
+            "3",
+            "--device",
+            "cpu",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(v["tasks"]["rte"]["metrics"]["accuracy"].is_number(), "{v}");
+    let files: Vec<String> = v["checkpoint"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["path"].as_str().unwrap().to_string())
+        .collect();
+    let source = rec["source"].as_str().unwrap();
+    for want in [
+        "import.json",
+        &format!("source:{source}/model.safetensors"),
+        &format!("source:{source}/config.json"),
+    ] {
+        assert!(files.iter().any(|f| f == want), "{want} not in {files:?}");
+    }
+}
