@@ -462,3 +462,89 @@ fn glue_run_takes_an_imported_checkpoint_and_names_its_source() {
         assert!(files.iter().any(|f| f == want), "{want} not in {files:?}");
     }
 }
+
+/// A checkpoint crambench itself made (random weights of a preset, the tokenizer of an
+/// imported fixture), sealed as `glue run` expects.
+fn native_checkpoint(dir: &Path, preset: &str) -> (PathBuf, ArchConfig) {
+    let imported = dir.join("imported");
+    if !imported.exists() {
+        import(fixture("upstream-v2-hub").to_str().unwrap(), &imported);
+    }
+    let ck = dir.join(preset);
+    std::fs::create_dir_all(&ck).unwrap();
+    tch::manual_seed(11);
+    let cfg = ArchConfig::preset(preset).unwrap();
+    let vs = VarStore::new(Device::Cpu);
+    model::build(&vs.root(), &cfg).unwrap();
+    // Move LayerNorms and biases off their init so every tensor's mapping matters.
+    tch::no_grad(|| {
+        for (_, v) in vs.variables() {
+            if v.requires_grad() {
+                let _ = v.shallow_clone().g_add_(&(v.randn_like() * 0.05));
+            }
+        }
+    });
+    vs.save(ck.join("model.safetensors")).unwrap();
+    std::fs::write(
+        ck.join("arch.json"),
+        serde_json::to_vec_pretty(&cfg).unwrap(),
+    )
+    .unwrap();
+    std::fs::copy(imported.join("tokenizer.json"), ck.join("tokenizer.json")).unwrap();
+    crambench::train::checkpoint::seal(&ck, 0).unwrap();
+    (ck, cfg)
+}
+
+fn native_export(preset: &str, format: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ck, cfg) = native_checkpoint(tmp.path(), preset);
+    let Some(py) = torch_python() else { return };
+    let (b, s) = (2, 16);
+    let ids = Tensor::randint(90, [b, s], (Kind::Int64, Device::Cpu)) + 7;
+    let labels = Tensor::full([b, s], -100, (Kind::Int64, Device::Cpu));
+    // Exactly round(p·B·S) targets for a static row count.
+    let n = ((cfg.sparse_prediction.unwrap_or(0.25) * (b * s) as f64).round()) as i64;
+    labels
+        .view([-1])
+        .narrow(0, 0, n)
+        .copy_(&ids.view([-1]).narrow(0, 0, n));
+    let loss = crambench_loss(&ck, &ids, &labels);
+    let out = tmp.path().join("export");
+    let (code, stderr) = export(&ck, format, &out);
+    assert_eq!(code, 0, "{stderr}");
+    let batch = tmp.path().join("batch.safetensors");
+    Tensor::write_safetensors(&[("input_ids", &ids), ("labels", &labels)], &batch).unwrap();
+    let arch = ck.join("arch.json");
+    let mut args = vec![format, out.to_str().unwrap(), batch.to_str().unwrap()];
+    if format == "cramming" {
+        args.extend(["--reference", arch.to_str().unwrap()]);
+    }
+    let py_loss = python_loss(&py, &args);
+    eprintln!("{preset} -> {format}: crambench loss {loss}, Python loss {py_loss}");
+    assert!(
+        (py_loss - loss).abs() <= 1e-5 * loss.abs(),
+        "{preset} -> {format}: crambench {loss}, Python {py_loss}"
+    );
+}
+
+#[test]
+fn native_bert_original_exports_to_transformers() {
+    // bert-original keeps the per-head QKV layout and a token-type table: the export splits
+    // the fused projection per head.
+    native_export("bert-original-tiny", "hf-bert");
+}
+
+#[test]
+fn native_crammed_bert_exports_to_cramming() {
+    native_export("crammed-bert-tiny", "cramming");
+}
+
+#[test]
+fn native_izsak_is_refused_by_the_cramming_format() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (ck, _) = native_checkpoint(tmp.path(), "izsak-tiny");
+    // The izsak preset follows v1 (dynamic rows), which v2's code cannot express.
+    let (code, stderr) = export(&ck, "cramming", &tmp.path().join("x"));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("arch.sparse_static"), "{stderr}");
+}
