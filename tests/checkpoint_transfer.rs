@@ -466,6 +466,14 @@ fn glue_run_takes_an_imported_checkpoint_and_names_its_source() {
 /// A checkpoint crambench itself made (random weights of a preset, the tokenizer of an
 /// imported fixture), sealed as `glue run` expects.
 fn native_checkpoint(dir: &Path, preset: &str) -> (PathBuf, ArchConfig) {
+    native_checkpoint_with(dir, preset, |_| {})
+}
+
+fn native_checkpoint_with(
+    dir: &Path,
+    preset: &str,
+    edit: impl Fn(&mut ArchConfig),
+) -> (PathBuf, ArchConfig) {
     let imported = dir.join("imported");
     if !imported.exists() {
         import(fixture("upstream-v2-hub").to_str().unwrap(), &imported);
@@ -473,7 +481,8 @@ fn native_checkpoint(dir: &Path, preset: &str) -> (PathBuf, ArchConfig) {
     let ck = dir.join(preset);
     std::fs::create_dir_all(&ck).unwrap();
     tch::manual_seed(11);
-    let cfg = ArchConfig::preset(preset).unwrap();
+    let mut cfg = ArchConfig::preset(preset).unwrap();
+    edit(&mut cfg);
     let vs = VarStore::new(Device::Cpu);
     model::build(&vs.root(), &cfg).unwrap();
     // Move LayerNorms and biases off their init so every tensor's mapping matters.
@@ -496,8 +505,12 @@ fn native_checkpoint(dir: &Path, preset: &str) -> (PathBuf, ArchConfig) {
 }
 
 fn native_export(preset: &str, format: &str) {
+    native_export_with(preset, format, |_| {})
+}
+
+fn native_export_with(preset: &str, format: &str, edit: impl Fn(&mut ArchConfig)) {
     let tmp = tempfile::tempdir().unwrap();
-    let (ck, cfg) = native_checkpoint(tmp.path(), preset);
+    let (ck, cfg) = native_checkpoint_with(tmp.path(), preset, edit);
     let Some(py) = torch_python() else { return };
     let (b, s) = (2, 16);
     let ids = Tensor::randint(90, [b, s], (Kind::Int64, Device::Cpu)) + 7;
@@ -537,6 +550,13 @@ fn native_bert_original_exports_to_transformers() {
 #[test]
 fn native_crammed_bert_exports_to_cramming() {
     native_export("crammed-bert-tiny", "cramming");
+}
+
+#[test]
+fn native_izsak_with_static_rows_exports_to_cramming() {
+    // v2's crammed-large-izsak: learned positions (the export adds upstream's position_ids
+    // buffer), biases, the BERT head, a static row count.
+    native_export_with("izsak-tiny", "cramming", |c| c.sparse_static = true);
 }
 
 #[test]
