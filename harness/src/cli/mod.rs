@@ -25,6 +25,7 @@ macro_rules! out {
 pub mod bench_data;
 pub mod bench_train;
 pub mod compare;
+pub mod conformance;
 pub mod data;
 pub mod gate;
 pub mod glue;

@@ -11,6 +11,7 @@
 //! 3 I/O failure; 4 `--out` already holds a run and `--resume` was not given; 130 second signal.
 use anyhow::{Context, Result};
 use clap::Args;
+use crambench::model::attention::AttentionBackend;
 use crambench::train::run::PretrainData;
 use crambench::train::{pretrain_recipe, PretrainOptions, PretrainSummary};
 use crambench::ExitCode;
@@ -49,6 +50,10 @@ pub struct PretrainArgs {
     /// CPU threads for libtorch's intra-op parallelism (default: libtorch's choice).
     #[arg(long)]
     pub threads: Option<i32>,
+    /// Attention kernel: auto, flash, efficient, cudnn or math (default: the recipe's
+    /// `train.attention`, else auto). Checked on the device before training starts.
+    #[arg(long, value_name = "BACKEND")]
+    pub attention: Option<AttentionBackend>,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -72,6 +77,9 @@ pub fn run(args: PretrainArgs) -> Result<ExitCode> {
         PathBuf::from("runs").join(stem)
     });
     let data = pretrain_data(&args)?;
+    // GPU energy of the pretraining (NVML's counter; unavailable on a CPU).
+    let mut energy = crambench::provenance::energy::EnergyMeter::for_device(device);
+    let phase = energy.start("pretraining");
     let summary = pretrain_recipe(
         &args.recipe,
         &PretrainOptions {
@@ -83,12 +91,29 @@ pub fn run(args: PretrainArgs) -> Result<ExitCode> {
             progress: !args.json,
             stop,
             data,
+            attention: args.attention,
         },
     )?;
+    energy.stop(phase);
     let text = if args.json {
-        super::json_text(&summary)?
+        let mut v = serde_json::to_value(&summary)?;
+        v["energy"] = serde_json::to_value(energy.record())?;
+        super::json_text(&v)?
     } else {
-        table(&summary)
+        let e = energy.record();
+        let line = match e.kwh.get("pretraining") {
+            Some(k) => format!(
+                "{:<22} {k:.6} kWh ({})\n",
+                "energy",
+                e.device.as_deref().unwrap_or("GPU")
+            ),
+            None => format!(
+                "{:<22} unavailable: {}\n",
+                "energy",
+                e.unavailable.join("; ")
+            ),
+        };
+        table(&summary) + &line
     };
     super::print(&text)?;
     Ok(ExitCode::Ok)
