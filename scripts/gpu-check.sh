@@ -13,10 +13,10 @@
 #      the GPU's peak, warning lines, memory peak), stopped by SIGINT with a checkpoint, then
 #   6. resume: the same run continued from that checkpoint to the end of its budget
 #   7. fp16: 30 s with fp16 autocast and dynamic loss scaling
-#   8. glue: one demo task, one trial, on the resumed checkpoint (steps/s), then the same with
-#      length bucketing
+#   8. glue: one demo task, one trial, on the resumed checkpoint (steps/s)
 #   9. bench: `bench train-step` of the trainer against PyTorch eager, then against
 #      torch.compile of the reference model, each alternating with tch in one run
+#  10. glue-bucketed: step 8 with length bucketing (`--bucket-batches 50`), if time is left
 #
 # Usage: scripts/gpu-check.sh OUTDIR [--dry-run]
 #   --dry-run  print every command it would run and check its inputs exist (the binary, the
@@ -173,17 +173,19 @@ sample_stop
 sample_start fp16
 step fp16 75 -- "$CB" pretrain "$R16" --data "$DATA_DIR" --budget 30s --out "$OUT/pretrain-fp16" --seed 1 --device cuda --json
 sample_stop
-# 8. GLUE, one task and trial, on the resumed run's checkpoint; then with length bucketing.
+# 8. GLUE, one task and trial, on the resumed run's checkpoint.
 CKPT=$CKPT_PLACEHOLDER
 if [ "$DRY" = 0 ]; then
   CKPT=$(ls -d "$PRE"/checkpoints/ckpt-* 2>/dev/null | sort | tail -1)
   CKPT=${CKPT:-$CKPT_PLACEHOLDER}
 fi
 step glue 120 -- "$CB" glue run --checkpoint "$CKPT" --recipe "$R" --seed 1 --device cuda --out "$OUT/glue" --json
-step glue-bucketed 120 -- "$CB" glue run --checkpoint "$CKPT" --recipe "$R" --seed 1 --device cuda --bucket-batches 50 --out "$OUT/glue-bucketed" --json
 # 9. The trainer's step against PyTorch eager, then torch.compile (tch and PyTorch alternate).
 step bench-eager 120 -- "$CB" bench train-step --recipe baselines/crammed-bert.toml --micro-batch 512 --device cuda --dtype bf16 --steps 20 --warmup 3 --compare-python --python "$PYTHON" --json
 step bench-compile 180 -- "$CB" bench train-step --recipe baselines/crammed-bert.toml --micro-batch 512 --device cuda --dtype bf16 --steps 20 --warmup 3 --compare-python --python-compile --python "$PYTHON" --json
+
+# 10. Last (skipped first when time is short): GLUE again with length bucketing.
+step glue-bucketed 120 -- "$CB" glue run --checkpoint "$CKPT" --recipe "$R" --seed 1 --device cuda --bucket-batches 50 --out "$OUT/glue-bucketed" --json
 
 if [ "$DRY" = 1 ]; then
   echo "[summary] $(q "$PYTHON" "$SUMMARY_PY" "$OUT")> summary.json"

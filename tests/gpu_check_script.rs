@@ -126,3 +126,37 @@ fn a_malformed_command_fails_the_dry_run() {
     assert!(err.contains("[fp16] malformed command"), "{err}");
     assert!(err.contains("--budgett"), "{err}");
 }
+
+/// The check's recipes resolve: full-size crammed-bert, micro-batch 512, bf16 (fp16 for the
+/// loss-scaling run), data from the embedded corpus, one GLUE demo task and trial.
+#[test]
+fn the_checks_recipes_resolve() {
+    use crambench::recipe::Recipe;
+    let dir = common::repo_root().join("scripts/gpu-check");
+    for (file, precision) in [
+        ("crammed-bert-sotu.toml", "bf16"),
+        ("crammed-bert-sotu-fp16.toml", "fp16"),
+    ] {
+        let r = Recipe::load(&dir.join(file)).unwrap();
+        let data: crambench::data::config::DataConfig = r.section("data").unwrap();
+        assert_eq!((data.vocab_size, data.seq_len), (32768, 128));
+        assert_eq!(
+            serde_json::to_value(&data.sources).unwrap()[0]["embedded"],
+            "sotu"
+        );
+        let (arch, train, _) =
+            crambench::train::run::resolved(&r, Some("75s"), Some((128, 32768, "dataset.json: ")))
+                .unwrap();
+        let full = crambench::model::ArchConfig::preset("crammed-bert").unwrap();
+        assert_eq!(
+            (arch.hidden, arch.layers, arch.heads),
+            (full.hidden, full.layers, full.heads)
+        );
+        assert_eq!(train.microbatch_size, 512);
+        assert_eq!(serde_json::to_value(train.precision).unwrap(), precision);
+        let g = crambench::glue::config::GlueConfig::from_recipe(&r).unwrap();
+        assert_eq!(g.tasks, vec!["demo-sentiment".to_string()]);
+        assert_eq!(g.trials, 1);
+        assert!(!g.runs_no_pretraining(false));
+    }
+}

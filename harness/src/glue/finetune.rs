@@ -17,6 +17,12 @@
 //! output for STS-B. On CUDA the forward pass runs under the same autocast as pretraining
 //! (bf16 by default; fp16 with dynamic loss scaling).
 //!
+//! On the device: a trial holds its encoded training and dev sets on the device and uploads
+//! each epoch's batch plan once, so a step copies nothing from the host and waits for nothing
+//! (the epoch's loss is summed on the device and read at the epoch's end; predictions come back
+//! once per dev set). Batches are exactly those the host-side [`collate`] builds. With
+//! `[glue] bucket_batches` the batches of an epoch are drawn by length ([`epoch_batches`]).
+//!
 //! Seeds: trial `k` of task `t` uses `provenance::seeds::derive(master, "finetune/<t>/<k>")` for
 //! torch's RNG (head init, dropout) and the shuffling order. Fine-tuning time is measured and
 //! recorded; it is not part of the pretraining budget.
