@@ -155,7 +155,7 @@ step fingerprint 60 -- "$CB" fingerprint --json --out "$OUT/fingerprint.json"
 # 3. Conformance against the CPU goldens, every backend and precision.
 step conformance 120 -- "$CB" bench conformance --device cuda --json
 # 4. Packed data from the embedded corpus (no network).
-step data 120 -- "$CB" data prepare "$R" --out "$DATA_ROOT" --json
+step data 120 -- "$CB" data prepare "$R" --data-dir "$DATA_ROOT" --json
 DATA_DIR=$DATA_ROOT/DATASET
 if [ "$DRY" = 0 ] && [ -f "$OUT/data.out" ]; then
   DATA_DIR=$("$PYTHON" -c 'import json,sys; print(json.load(open(sys.argv[1]))["dir"])' "$OUT/data.out" 2>/dev/null || echo "$DATA_ROOT/missing")
@@ -164,14 +164,14 @@ fi
 # 6. the resume to the end of the budget.
 [ "$DRY" = 1 ] || rm -rf "$PRE" "$OUT/pretrain-fp16" "$OUT/glue" "$OUT/glue-bucketed"
 sample_start pretrain
-step pretrain 60 --int -- "$CB" pretrain "$R" --data "$DATA_DIR" --budget 75s --out "$PRE" --seed 1 --device cuda --json
+step pretrain 60 --int -- "$CB" pretrain "$R" --dataset "$DATA_DIR" --budget 75s --out "$PRE" --seed 1 --device cuda --json
 sample_stop
 sample_start resume
-step resume 120 -- "$CB" pretrain "$R" --data "$DATA_DIR" --budget 75s --out "$PRE" --resume --device cuda --json
+step resume 120 -- "$CB" pretrain "$R" --dataset "$DATA_DIR" --budget 75s --out "$PRE" --resume --device cuda --json
 sample_stop
 # 7. The fp16 loss-scaling path.
 sample_start fp16
-step fp16 75 -- "$CB" pretrain "$R16" --data "$DATA_DIR" --budget 30s --out "$OUT/pretrain-fp16" --seed 1 --device cuda --json
+step fp16 75 -- "$CB" pretrain "$R16" --dataset "$DATA_DIR" --budget 30s --out "$OUT/pretrain-fp16" --seed 1 --device cuda --json
 sample_stop
 # 8. GLUE, one task and trial, on the resumed run's checkpoint.
 CKPT=$CKPT_PLACEHOLDER

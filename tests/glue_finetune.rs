@@ -734,7 +734,7 @@ fn attention_backend_and_length_bucketing() {
             ck.to_str().unwrap(),
             "--tasks",
             "rte",
-            "--data",
+            "--glue-data",
             tsv.to_str().unwrap(),
             "--recipe",
             recipe.to_str().unwrap(),

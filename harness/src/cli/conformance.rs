@@ -33,9 +33,8 @@ use tch::{Device, Kind, Tensor};
 
 #[derive(Args, Debug)]
 pub struct ConformanceArgs {
-    /// cpu, cuda or cuda:N (default: cuda if available).
-    #[arg(long)]
-    device: Option<String>,
+    #[command(flatten)]
+    device: super::args::DeviceArg,
     /// Directory of the goldens.
     #[arg(long, value_name = "DIR", default_value = "tests/golden")]
     golden: PathBuf,
@@ -240,7 +239,7 @@ fn run_case(
 }
 
 pub fn run(args: ConformanceArgs) -> Result<ExitCode> {
-    let device = super::device(args.device.as_deref())?;
+    let device = args.device.resolve();
     if device.is_cuda() && !tch::Cuda::is_available() {
         return Err(Error::input("--device", "CUDA is not available on this machine").into());
     }
