@@ -245,3 +245,75 @@ pub fn statement(inp: &Inputs) -> Result<Statement> {
     }));
     Ok(s)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::state::StageRecord;
+
+    fn state(infos: &[(&str, Value)]) -> RunState {
+        let mut st: RunState = serde_json::from_value(json!({
+            "schema": "x", "recipe_name": "r", "recipe_path": "r.toml", "recipe_sha256": "0",
+            "hardware_class": "h", "master_seed": 1, "master_from_os": false, "created": "t",
+            "invocations": [], "stages": {}
+        }))
+        .unwrap();
+        for (stage, info) in infos {
+            st.stages.insert(
+                stage.to_string(),
+                StageRecord {
+                    completed: "t".into(),
+                    seconds: 1.0,
+                    outputs: Default::default(),
+                    info: info.clone(),
+                },
+            );
+        }
+        st
+    }
+
+    #[test]
+    fn energy_per_phase_from_the_stages() {
+        let st = state(&[
+            (
+                "data",
+                json!({"energy": {"kwh": 0.001, "device": "NVIDIA H200"}}),
+            ),
+            (
+                "pretrain",
+                json!({"energy": {"kwh": 0.25, "device": "NVIDIA H200"}}),
+            ),
+            (
+                "glue",
+                json!({"energy": {"unavailable": "glue: NVML: GPU lost"}}),
+            ),
+        ]);
+        let e = energy(&st);
+        assert_eq!(e["available"], true);
+        assert_eq!(e["device"], "NVIDIA H200");
+        assert_eq!(
+            e["kwh"],
+            json!({"data_preparation": 0.001, "pretraining": 0.25})
+        );
+        assert_eq!(
+            e["unavailable"],
+            json!(["glue_finetuning_and_evaluation: glue: NVML: GPU lost"])
+        );
+        // A CPU run (and stages recorded before energy was): unavailable, with reasons.
+        let st = state(&[("pretrain", json!({"energy": {"unavailable": "not a GPU"}}))]);
+        let e = energy(&st);
+        assert_eq!(e["available"], false);
+        assert!(e.get("device").is_none());
+        assert_eq!(e["unavailable"].as_array().unwrap().len(), 3);
+        // The schema's budget.energy accepts both.
+        let schema: Value = serde_json::from_str(crate::manifest::schema::SCHEMA_V0_1).unwrap();
+        let def = &schema["$defs"]["budget"]["properties"]["energy"];
+        let v = jsonschema::validator_for(def).unwrap();
+        assert!(v.is_valid(&e), "{e}");
+        assert!(v.is_valid(&energy(&state(&[(
+            "pretrain",
+            json!({"energy": {"kwh": 0.5, "device": "g"}})
+        )]))));
+        assert!(!v.is_valid(&json!({"available": "no", "kwh": {}})));
+    }
+}
