@@ -35,6 +35,8 @@ pub struct FakeRun {
     /// Sign `pretrain/metrics.jsonl` as a `metrics-log` subject, as `crambench run` does since
     /// the curves became signed (older manifests lack it).
     pub metrics_subject: bool,
+    /// The manifest's `glue.settings` (fine-tuning settings), when given.
+    pub glue_settings: Option<Value>,
 }
 
 impl Default for FakeRun {
@@ -70,6 +72,7 @@ impl Default for FakeRun {
             dataset_root_digest: "ab".repeat(32),
             control_files: false,
             metrics_subject: false,
+            glue_settings: None,
         }
     }
 }
@@ -122,11 +125,14 @@ pub fn write_fake_run(dir: &Path, spec: &FakeRun, key: &Path) -> Value {
         );
     }
     let aggregate = 100.0 * set_medians.iter().sum::<f64>() / set_medians.len() as f64;
-    let glue = json!({
+    let mut glue = json!({
         "protocol": spec.protocol,
         "tasks": tasks,
         "aggregate": {"rule": spec.rule, "value": aggregate},
     });
+    if let Some(st) = &spec.glue_settings {
+        glue["settings"] = st.clone();
+    }
     std::fs::write(
         dir.join("glue/glue.json"),
         serde_json::to_vec_pretty(&glue).unwrap(),
