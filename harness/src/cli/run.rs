@@ -41,9 +41,16 @@ pub struct RunArgs {
     /// Dataset cache (default: $CRAMBENCH_DATA_DIR, else ./data-cache).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// GLUE data root (TSV or Parquet layout) for recipes with GLUE tasks.
-    #[arg(long, value_name = "DIR")]
+    /// GLUE data for recipes with GLUE tasks: a directory (TSV or Parquet layout) or
+    /// `hf:nyu-mll/glue[@revision]` (downloaded through the lock file). Default: glue.data.
+    #[arg(long, value_name = "DIR|hf:REPO")]
     pub glue_data: Option<PathBuf>,
+    /// The lock file of hub files (default: <recipe>.lock beside the recipe).
+    #[arg(long, value_name = "FILE")]
+    pub lock: Option<PathBuf>,
+    /// Refuse to resolve a hub file the lock does not hold (CI).
+    #[arg(long)]
+    pub locked: bool,
     /// Data-preparation threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -68,6 +75,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         device,
         data_root,
         glue_data: args.glue_data.clone(),
+        lock: args.lock.clone(),
+        locked: args.locked,
         threads: args.threads,
         include_host: args.include_host,
         progress: true,

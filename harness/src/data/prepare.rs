@@ -25,7 +25,7 @@
 //! tokenizer training merges order-independent counts, so the dataset is byte-identical across
 //! runs and thread counts. The directory name is a hash of the source pins and the processing
 //! configuration, so the same inputs give the same directory, which is reused.
-use super::config::{DataConfig, Format, Ordering};
+use super::config::{DataConfig, Format, Ordering, SourceSpec};
 use super::reader::{DatasetManifest, FileRecord, PackedDataset, Processing, ShardRecord};
 use super::source::{self, Entry, ReadCounts, Source};
 use super::tokenizer::{self, special, Encoder, EncoderCache, NormalizerOptions};
@@ -51,6 +51,13 @@ pub struct PrepareOptions {
     pub base_dir: PathBuf,
     /// Hub cache root (default: [`super::hub::cache_root`]).
     pub hub_root: Option<PathBuf>,
+    /// The lock file of hub sources (default for a recipe: `<recipe>.lock` beside it).
+    pub lock_file: Option<PathBuf>,
+    /// `--locked`: refuse to resolve a hub source the lock file does not hold.
+    pub locked: bool,
+    /// How to reach the hub (default: [`super::hub::client::HubEnv::from_env`]; `hub_root`
+    /// overrides its cache).
+    pub hub_env: Option<super::hub::client::HubEnv>,
     /// Worker threads (default: all cores).
     pub threads: Option<usize>,
     /// Progress bars on stderr.
@@ -74,6 +81,9 @@ impl PrepareOptions {
             out_root,
             base_dir: recipe.parent().map(Path::to_path_buf).unwrap_or_default(),
             hub_root: None,
+            lock_file: Some(super::hub::lock::default_path(recipe)),
+            locked: false,
+            hub_env: None,
             threads,
             progress,
             stop: None,
@@ -154,26 +164,118 @@ fn processing_config(cfg: &DataConfig) -> Result<serde_json::Value> {
     Ok(v)
 }
 
-/// Resolve and verify all sources (and the tokenizer of pre-tokenised data).
+/// The hub session of `opts`: its lock file, `--locked`, the cache root.
+pub fn hub_session(opts: &PrepareOptions) -> Result<super::hub::lock::Session> {
+    let mut env = opts
+        .hub_env
+        .clone()
+        .unwrap_or_else(super::hub::client::HubEnv::from_env);
+    if let Some(r) = &opts.hub_root {
+        env.cache = r.clone();
+    }
+    super::hub::lock::Session::new(
+        super::hub::client::Hub::new(env, opts.progress),
+        opts.lock_file.clone(),
+        opts.locked,
+        false,
+    )
+}
+
+/// Hub sources expanded through the lock into one pinned source per file (`revision` the
+/// commit, `path` the file, `sha256`/`size` from the lock), each downloaded into the cache when
+/// it is not there. Hand pins must agree with the lock. Other sources pass unchanged.
+pub fn expand_hub_sources(
+    specs: &[(usize, SourceSpec)],
+    session: &mut super::hub::lock::Session,
+) -> Result<Vec<(usize, SourceSpec)>> {
+    let mut out = Vec::new();
+    for (i, spec) in specs {
+        let Some(h) = &spec.hub else {
+            out.push((*i, spec.clone()));
+            continue;
+        };
+        let entry = match (&spec.sha256, spec.size) {
+            (Some(sha), Some(size))
+                if super::hub::client::is_commit(&h.revision)
+                    && !super::hub::lock::is_glob(&h.path) =>
+            {
+                session.entry_pinned(h, sha, size)
+            }
+            _ => session.entry(h)?,
+        };
+        for f in &entry.files {
+            if let (Some(pin), false) = (&spec.sha256, super::hub::lock::is_glob(&h.path)) {
+                if *pin != f.sha256 || spec.size.is_some_and(|n| n != f.size) {
+                    return Err(Error::Check(format!(
+                        "hub:{}@{}:{}: the pin in the recipe (sha256 {pin}) disagrees with the \
+                         lock file (sha256 {}, {} bytes at commit {})",
+                        h.repo, h.revision, h.path, f.sha256, f.size, entry.commit
+                    ))
+                    .into());
+                }
+            }
+        }
+        session.fetch(&entry)?;
+        for f in &entry.files {
+            let mut one = spec.clone();
+            one.hub = Some(super::config::HubFile {
+                repo: h.repo.clone(),
+                repo_type: h.repo_type.clone(),
+                revision: entry.commit.clone(),
+                path: f.path.clone(),
+            });
+            one.sha256 = Some(f.sha256.clone());
+            one.size = Some(f.size);
+            out.push((*i, one));
+        }
+    }
+    Ok(out)
+}
+
+/// Resolve and verify all sources (and the tokenizer of pre-tokenised data). Hub sources are
+/// resolved through the lock file (written when it gained entries) and downloaded first.
 pub fn resolve_sources(
     cfg: &DataConfig,
     opts: &PrepareOptions,
 ) -> Result<(Vec<Source>, Option<Source>)> {
     let hub_root = opts.hub_root.clone().unwrap_or_else(super::hub::cache_root);
-    // Total for the bar: sizes from the pins (the files are checked against them below).
-    let total: u64 = cfg
-        .sources
+    let mut specs: Vec<(usize, SourceSpec)> = cfg.sources.iter().cloned().enumerate().collect();
+    let mut tok_spec = cfg.tokenizer.clone();
+    if specs
         .iter()
-        .chain(cfg.tokenizer.iter())
+        .map(|(_, s)| s)
+        .chain(tok_spec.iter())
+        .any(|s| s.hub.is_some())
+    {
+        let mut session = hub_session(opts)?;
+        specs = expand_hub_sources(&specs, &mut session)?;
+        if let Some(t) = &tok_spec {
+            let mut one = expand_hub_sources(&[(cfg.sources.len(), t.clone())], &mut session)?;
+            if one.len() != 1 {
+                return Err(Error::input(
+                    "data.tokenizer.hub.path",
+                    format!("matches {} files; the tokenizer is one file", one.len()),
+                )
+                .into());
+            }
+            tok_spec = one.pop().map(|(_, s)| s);
+        }
+        session.save(false)?;
+    }
+    // Total for the bar: sizes from the pins (the files are checked against them below).
+    let total: u64 = specs
+        .iter()
+        .map(|(_, s)| s)
+        .chain(tok_spec.iter())
         .filter_map(|s| s.size)
         .sum();
     let pb = progress_bar(opts.progress, total, "verifying pins");
     let inc = |n: u64| pb.inc(n);
     let mut out = Vec::new();
-    for (i, s) in cfg.sources.iter().enumerate() {
-        out.push(source::resolve(i, s, &opts.base_dir, &hub_root, &inc)?);
+    for (i, s) in &specs {
+        out.push(source::resolve(*i, s, &opts.base_dir, &hub_root, &inc)?);
     }
-    let tok = match &cfg.tokenizer {
+    let tok = match &tok_spec {
         Some(t) => Some(source::resolve(
             cfg.sources.len(),
             t,
