@@ -102,7 +102,9 @@ fn lock_recipe(
     cfg.validate(&recipe.display().to_string())?;
     let glue = crambench::glue::config::GlueConfig::from_recipe(&r)?;
     let tasks = preflight::glue_tasks(&r, &glue)?;
-    let glue_spec = glue_data.or(glue.data.clone()).filter(|g| g.starts_with("hf:"));
+    let glue_spec = glue_data
+        .or(glue.data.clone())
+        .filter(|g| g.starts_with("hf:"));
     let path = lock.unwrap_or_else(|| data::hub::lock::default_path(&recipe));
     let before = std::fs::read(&path).ok();
     let plan = preflight::resolve_hub(

@@ -154,7 +154,9 @@ pub fn statement(inp: &Inputs) -> Result<Statement> {
     // The lock file the hub sources were resolved through: a material, and its content.
     let lock = &info(st, "data")?["lock"];
     if lock.is_object() {
-        let sha = lock["sha256"].as_str().context("run.json: data.lock.sha256")?;
+        let sha = lock["sha256"]
+            .as_str()
+            .context("run.json: data.lock.sha256")?;
         s.predicate.materials.push(Material {
             name: lock["path"].as_str().unwrap_or("lock").to_string(),
             role: Some("lock".into()),

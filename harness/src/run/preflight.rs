@@ -107,7 +107,9 @@ pub fn resolve_hub(
     for s in hub_specs {
         let h = s.hub.as_ref().expect("filtered");
         let e = match (&s.sha256, s.size) {
-            (Some(sha), Some(size)) if client::is_commit(&h.revision) && !lock::is_glob(&h.path) => {
+            (Some(sha), Some(size))
+                if client::is_commit(&h.revision) && !lock::is_glob(&h.path) =>
+            {
                 session.entry_pinned(h, sha, size)
             }
             _ => session.entry(h)?,
@@ -126,7 +128,11 @@ pub fn resolve_hub(
         for t in tasks.iter().filter(|t| t.is_glue()) {
             let dir = crate::glue::layout_parquet::config_dir(*t);
             let mut splits = vec![crate::glue::layout_parquet::TRAIN_SPLIT];
-            splits.extend(t.eval_sets().iter().map(crate::glue::layout_parquet::dev_split));
+            splits.extend(
+                t.eval_sets()
+                    .iter()
+                    .map(crate::glue::layout_parquet::dev_split),
+            );
             for split in splits {
                 let h = crate::data::config::HubFile {
                     repo: repo.clone(),
@@ -406,6 +412,10 @@ pub fn check(recipe: &Recipe, opts: &super::RunOptions) -> Result<Preflight> {
             }
         }
     }
+    if glue_spec.is_none() {
+        // No GLUE data at all: said before anything is resolved or downloaded.
+        check_glue_data(&tasks, None, "--glue-data", &field)?;
+    }
     let glue_for_hub = glue_spec
         .as_deref()
         .filter(|g| g.starts_with("hf:") && tasks.iter().any(|t| t.is_glue()));
@@ -423,10 +433,12 @@ pub fn check(recipe: &Recipe, opts: &super::RunOptions) -> Result<Preflight> {
         },
     )?;
     let corpus_bytes = local_bytes + hub.corpus_text_bytes;
-    let glue_root: Option<std::path::PathBuf> = hub
-        .glue_root
-        .clone()
-        .or_else(|| glue_spec.as_ref().filter(|g| !g.starts_with("hf:")).map(Into::into));
+    let glue_root: Option<std::path::PathBuf> = hub.glue_root.clone().or_else(|| {
+        glue_spec
+            .as_ref()
+            .filter(|g| !g.starts_with("hf:"))
+            .map(Into::into)
+    });
     check_glue_data(&tasks, glue_root.as_deref(), "--glue-data", &field)?;
     check_aggregate_sets(recipe, &glue, &tasks)?;
     check_device(opts.device)?;
@@ -484,7 +496,11 @@ pub fn check(recipe: &Recipe, opts: &super::RunOptions) -> Result<Preflight> {
     };
     let mut needs: Vec<(std::path::PathBuf, String, u64)> = Vec::new();
     for (dir, flag, need) in [
-        (opts.data_root.clone(), "--data-dir (prepared dataset)", data_bytes),
+        (
+            opts.data_root.clone(),
+            "--data-dir (prepared dataset)",
+            data_bytes,
+        ),
         (opts.out_root.clone(), "--out (checkpoints)", ckpt_bytes),
         (cache, "the Hugging Face cache (downloads)", download),
     ] {

@@ -63,8 +63,9 @@ impl HubEnv {
                 .map(|t| t.trim().to_string())
                 .filter(|t| !t.is_empty())
         });
-        let offline = env_nonempty("HF_HUB_OFFLINE")
-            .is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "on" | "yes" | "true"));
+        let offline = env_nonempty("HF_HUB_OFFLINE").is_some_and(|v| {
+            matches!(v.to_ascii_lowercase().as_str(), "1" | "on" | "yes" | "true")
+        });
         HubEnv {
             endpoint,
             token,
@@ -225,7 +226,10 @@ fn header<'a>(r: &'a Resp, k: &str) -> Option<&'a str> {
 }
 
 fn strip_etag(e: &str) -> String {
-    e.trim().trim_start_matches("W/").trim_matches('"').to_string()
+    e.trim()
+        .trim_start_matches("W/")
+        .trim_matches('"')
+        .to_string()
 }
 
 impl Hub {
@@ -269,7 +273,10 @@ impl Hub {
     /// The file, if the cache holds it (a snapshot entry whose blob exists).
     pub fn cached(&self, repo: &Repo, commit: &str, path: &str) -> Option<PathBuf> {
         let p = self.snapshot_path(repo, commit, path);
-        std::fs::metadata(&p).ok().filter(|m| m.is_file()).map(|_| p)
+        std::fs::metadata(&p)
+            .ok()
+            .filter(|m| m.is_file())
+            .map(|_| p)
     }
 
     fn offline_error(&self, what: &str) -> anyhow::Error {
@@ -285,8 +292,9 @@ impl Hub {
         .into()
     }
 
-    fn request(&self, method: &str, url: &str, range_from: u64) -> Result<Resp> {
-        let send_token = url.starts_with(&self.env.endpoint);
+    /// `send_token`: only for the URLs crambench builds from the endpoint, never for a
+    /// location a redirect named (LFS storage takes signed URLs, not the user's token).
+    fn request(&self, method: &str, url: &str, range_from: u64, send_token: bool) -> Result<Resp> {
         let mut req = match method {
             "HEAD" => self.agent.head(url),
             _ => self.agent.get(url),
@@ -324,25 +332,32 @@ impl Hub {
         } else {
             "no token is set: set HF_TOKEN to a token with read access (https://huggingface.co/settings/tokens)"
         };
-        let m = match (status, code.as_str()) {
-            (_, "GatedRepo") | (403, _) => format!(
+        let m =
+            match (status, code.as_str()) {
+                (_, "GatedRepo") | (403, _) => {
+                    format!(
                 "{repo} is gated (HTTP {status}{}): accept its conditions at {page} with your \
                  account, then set HF_TOKEN to a read token of that account and rerun",
                 if msg.is_empty() { String::new() } else { format!(": {msg}") }
-            ),
-            (_, "RepoNotFound") => format!(
-                "{repo} does not exist on {} or is private ({token_hint})",
-                self.env.endpoint
-            ),
-            (_, "RevisionNotFound") => format!("{repo}: no such revision ({what})"),
-            (_, "EntryNotFound") => format!("{repo}: no such file ({what})"),
-            (401, _) => format!("{repo}: authentication failed (HTTP 401): {token_hint}"),
-            (404, _) => format!("{repo}: not found ({what}; HTTP 404)"),
-            _ => format!(
-                "the hub answered HTTP {status} for {what}{}",
-                if msg.is_empty() { String::new() } else { format!(": {msg}") }
-            ),
-        };
+            )
+                }
+                (_, "RepoNotFound") => format!(
+                    "{repo} does not exist on {} or is private ({token_hint})",
+                    self.env.endpoint
+                ),
+                (_, "RevisionNotFound") => format!("{repo}: no such revision ({what})"),
+                (_, "EntryNotFound") => format!("{repo}: no such file ({what})"),
+                (401, _) => format!("{repo}: authentication failed (HTTP 401): {token_hint}"),
+                (404, _) => format!("{repo}: not found ({what}; HTTP 404)"),
+                _ => format!(
+                    "the hub answered HTTP {status} for {what}{}",
+                    if msg.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {msg}")
+                    }
+                ),
+            };
         match status {
             500.. => Error::Io {
                 path: what.into(),
@@ -366,7 +381,7 @@ impl Hub {
             repo.id,
             enc_segment(rev)
         );
-        let r = self.request("GET", &url, 0)?;
+        let r = self.request("GET", &url, 0, true)?;
         if r.status().as_u16() != 200 {
             return Err(self.status_error(&r, repo, &what));
         }
@@ -376,9 +391,8 @@ impl Hub {
             .limit(256 << 20)
             .read_to_vec()
             .map_err(|e| self.transport_error(&url, e))?;
-        let api: ApiRevision = serde_json::from_slice(&body).map_err(|e| {
-            Error::input(&url, format!("the hub's answer is not a revision: {e}"))
-        })?;
+        let api: ApiRevision = serde_json::from_slice(&body)
+            .map_err(|e| Error::input(&url, format!("the hub's answer is not a revision: {e}")))?;
         if !is_commit(&api.sha) {
             return Err(Error::input(&url, format!("the hub named commit {:?}", api.sha)).into());
         }
@@ -426,7 +440,10 @@ impl Hub {
         let mut files = Vec::new();
         let mut stack = vec![dir.clone()];
         while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).map_err(|e| Error::io(&d, e))?.flatten() {
+            for e in std::fs::read_dir(&d)
+                .map_err(|e| Error::io(&d, e))?
+                .flatten()
+            {
                 let p = e.path();
                 let Ok(m) = std::fs::metadata(&p) else {
                     continue; // a dangling link: not in the cache
@@ -500,7 +517,7 @@ impl Hub {
             .into());
         }
         // The metadata: which blob, how big, where its bytes are.
-        let head = self.request("HEAD", &url, 0)?;
+        let head = self.request("HEAD", &url, 0, true)?;
         let status = head.status().as_u16();
         if !(200..400).contains(&status) {
             return Err(self.status_error(&head, repo, &what));
@@ -510,7 +527,10 @@ impl Hub {
             .or_else(|| header(&head, "etag"))
             .map(strip_etag)
             .ok_or_else(|| {
-                Error::input(&what, "the hub sent no ETag (is HF_ENDPOINT a Hugging Face hub?)")
+                Error::input(
+                    &what,
+                    "the hub sent no ETag (is HF_ENDPOINT a Hugging Face hub?)",
+                )
             })?;
         let size: u64 = header(&head, "x-linked-size")
             .or_else(|| header(&head, "content-length"))
@@ -550,6 +570,7 @@ impl Hub {
         }
         let location = header(&head, "location").map(str::to_string);
         drop(head);
+        let redirected = location.is_some();
         let get_url = match location {
             Some(l) if l.starts_with("http://") || l.starts_with("https://") => l,
             Some(l) if l.starts_with('/') => format!("{}{l}", self.env.endpoint),
@@ -565,18 +586,24 @@ impl Hub {
         std::fs::create_dir_all(&locks).map_err(|e| Error::io(&locks, e))?;
         let _guard = FileLock::acquire(&locks.join(format!("{etag}.lock")))?;
         let mut downloaded = 0;
-        let sha256 = if blob.is_file()
-            && std::fs::metadata(&blob).map(|m| m.len()).ok() == Some(size)
-        {
-            // Another snapshot (or huggingface_hub) has these bytes already.
-            let d = crate::provenance::hash::hash_file(&blob, &|_| {})?;
-            d.sha256
-        } else {
-            let (sha, n) =
-                self.download_blob(repo, &what, &get_url, &blob, size, &etag, lfs_sha.is_some())?;
-            downloaded = n;
-            sha
-        };
+        let sha256 =
+            if blob.is_file() && std::fs::metadata(&blob).map(|m| m.len()).ok() == Some(size) {
+                // Another snapshot (or huggingface_hub) has these bytes already.
+                let d = crate::provenance::hash::hash_file(&blob, &|_| {})?;
+                d.sha256
+            } else {
+                let (sha, n) = self.download_blob(
+                    repo,
+                    &what,
+                    (&get_url, !redirected),
+                    &blob,
+                    size,
+                    &etag,
+                    lfs_sha.is_some(),
+                )?;
+                downloaded = n;
+                sha
+            };
         // Verified against the hub's digest (download_blob); now against the lock / pin.
         if let Some(w) = &want.sha256 {
             if *w != sha256 {
@@ -608,7 +635,7 @@ impl Hub {
         &self,
         repo: &Repo,
         what: &str,
-        url: &str,
+        (url, send_token): (&str, bool),
         blob: &Path,
         size: u64,
         etag: &str,
@@ -624,7 +651,7 @@ impl Hub {
             if from == size && size > 0 {
                 break;
             }
-            let r = self.request("GET", url, from)?;
+            let r = self.request("GET", url, from, send_token)?;
             let status = r.status().as_u16();
             let mut f = std::fs::OpenOptions::new()
                 .create(true)
@@ -801,7 +828,10 @@ mod tests {
 
     #[test]
     fn encoding_keeps_slashes_of_paths_but_not_of_revisions() {
-        assert_eq!(enc_segment("refs/convert/parquet"), "refs%2Fconvert%2Fparquet");
+        assert_eq!(
+            enc_segment("refs/convert/parquet"),
+            "refs%2Fconvert%2Fparquet"
+        );
         assert_eq!(enc_path("en/c4 a.json.gz"), "en/c4%20a.json.gz");
     }
 

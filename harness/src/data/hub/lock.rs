@@ -113,8 +113,8 @@ impl LockFile {
             return Ok(LockFile::default());
         }
         let bytes = crate::io::read_limited(path, 64 << 20)?;
-        let text = std::str::from_utf8(&bytes)
-            .map_err(|_| Error::input(path.display(), "not UTF-8"))?;
+        let text =
+            std::str::from_utf8(&bytes).map_err(|_| Error::input(path.display(), "not UTF-8"))?;
         let lock: LockFile = toml::from_str(text)
             .map_err(|e| Error::input(path.display(), format!("not a crambench lock file: {e}")))?;
         if lock.version != LOCK_VERSION {
@@ -214,7 +214,9 @@ impl Session {
                 self.lock
                     .sources
                     .iter()
-                    .find(|s| s.repo == h.repo && s.repo_type == h.repo_type && s.revision == h.revision)
+                    .find(|s| {
+                        s.repo == h.repo && s.repo_type == h.repo_type && s.revision == h.revision
+                    })
                     .map(|s| s.commit.clone())
             })
             .flatten()
@@ -239,7 +241,11 @@ impl Session {
                 .cloned()
                 .collect()
         } else {
-            rev.files.iter().filter(|f| f.path == h.path).cloned().collect()
+            rev.files
+                .iter()
+                .filter(|f| f.path == h.path)
+                .cloned()
+                .collect()
         };
         for f in &matched {
             if let Some(p) = f.path.split('/').find_map(crate::ident::problem) {
@@ -260,7 +266,11 @@ impl Session {
                 format!(
                     "matches no file at commit {} (files there: {})",
                     rev.commit,
-                    if some.is_empty() { "none".into() } else { some.join(", ") }
+                    if some.is_empty() {
+                        "none".into()
+                    } else {
+                        some.join(", ")
+                    }
                 ),
             )
             .into());
@@ -389,7 +399,6 @@ impl Session {
         self.lock = lock;
         Ok(true)
     }
-
 }
 
 /// A lock file as recorded in a manifest (`None` when there is none): its path, SHA-256, size
