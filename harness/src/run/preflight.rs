@@ -226,7 +226,8 @@ pub fn check_glue_data(
             what,
             format!(
                 "the GLUE tasks {} need GLUE data: pass {flag} DIR (a glue_data/ TSV tree or a \
-                 nyu-mll/glue Parquet snapshot)",
+                 nyu-mll/glue Parquet snapshot) or {flag} hf:nyu-mll/glue (downloaded and \
+                 locked), or set glue.data in the recipe",
                 glue.iter().map(|t| t.id()).collect::<Vec<_>>().join(", ")
             ),
         )
