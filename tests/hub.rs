@@ -691,3 +691,33 @@ fn preflight_fails_before_pretraining_on_missing_glue_data_or_a_missing_hub_file
     assert!(err.contains("qnli/train-*.parquet"), "{err}");
     assert!(!env.w.join("o/ready/run.json").exists());
 }
+
+#[test]
+fn raw_shards_stream_through_the_cache_and_are_removed_once_processed() {
+    let server = HubServer::start(vec![corpus_repo()]);
+    let env = Env::new(&server);
+    let r = env.recipe("c", CORPUS_RECIPE);
+    let r = r.to_str().unwrap();
+    let (code, out, err) = env.run(&["data", "prepare", r, "--out", "dc", "--delete-raw-shards"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let repo = env.repo_dir("test/corpus");
+    let snap = repo.join(format!("snapshots/{}", "c1".repeat(20)));
+    for f in ["train/00.jsonl", "train/01.jsonl"] {
+        assert!(std::fs::symlink_metadata(snap.join(f)).is_err(), "{f} kept");
+    }
+    let blobs: Vec<_> = std::fs::read_dir(repo.join("blobs"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(blobs.is_empty(), "{blobs:?}");
+    // The dataset does not need them any more; a new build downloads them again.
+    let (code, out, err) = env.run(&["data", "prepare", r, "--out", "dc"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("(reused)"), "{out}");
+    let lfs = |s: &HubServer| s.log().iter().filter(|l| l.contains("/lfs-store/")).count();
+    assert_eq!(lfs(&server), 2);
+    let (code, out, err) = env.run(&["data", "prepare", r, "--out", "dc2"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(lfs(&server), 4);
+    assert!(snap.join("train/01.jsonl").is_file());
+}

@@ -24,6 +24,10 @@ pub enum DataCmd {
         /// Refuse to resolve a hub file the lock does not hold (CI).
         #[arg(long)]
         locked: bool,
+        /// Remove each raw hub shard from the Hugging Face cache once it has been processed
+        /// (bounds the disk for corpora larger than it).
+        #[arg(long)]
+        delete_raw_shards: bool,
         #[arg(long)]
         json: bool,
     },
@@ -66,8 +70,15 @@ pub fn run(cmd: DataCmd) -> Result<ExitCode> {
             threads,
             lock,
             locked,
+            delete_raw_shards,
             json,
-        } => prepare(recipe, out, threads, lock, locked, json),
+        } => prepare(
+            recipe,
+            out,
+            threads,
+            (lock, locked, delete_raw_shards),
+            json,
+        ),
         DataCmd::Lock {
             recipe,
             lock,
@@ -149,8 +160,7 @@ fn prepare(
     recipe: PathBuf,
     out: Option<PathBuf>,
     threads: Option<usize>,
-    lock: Option<PathBuf>,
-    locked: bool,
+    (lock, locked, delete_raw): (Option<PathBuf>, bool, bool),
     json: bool,
 ) -> Result<ExitCode> {
     let r = crambench::recipe::Recipe::load(&recipe)?;
@@ -162,6 +172,7 @@ fn prepare(
         !json,
     );
     opts.locked = locked;
+    opts.delete_raw = delete_raw;
     if lock.is_some() {
         opts.lock_file = lock;
     }

@@ -51,6 +51,10 @@ pub struct RunArgs {
     /// Refuse to resolve a hub file the lock does not hold (CI).
     #[arg(long)]
     pub locked: bool,
+    /// Remove each raw hub shard from the Hugging Face cache once the data stage has
+    /// processed it (the Pile is larger than many disks).
+    #[arg(long)]
+    pub delete_raw_shards: bool,
     /// Data-preparation threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -77,6 +81,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         glue_data: args.glue_data.clone(),
         lock: args.lock.clone(),
         locked: args.locked,
+        delete_raw: args.delete_raw_shards,
         threads: args.threads,
         include_host: args.include_host,
         progress: true,

@@ -3,7 +3,12 @@
 //!
 //! Order of operations (`recipe.md` §3, with the deviations named):
 //!
-//! 1. Resolve every source and check its pin (nothing is processed before all pins pass).
+//! 1. Resolve every source and check its pin (nothing is processed before all pins pass). Hub
+//!    sources are resolved through the lock file; a hub file already in the cache is checked
+//!    like a local one, one that is not is downloaded when it is first read — preparation
+//!    streams shard by shard, each download checked against its locked SHA-256 before it enters
+//!    the cache and each read against the bytes consumed — and with `delete_raw` each raw shard
+//!    is removed from the cache once the last pass has read it.
 //! 2. Documents: entries in source order; empty entries skipped (counted); within a source,
 //!    `concatenate_successive_entries` entries joined with no separator (a final partial group
 //!    is kept); the first `max_entries` documents kept (the reference shuffles with seed 89
@@ -55,6 +60,9 @@ pub struct PrepareOptions {
     pub lock_file: Option<PathBuf>,
     /// `--locked`: refuse to resolve a hub source the lock file does not hold.
     pub locked: bool,
+    /// Remove each raw hub shard from the cache once its last pass has read it
+    /// (`--delete-raw-shards`; a rerun downloads it again if needed).
+    pub delete_raw: bool,
     /// How to reach the hub (default: [`super::hub::client::HubEnv::from_env`]; `hub_root`
     /// overrides its cache).
     pub hub_env: Option<super::hub::client::HubEnv>,
@@ -84,6 +92,7 @@ impl PrepareOptions {
             lock_file: Some(super::hub::lock::default_path(recipe)),
             locked: false,
             hub_env: None,
+            delete_raw: false,
             threads,
             progress,
             stop: None,
@@ -215,7 +224,6 @@ pub fn expand_hub_sources(
                 }
             }
         }
-        session.fetch(&entry)?;
         for f in &entry.files {
             let mut one = spec.clone();
             one.hub = Some(super::config::HubFile {
@@ -241,6 +249,7 @@ pub fn resolve_sources(
     let hub_root = opts.hub_root.clone().unwrap_or_else(super::hub::cache_root);
     let mut specs: Vec<(usize, SourceSpec)> = cfg.sources.iter().cloned().enumerate().collect();
     let mut tok_spec = cfg.tokenizer.clone();
+    let mut hub_env: Option<super::hub::client::HubEnv> = None;
     if specs
         .iter()
         .map(|(_, s)| s)
@@ -249,8 +258,24 @@ pub fn resolve_sources(
     {
         let mut session = hub_session(opts)?;
         specs = expand_hub_sources(&specs, &mut session)?;
+        hub_env = Some(session.hub.env.clone());
         if let Some(t) = &tok_spec {
             let mut one = expand_hub_sources(&[(cfg.sources.len(), t.clone())], &mut session)?;
+            // The tokenizer is read before anything else: now.
+            for (_, s) in &one {
+                if let Some(h) = &s.hub {
+                    session.hub.fetch(
+                        &super::hub::client::Repo::new(&h.repo, &h.repo_type),
+                        &h.revision,
+                        &h.path,
+                        &super::hub::client::Want {
+                            size: s.size,
+                            sha256: s.sha256.clone(),
+                            blob_id: None,
+                        },
+                    )?;
+                }
+            }
             if one.len() != 1 {
                 return Err(Error::input(
                     "data.tokenizer.hub.path",
@@ -273,6 +298,29 @@ pub fn resolve_sources(
     let inc = |n: u64| pb.inc(n);
     let mut out = Vec::new();
     for (i, s) in &specs {
+        // A hub file the cache lacks is downloaded when it is read (shard by shard); one
+        // that is there is checked against its pin now, like a local file.
+        if let (Some(h), Some(env)) = (&s.hub, &hub_env) {
+            let repo = super::hub::client::Repo::new(&h.repo, &h.repo_type);
+            let hub = super::hub::client::Hub::new(env.clone(), opts.progress);
+            let fetch = source::HubFetch {
+                env: env.clone(),
+                repo: repo.clone(),
+                commit: h.revision.clone(),
+                path: h.path.clone(),
+                sha256: s.sha256.clone().unwrap_or_default(),
+                size: s.size.unwrap_or_default(),
+                progress: opts.progress,
+            };
+            if hub.cached(&repo, &h.revision, &h.path).is_none() {
+                out.push(source::deferred(*i, s, fetch)?);
+            } else {
+                let mut src = source::resolve(*i, s, &opts.base_dir, &hub_root, &inc)?;
+                src.fetch = Some(fetch);
+                out.push(src);
+            }
+            continue;
+        }
         out.push(source::resolve(*i, s, &opts.base_dir, &hub_root, &inc)?);
     }
     let tok = match &tok_spec {
@@ -548,7 +596,16 @@ fn build_dataset(
     let width = if wide { 4 } else { 2 };
     let period = tok.token_to_id(".");
 
-    // Pass 2: tokenise, filter, pack into an unordered block file.
+    // Pass 2: tokenise, filter, pack into an unordered block file. The last read of every
+    // source: with `delete_raw`, each raw hub shard is removed once it has been read.
+    let last_pass: Vec<Source> = sources
+        .iter()
+        .cloned()
+        .map(|mut s| {
+            s.delete_after_read = opts.delete_raw && s.fetch.is_some();
+            s
+        })
+        .collect();
     let seq = cfg.seq_len as usize;
     let unordered_path = dir.join("blocks.unordered");
     let Packed {
@@ -557,7 +614,7 @@ fn build_dataset(
         periods,
     } = tokenize_and_pack(
         cfg,
-        sources,
+        &last_pass,
         &tok,
         remap,
         &unordered_path,

@@ -70,6 +70,8 @@ pub struct RunOptions {
     pub lock: Option<PathBuf>,
     /// Refuse to resolve a hub file the lock does not hold (CI).
     pub locked: bool,
+    /// Remove each raw hub shard once the data stage has processed it.
+    pub delete_raw: bool,
     /// Data-preparation threads (default: all cores).
     pub threads: Option<usize>,
     /// Record host identifiers in the fingerprint.
@@ -591,6 +593,7 @@ impl Ctx<'_> {
         );
         popts.stop = Some(self.opts.stop.clone());
         popts.locked = self.opts.locked;
+        popts.delete_raw = self.opts.delete_raw;
         if let Some(l) = &self.opts.lock {
             popts.lock_file = Some(l.clone());
         }

@@ -45,6 +45,9 @@ pub struct HubPlan {
     /// Estimated text bytes of the hub corpus (compressed files counted 4x).
     pub corpus_text_bytes: u64,
     pub download_bytes: u64,
+    /// The largest corpus file still to download (what `--delete-raw-shards` keeps at once
+    /// for pre-tokenised data, read in one pass).
+    pub largest_download: u64,
     pub lock: Option<std::path::PathBuf>,
     pub glue_root: Option<std::path::PathBuf>,
 }
@@ -117,7 +120,11 @@ pub fn resolve_hub(
         plan.files += e.files.len();
         plan.bytes += e.bytes();
         plan.download_bytes += session.missing_bytes(&e);
+        let repo = e.repo();
         for f in &e.files {
+            if session.hub.cached(&repo, &e.commit, &f.path).is_none() {
+                plan.largest_download = plan.largest_download.max(f.size);
+            }
             let compressed = [".gz", ".zst", ".zstd"].iter().any(|x| f.path.ends_with(x));
             plan.corpus_text_bytes += if compressed { f.size * 4 } else { f.size };
         }
@@ -490,9 +497,19 @@ pub fn check(recipe: &Recipe, opts: &super::RunOptions) -> Result<Preflight> {
     // The dataset goes to --data-dir, the checkpoints to --out; on one file system, both.
     // Downloads go to the hub cache. Needs on one file system add up.
     let cache = crate::data::hub::cache_root();
+    let pretokenised = data
+        .sources
+        .iter()
+        .all(|s| s.format == Some(crate::data::config::Format::ParquetIds));
     let download = if done.iter().any(|s| s == "data") {
         0
+    } else if opts.delete_raw && pretokenised {
+        // One pass, each shard removed once read: one shard at a time (plus GLUE, small).
+        hub.largest_download
+            .max(hub.download_bytes.min(hub.largest_download + (64 << 20)))
     } else {
+        // Text corpora are read twice (tokenizer training, then packing): every raw shard is
+        // on disk before the second pass removes them.
         hub.download_bytes
     };
     let mut needs: Vec<(std::path::PathBuf, String, u64)> = Vec::new();

@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Where and how to reach the hub.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HubEnv {
     /// Without a trailing `/`.
     pub endpoint: String,
@@ -38,6 +38,17 @@ pub struct HubEnv {
     pub offline: bool,
     /// The cache root.
     pub cache: PathBuf,
+}
+
+impl std::fmt::Debug for HubEnv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubEnv")
+            .field("endpoint", &self.endpoint)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("offline", &self.offline)
+            .field("cache", &self.cache)
+            .finish()
+    }
 }
 
 fn env_nonempty(k: &str) -> Option<String> {
