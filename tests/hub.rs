@@ -721,3 +721,60 @@ fn raw_shards_stream_through_the_cache_and_are_removed_once_processed() {
     assert_eq!(lfs(&server), 4);
     assert!(snap.join("train/01.jsonl").is_file());
 }
+
+#[test]
+fn the_cache_is_shared_with_huggingface_hub_both_ways() {
+    let Some(py) = common::interop_python() else {
+        return;
+    };
+    let server = HubServer::start(vec![corpus_repo()]);
+    let mut env = Env::new(&server);
+    let r = env.recipe("c", CORPUS_RECIPE);
+    let (code, out, err) = env.run(&["data", "prepare", r.to_str().unwrap(), "--out", "dc"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let hf = |cache: &Path, offline: &str, files: &[&str]| {
+        let out = std::process::Command::new(&py)
+            .arg("-c")
+            .arg(
+                "import sys, huggingface_hub as h\n\
+                 for f in sys.argv[1:]:\n    print(h.hf_hub_download('test/corpus', f, repo_type='dataset', revision='main'))\n",
+            )
+            .args(files)
+            .env("HF_ENDPOINT", &server.url)
+            .env("HF_HUB_CACHE", cache)
+            .env("HF_HUB_OFFLINE", offline)
+            .env("HF_HUB_DISABLE_TELEMETRY", "1")
+            .env("HF_HUB_DISABLE_XET", "1")
+            .env_remove("HF_TOKEN")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // huggingface_hub, offline, finds what crambench downloaded (refs/main, the snapshot).
+    let n = server.log().len();
+    let (ok, out, err) = hf(&env.w.join("hub"), "1", &["train/00.jsonl"]);
+    assert!(ok, "{err}");
+    let got = std::fs::read(out.trim()).unwrap();
+    assert_eq!(got, corpus(300, 7));
+    assert_eq!(server.log().len(), n, "huggingface_hub went online");
+    // And crambench, offline and without a lock, finds what huggingface_hub downloaded.
+    let cache2 = env.w.join("hub2");
+    let (ok, _, err) = hf(
+        &cache2,
+        "",
+        &["train/00.jsonl", "train/01.jsonl", "README.md"],
+    );
+    assert!(ok, "{err}");
+    env.set("HF_HUB_CACHE", cache2.to_str().unwrap());
+    env.set("HF_HUB_OFFLINE", "1");
+    let r2 = env.recipe("c2", CORPUS_RECIPE);
+    let n = server.log().len();
+    let (code, out, err) = env.run(&["data", "prepare", r2.to_str().unwrap(), "--out", "dc"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("(reused)"), "the same dataset: {out}");
+    assert_eq!(server.log().len(), n);
+}

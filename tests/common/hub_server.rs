@@ -8,7 +8,8 @@
 //! * `HEAD|GET /[datasets/]{repo}/resolve/{rev}/{path}` → `X-Repo-Commit`; LFS files: 302 to
 //!   `/lfs-store/{sha256}` with `X-Linked-Etag` (the SHA-256) and `X-Linked-Size`; other files:
 //!   200 with `ETag` (the git blob id) and the bytes. A missing file is 404 `EntryNotFound`.
-//! * `GET /lfs-store/{sha256}` → the bytes (no token needed, as a CDN), honouring `Range`.
+//! * `GET /lfs-store/{sha256}` → the bytes (no token needed, as a CDN), honouring `Range`;
+//!   served on 127.0.0.2, so that it is another host than the hub, as the CDN is.
 //!
 //! Faults, per file: `corrupt` (the bytes served differ from the advertised digest), `cut_once`
 //! (the next GET of the bytes stops halfway and closes the connection).
@@ -96,20 +97,25 @@ pub struct HubServer {
 impl HubServer {
     pub fn start(repos: Vec<FixtureRepo>) -> HubServer {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        // The LFS store on another loopback address: another host, as the hub's CDN is.
+        let lfs = TcpListener::bind("127.0.0.2:0").unwrap();
         let url = format!("http://{}", l.local_addr().unwrap());
+        let lfs_url = format!("http://{}", lfs.local_addr().unwrap());
         let state = Arc::new(Mutex::new(State { repos, log: vec![] }));
-        let st = state.clone();
-        let base = url.clone();
-        std::thread::spawn(move || {
-            for c in l.incoming() {
-                let Ok(c) = c else { continue };
-                let st = st.clone();
-                let base = base.clone();
-                std::thread::spawn(move || {
-                    let _ = serve(c, &st, &base);
-                });
-            }
-        });
+        for listener in [l, lfs] {
+            let st = state.clone();
+            let base = lfs_url.clone();
+            std::thread::spawn(move || {
+                for c in listener.incoming() {
+                    let Ok(c) = c else { continue };
+                    let st = st.clone();
+                    let base = base.clone();
+                    std::thread::spawn(move || {
+                        let _ = serve(c, &st, &base);
+                    });
+                }
+            });
+        }
         HubServer { url, state }
     }
 

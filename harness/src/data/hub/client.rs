@@ -527,8 +527,25 @@ impl Hub {
             )
             .into());
         }
-        // The metadata: which blob, how big, where its bytes are.
-        let head = self.request("HEAD", &url, 0, true)?;
+        // The metadata: which blob, how big, where its bytes are. Redirects on the hub's own
+        // host (a renamed repository) are followed; one to another host (LFS storage) carries
+        // the metadata itself and is where the bytes are, as huggingface_hub does.
+        let mut head_url = url.clone();
+        let mut head = self.request("HEAD", &head_url, 0, true)?;
+        for _ in 0..5 {
+            let loc = header(&head, "location").map(str::to_string);
+            match loc {
+                Some(l) if (300..400).contains(&head.status().as_u16()) => {
+                    let target = absolute(&head_url, &l);
+                    if host_of(&target) != host_of(&head_url) {
+                        break;
+                    }
+                    head_url = target;
+                    head = self.request("HEAD", &head_url, 0, true)?;
+                }
+                _ => break,
+            }
+        }
         let status = head.status().as_u16();
         if !(200..400).contains(&status) {
             return Err(self.status_error(&head, repo, &what));
@@ -583,10 +600,8 @@ impl Hub {
         drop(head);
         let redirected = location.is_some();
         let get_url = match location {
-            Some(l) if l.starts_with("http://") || l.starts_with("https://") => l,
-            Some(l) if l.starts_with('/') => format!("{}{l}", self.env.endpoint),
-            Some(l) => return Err(Error::input(&what, format!("odd redirect {l:?}")).into()),
-            None => url.clone(),
+            Some(l) => absolute(&head_url, &l),
+            None => head_url.clone(),
         };
 
         let rdir = self.repo_dir(repo);
@@ -768,6 +783,38 @@ impl Hub {
     }
 }
 
+/// `location` (absolute, or relative to `base`) as an absolute URL.
+fn absolute(base: &str, location: &str) -> String {
+    if location.starts_with("http://") || location.starts_with("https://") {
+        return location.to_string();
+    }
+    let (scheme, rest) = base.split_once("://").unwrap_or(("https", base));
+    let origin = rest.split('/').next().unwrap_or(rest);
+    if location.starts_with('/') {
+        format!("{scheme}://{origin}{location}")
+    } else {
+        let dir = base.rsplit_once('/').map(|(d, _)| d).unwrap_or(base);
+        format!("{dir}/{location}")
+    }
+}
+
+/// The host name of a URL (without port or credentials).
+fn host_of(url: &str) -> String {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let auth = rest.split('/').next().unwrap_or(rest);
+    let hostport = auth.rsplit('@').next().unwrap_or(auth);
+    let host = if hostport.starts_with('[') {
+        hostport
+            .split(']')
+            .next()
+            .unwrap_or(hostport)
+            .trim_start_matches('[')
+    } else {
+        hostport.split(':').next().unwrap_or(hostport)
+    };
+    host.to_ascii_lowercase()
+}
+
 /// `snap` → relative link to `blob` (`../../blobs/<etag>` plus one `..` per directory of `path`).
 fn link_snapshot(snap: &Path, blob: &Path, path: &str) -> Result<()> {
     if let Some(d) = snap.parent() {
@@ -844,6 +891,20 @@ mod tests {
             "refs%2Fconvert%2Fparquet"
         );
         assert_eq!(enc_path("en/c4 a.json.gz"), "en/c4%20a.json.gz");
+    }
+
+    #[test]
+    fn redirects_resolve_and_hosts_compare_without_ports() {
+        assert_eq!(absolute("http://h:1/a/b", "/c/d"), "http://h:1/c/d");
+        assert_eq!(absolute("http://h:1/a/b", "https://cdn/x"), "https://cdn/x");
+        assert_eq!(
+            host_of("http://127.0.0.1:5/x"),
+            host_of("http://127.0.0.1:6/y")
+        );
+        assert_ne!(
+            host_of("https://huggingface.co/x"),
+            host_of("https://cdn-lfs.hf.co/y")
+        );
     }
 
     #[test]
