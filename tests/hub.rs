@@ -690,6 +690,46 @@ fn preflight_fails_before_pretraining_on_missing_glue_data_or_a_missing_hub_file
     assert_eq!(code, 2, "{out}{err}");
     assert!(err.contains("qnli/train-*.parquet"), "{err}");
     assert!(!env.w.join("o/ready/run.json").exists());
+    // A corpus larger than the disk: refused (exit 4) before anything is downloaded.
+    server.with(|s| {
+        let f = s.repos[0]
+            .files
+            .get_mut("data/train-00000-of-00001.parquet")
+            .unwrap();
+        f.claimed_size = Some(1 << 60);
+        s.repos[1]
+            .files
+            .insert("qnli/train-00000-of-00001.parquet".into(), FixtureFile::lfs(vec![0]));
+        s.repos[1].files.insert(
+            "qnli/validation-00000-of-00001.parquet".into(),
+            FixtureFile::lfs(vec![0]),
+        );
+    });
+    let _ = std::fs::remove_file(env.w.join("p3.lock"));
+    let (code, out, err) = env.run(&[
+        "run",
+        ok_tok.to_str().unwrap(),
+        "--out",
+        "o",
+        "--data-dir",
+        "dc",
+        "--device",
+        "cpu",
+    ]);
+    assert_eq!(code, 4, "{out}{err}");
+    assert!(
+        err.contains("Hugging Face cache (downloads)") && err.contains("free"),
+        "{err}"
+    );
+    assert!(!env.w.join("o/ready/run.json").exists());
+    assert!(
+        !server
+            .log()
+            .iter()
+            .any(|l| l.contains("/lfs-store/") && l.contains(&FixtureFile::lfs(vec![1, 2, 3]).sha256())),
+        "{:?}",
+        server.log()
+    );
 }
 
 #[test]

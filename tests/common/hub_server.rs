@@ -28,6 +28,8 @@ pub struct FixtureFile {
     pub corrupt: bool,
     /// The next GET of the bytes sends half of them, then closes the connection.
     pub cut_once: bool,
+    /// The size the API lists (default: the real one).
+    pub claimed_size: Option<u64>,
 }
 
 impl FixtureFile {
@@ -37,6 +39,7 @@ impl FixtureFile {
             lfs: true,
             corrupt: false,
             cut_once: false,
+            claimed_size: None,
         }
     }
     pub fn git(data: Vec<u8>) -> FixtureFile {
@@ -302,10 +305,11 @@ fn route(
                     "blobId": if f.lfs { "0".repeat(40) } else { f.git_oid() },
                 });
                 if f.lfs {
-                    v["size"] = f.data.len().into();
+                    let n = f.claimed_size.unwrap_or(f.data.len() as u64);
+                    v["size"] = n.into();
                     v["lfs"] = serde_json::json!({
                         "sha256": f.sha256(),
-                        "size": f.data.len(),
+                        "size": n,
                         "pointerSize": 134,
                     });
                 }
