@@ -598,6 +598,16 @@ fn a_readymade_recipe_runs_from_an_empty_cache_to_a_signed_manifest() {
             .is_some_and(|n| n.contains("test/readymade@") && n.contains(&"2e".repeat(20)))),
         "{mats:?}"
     );
+    // `verify` checks the lock file against the signed manifest.
+    let run_dir = env.w.join("o/ready");
+    let (code, vout, verr) = env.run(&["verify", run_dir.to_str().unwrap()]);
+    assert_eq!(code, 0, "{vout}{verr}");
+    assert!(vout.contains("ready.lock"), "{vout}");
+    let lock_text = std::fs::read_to_string(env.w.join("ready.lock")).unwrap();
+    std::fs::write(env.w.join("ready.lock"), format!("{lock_text}# edited\n")).unwrap();
+    let (code, vout, verr) = env.run(&["verify", run_dir.to_str().unwrap()]);
+    assert_eq!(code, 1, "{vout}{verr}");
+    std::fs::write(env.w.join("ready.lock"), &lock_text).unwrap();
     // A second run with --locked from the now warm cache: no download, same lock.
     let n = server
         .log()
