@@ -69,6 +69,7 @@ fn opts(out: &Path, base: &Path, threads: usize) -> PrepareOptions {
         hub_root: Some(base.join("hub")),
         lock_file: None,
         locked: false,
+        delete_raw: false,
         hub_env: Some(crambench::data::hub::client::HubEnv {
             endpoint: "https://huggingface.co".into(),
             token: None,

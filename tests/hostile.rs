@@ -818,6 +818,7 @@ fn a_corpus_rewritten_after_its_pin_check_is_refused() {
             hub_root: None,
             lock_file: None,
             locked: false,
+            delete_raw: false,
             hub_env: None,
             threads: Some(1),
             progress: false,
