@@ -153,6 +153,8 @@ struct Reply {
     status: u16,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
+    /// A file's bytes `[from, to)`, served without a copy (`body` is empty then).
+    data: Option<(Arc<Vec<u8>>, usize, usize)>,
     /// Declared length when it differs from the body (a cut transfer).
     declared: Option<usize>,
 }
@@ -162,6 +164,7 @@ fn reply(status: u16) -> Reply {
         status,
         headers: vec![],
         body: vec![],
+        data: None,
         declared: None,
     }
 }
@@ -236,13 +239,19 @@ fn serve(mut c: TcpStream, st: &Mutex<State>, base: &str) -> std::io::Result<()>
     if !has_len {
         head += &format!(
             "Content-Length: {}\r\n",
-            rep.declared.unwrap_or(rep.body.len())
+            rep.declared.unwrap_or(match &rep.data {
+                Some((_, a, b)) => b - a,
+                None => rep.body.len(),
+            })
         );
     }
     head += "\r\n";
     c.write_all(head.as_bytes())?;
     if method != "HEAD" {
-        c.write_all(&rep.body)?;
+        match &rep.data {
+            Some((d, a, b)) => c.write_all(&d[*a..*b])?,
+            None => c.write_all(&rep.body)?,
+        }
     }
     c.flush()?;
     let _ = c.shutdown(std::net::Shutdown::Both);
@@ -385,17 +394,19 @@ fn bytes_reply(
     range_from: Option<usize>,
     mut h: Vec<(String, String)>,
 ) -> Reply {
-    let mut data = f.data.as_slice().to_vec();
-    if f.corrupt && !data.is_empty() {
-        let k = data.len() / 2;
-        data[k] ^= 0x55;
-    }
+    let data = if f.corrupt && !f.data.is_empty() {
+        let mut d = f.data.as_slice().to_vec();
+        let k = d.len() / 2;
+        d[k] ^= 0x55;
+        Arc::new(d)
+    } else {
+        f.data.clone()
+    };
     let n = data.len();
     let from = range_from.unwrap_or(0);
     if from > n || (from == n && n > 0 && range_from.is_some()) {
         let mut r = reply(416);
-        r.headers
-            .push(("Content-Range".into(), format!("bytes */{n}")));
+        r.headers.push(("Content-Range".into(), format!("bytes */{n}")));
         return r;
     }
     let mut r = reply(if range_from.is_some() { 206 } else { 200 });
@@ -405,13 +416,13 @@ fn bytes_reply(
             format!("bytes {from}-{}/{n}", n.saturating_sub(1)),
         ));
     }
-    let body = data[from..].to_vec();
+    let len = n - from;
     if f.cut_once {
         f.cut_once = false;
-        r.declared = Some(body.len());
-        r.body = body[..body.len() / 2].to_vec();
+        r.declared = Some(len);
+        r.data = Some((data, from, from + len / 2));
     } else {
-        r.body = body;
+        r.data = Some((data, from, n));
     }
     r.headers = h;
     r
