@@ -707,9 +707,10 @@ fn preflight_fails_before_pretraining_on_missing_glue_data_or_a_missing_hub_file
             .get_mut("data/train-00000-of-00001.parquet")
             .unwrap();
         f.claimed_size = Some(1 << 60);
-        s.repos[1]
-            .files
-            .insert("qnli/train-00000-of-00001.parquet".into(), FixtureFile::lfs(vec![0]));
+        s.repos[1].files.insert(
+            "qnli/train-00000-of-00001.parquet".into(),
+            FixtureFile::lfs(vec![0]),
+        );
         s.repos[1].files.insert(
             "qnli/validation-00000-of-00001.parquet".into(),
             FixtureFile::lfs(vec![0]),
@@ -736,7 +737,8 @@ fn preflight_fails_before_pretraining_on_missing_glue_data_or_a_missing_hub_file
         !server
             .log()
             .iter()
-            .any(|l| l.contains("/lfs-store/") && l.contains(&FixtureFile::lfs(vec![1, 2, 3]).sha256())),
+            .any(|l| l.contains("/lfs-store/")
+                && l.contains(&FixtureFile::lfs(vec![1, 2, 3]).sha256())),
         "{:?}",
         server.log()
     );

@@ -406,7 +406,8 @@ fn bytes_reply(
     let from = range_from.unwrap_or(0);
     if from > n || (from == n && n > 0 && range_from.is_some()) {
         let mut r = reply(416);
-        r.headers.push(("Content-Range".into(), format!("bytes */{n}")));
+        r.headers
+            .push(("Content-Range".into(), format!("bytes */{n}")));
         return r;
     }
     let mut r = reply(if range_from.is_some() { 206 } else { 200 });

@@ -654,8 +654,10 @@ impl Hub {
     }
 
     /// Download `url` into `blob` via `blob.incomplete`, continuing a partial file; check the
-    /// bytes against `etag` (the SHA-256 when `lfs`, else the git blob id). Returns the SHA-256
-    /// and the bytes transferred.
+    /// bytes against `etag` (the SHA-256 when `lfs`, else the git blob id). The digest is taken
+    /// while the bytes stream in (a partial file left by an earlier process is hashed first),
+    /// so every byte of the finished file is checked without reading it again. Returns the
+    /// SHA-256 and the bytes transferred.
     #[allow(clippy::too_many_arguments)]
     fn download_blob(
         &self,
@@ -671,10 +673,16 @@ impl Hub {
         let pb = progress_bar(self.progress, size, what);
         let mut transferred = 0u64;
         let mut last_err = None;
+        // The digests of the part file's first `hashed` bytes.
+        let mut sha = Sha256::new();
+        let mut git = git_blob_hasher(size);
+        let mut hashed = 0u64;
+        let mut buf = vec![0u8; 1 << 20];
         for _ in 0..ATTEMPTS {
             let have = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
             let from = if have > size { 0 } else { have };
             if from == size && size > 0 {
+                last_err = None;
                 break;
             }
             let r = self.request("GET", url, from, send_token)?;
@@ -682,6 +690,7 @@ impl Hub {
             let mut f = std::fs::OpenOptions::new()
                 .create(true)
                 .write(true)
+                .read(true)
                 .truncate(false)
                 .open(&part)
                 .map_err(|e| Error::io(&part, e))?;
@@ -698,27 +707,56 @@ impl Hub {
                     from
                 }
                 200 => 0, // the server ignored the range: start over
-                416 if from == size => break,
+                416 if from == size => {
+                    last_err = None;
+                    break;
+                }
                 _ => return Err(self.status_error(&r, repo, what)),
             };
             f.set_len(start).map_err(|e| Error::io(&part, e))?;
+            if start < hashed {
+                sha = Sha256::new();
+                git = git_blob_hasher(size);
+                hashed = 0;
+            }
+            // Bytes already on disk that this process has not hashed (an earlier download's).
+            if hashed < start {
+                f.seek(std::io::SeekFrom::Start(hashed))
+                    .map_err(|e| Error::io(&part, e))?;
+                let mut left = start - hashed;
+                while left > 0 {
+                    let k = (buf.len() as u64).min(left) as usize;
+                    f.read_exact(&mut buf[..k])
+                        .map_err(|e| Error::io(&part, e))?;
+                    sha.update(&buf[..k]);
+                    if !lfs {
+                        git.update(&buf[..k]);
+                    }
+                    left -= k as u64;
+                }
+                hashed = start;
+            }
             f.seek(std::io::SeekFrom::Start(start))
                 .map_err(|e| Error::io(&part, e))?;
             pb.set_position(start);
             let mut reader = r.into_body().into_reader();
-            let mut buf = vec![0u8; 1 << 20];
             let mut got = start;
             let res = loop {
                 match reader.read(&mut buf) {
                     Ok(0) => break Ok(()),
                     Ok(n) => {
-                        f.write_all(&buf[..n]).map_err(|e| Error::io(&part, e))?;
-                        got += n as u64;
-                        transferred += n as u64;
-                        pb.inc(n as u64);
-                        if got > size {
+                        if got + n as u64 > size {
                             break Err(std::io::Error::other("more bytes than the hub announced"));
                         }
+                        f.write_all(&buf[..n]).map_err(|e| Error::io(&part, e))?;
+                        sha.update(&buf[..n]);
+                        if !lfs {
+                            git.update(&buf[..n]);
+                        }
+                        got += n as u64;
+                        hashed = got;
+                        transferred += n as u64;
+                        pb.inc(n as u64);
                     }
                     Err(e) => break Err(e),
                 }
@@ -744,22 +782,22 @@ impl Hub {
             }
             .into());
         }
-        // Check every byte of the finished file (continued parts included).
-        let mut f = std::fs::File::open(&part).map_err(|e| Error::io(&part, e))?;
-        let mut sha = Sha256::new();
-        let mut git = git_blob_hasher(size);
-        let mut buf = vec![0u8; 1 << 20];
-        let mut n_total = 0u64;
-        loop {
-            let n = f.read(&mut buf).map_err(|e| Error::io(&part, e))?;
-            if n == 0 {
-                break;
+        let n_total = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+        if hashed != n_total {
+            // Complete before this process started (only the rename was missing): hash it.
+            sha = Sha256::new();
+            git = git_blob_hasher(size);
+            let mut f = std::fs::File::open(&part).map_err(|e| Error::io(&part, e))?;
+            loop {
+                let n = f.read(&mut buf).map_err(|e| Error::io(&part, e))?;
+                if n == 0 {
+                    break;
+                }
+                sha.update(&buf[..n]);
+                if !lfs {
+                    git.update(&buf[..n]);
+                }
             }
-            sha.update(&buf[..n]);
-            if !lfs {
-                git.update(&buf[..n]);
-            }
-            n_total += n as u64;
         }
         let sha256 = hex::encode(sha.finalize());
         let ok = n_total == size
