@@ -79,8 +79,13 @@ fn main() {
          print(time.perf_counter() - t)\n\
          print(h.__version__)\n"
     );
+    let curl = std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
     let mut ours = Vec::new();
     let mut theirs = Vec::new();
+    let mut raw = Vec::new();
     let mut version = String::new();
     // Alternating, so that both see the same machine load.
     for k in 0..runs {
@@ -110,6 +115,28 @@ fn main() {
         }
         ours.push(t.elapsed().as_secs_f64());
         std::fs::remove_dir_all(&cache).unwrap();
+        if curl {
+            // The bare transfer of the same bytes (resolve, redirect, body to a file; no
+            // checks, no cache): what the server and this machine allow.
+            let dir = tmp.path().join(format!("r{k}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            let t = Instant::now();
+            for (i, (p, _, _)) in want.iter().enumerate() {
+                let ok = std::process::Command::new("curl")
+                    .args(["-sfL", "-o"])
+                    .arg(dir.join(i.to_string()))
+                    .arg(format!(
+                        "{}/datasets/bench/corpus/resolve/{commit}/{p}",
+                        server.url
+                    ))
+                    .status()
+                    .unwrap()
+                    .success();
+                assert!(ok, "curl failed");
+            }
+            raw.push(t.elapsed().as_secs_f64());
+            std::fs::remove_dir_all(&dir).unwrap();
+        }
         if !have_py {
             continue;
         }
@@ -144,6 +171,9 @@ fn main() {
         std::fs::remove_dir_all(&cache).unwrap();
     }
     summary("crambench", total, &mut ours);
+    if curl {
+        summary("curl -L (bare transfer, reference)", total, &mut raw);
+    }
     if !have_py {
         println!("huggingface_hub: skipped ({py} missing; scripts/pyenv.sh installs it)");
         return;
