@@ -1,4 +1,5 @@
 //! `crambench data …`: prepare a recipe's dataset, lock its hub files, print source pins.
+use super::args::{DataDirArg, JsonArg};
 use anyhow::Result;
 use clap::Subcommand;
 use crambench::data::{self, DataConfig, PrepareOptions};
@@ -12,8 +13,10 @@ pub enum DataCmd {
     Prepare {
         /// The recipe (TOML).
         recipe: PathBuf,
-        /// Directory holding datasets (default: $CRAMBENCH_DATA_DIR, else ./data-cache).
-        #[arg(long, value_name = "DIR")]
+        #[command(flatten)]
+        data_dir: DataDirArg,
+        /// The older name of --data-dir.
+        #[arg(long, value_name = "DIR", hide = true, conflicts_with = "data_dir")]
         out: Option<PathBuf>,
         /// Worker threads (default: all cores). The result does not depend on it.
         #[arg(long)]
@@ -28,8 +31,8 @@ pub enum DataCmd {
         /// (bounds the disk for corpora larger than it).
         #[arg(long)]
         delete_raw_shards: bool,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        json: JsonArg,
     },
     /// Resolve every hub file the recipe names (corpus, tokenizer, GLUE from `hf:`) to commit,
     /// path, size and SHA-256 and write them to the lock file, without preparing anything.
@@ -51,12 +54,13 @@ pub enum DataCmd {
         /// glue.data).
         #[arg(long, value_name = "SPEC")]
         glue_data: Option<String>,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        json: JsonArg,
     },
     /// Print TOML pins (sha256 or dirHash, and size) of files or directories, to paste into a
     /// recipe's [data].sources.
     Pin {
+        /// Files or directories to pin.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
@@ -66,6 +70,7 @@ pub fn run(cmd: DataCmd) -> Result<ExitCode> {
     match cmd {
         DataCmd::Prepare {
             recipe,
+            data_dir,
             out,
             threads,
             lock,
@@ -74,10 +79,10 @@ pub fn run(cmd: DataCmd) -> Result<ExitCode> {
             json,
         } => prepare(
             recipe,
-            out,
+            data_dir.data_dir.or(out),
             threads,
             (lock, locked, delete_raw_shards),
-            json,
+            json.enabled,
         ),
         DataCmd::Lock {
             recipe,
@@ -86,7 +91,7 @@ pub fn run(cmd: DataCmd) -> Result<ExitCode> {
             locked,
             glue_data,
             json,
-        } => lock_recipe(recipe, lock, update, locked, glue_data, json),
+        } => lock_recipe(recipe, lock, update, locked, glue_data, json.enabled),
         DataCmd::Pin { paths } => {
             let mut text = String::from("sources = [\n");
             for p in &paths {
