@@ -671,7 +671,7 @@ fn preflight_fails_before_pretraining_on_missing_glue_data_or_a_missing_hub_file
         ]);
         assert_eq!(code, *want, "{out}{err}");
         assert!(err.contains(needle), "{needle}: {err}");
-        assert!(!env.w.join(format!("o/ready/run.json")).exists(), "{err}");
+        assert!(!env.w.join("o/ready/run.json").exists(), "{err}");
         // Nothing large was downloaded.
         assert!(
             !server.log().iter().any(|l| l.contains("/lfs-store/")),

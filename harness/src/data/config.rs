@@ -152,7 +152,8 @@ pub struct SourceSpec {
     /// A file or directory, relative to the recipe file's directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    /// A file of a Hugging Face hub repository, read from the local hub cache.
+    /// Files of a Hugging Face hub repository (a path or a glob at a branch, tag or commit),
+    /// resolved through the lock file and downloaded into the Hugging Face cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hub: Option<HubFile>,
     /// A corpus compiled into crambench: `sotu` (US State of the Union addresses 1790–2021).

@@ -1,7 +1,9 @@
 //! Sources: resolving them to files, checking their pins, and reading their entries.
 //!
-//! A source is a file or directory (`path`), a pinned Hugging Face hub file (`hub`, read from
-//! the local cache), or a corpus compiled into crambench (`embedded`). Every file source is
+//! A source is a file or directory (`path`), a Hugging Face hub file (`hub`, expanded through
+//! the lock file into pinned files in the hub cache, see [`super::hub`]; one not downloaded
+//! yet is fetched when first read, [`deferred`]), or a corpus compiled into crambench
+//! (`embedded`). Every file source is
 //! pinned by SHA-256 (directories: in-toto dirHash) and size; [`verify`] checks every pin before
 //! any processing starts and names the file, expected and actual digest on a mismatch.
 //!
