@@ -830,3 +830,42 @@ fn the_cache_is_shared_with_huggingface_hub_both_ways() {
     assert!(out.contains("(reused)"), "the same dataset: {out}");
     assert_eq!(server.log().len(), n);
 }
+
+#[test]
+fn a_moved_branch_stays_at_the_locked_commit_until_update() {
+    let server = HubServer::start(vec![corpus_repo()]);
+    let env = Env::new(&server);
+    let r = env.recipe("c", CORPUS_RECIPE);
+    let r = r.to_str().unwrap();
+    let (code, _, err) = env.run(&["data", "lock", r]);
+    assert_eq!(code, 0, "{err}");
+    let old = "c1".repeat(20);
+    // main moves: a new commit with a third shard.
+    server.with(|s| {
+        let repo = &mut s.repos[0];
+        repo.commit = "d2".repeat(20);
+        repo.files
+            .insert("train/02.jsonl".into(), FixtureFile::lfs(corpus(50, 3)));
+    });
+    let (code, out, err) = env.run(&["data", "lock", r]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("up to date"), "{out}");
+    assert_eq!(
+        lock_of(&env.w.join("c.toml"))["source"][0]["commit"].as_str(),
+        Some(old.as_str())
+    );
+    // This hub forgets the old commit (history rewritten): the locked files are gone, exit 1.
+    let (code, _, err) = env.run(&["data", "prepare", r, "--out", "dc"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("changed upstream") && err.contains(&old),
+        "{err}"
+    );
+    let (code, out, err) = env.run(&["data", "lock", r, "--update"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("wrote"), "{out}");
+    let lock = lock_of(&env.w.join("c.toml"));
+    let src = &lock["source"][0];
+    assert_eq!(src["commit"].as_str(), Some("d2".repeat(20).as_str()));
+    assert_eq!(src["files"].as_array().unwrap().len(), 3);
+}

@@ -548,6 +548,21 @@ impl Hub {
         }
         let status = head.status().as_u16();
         if !(200..400).contains(&status) {
+            let code = header(&head, "x-error-code").unwrap_or_default();
+            if want.sha256.is_some() && matches!(code, "RevisionNotFound" | "EntryNotFound") {
+                // Locked, and gone: the history was rewritten or the file deleted upstream.
+                return Err(Error::Check(format!(
+                    "{what}: changed upstream since it was locked: the hub no longer has {} \
+                     ({code}); run `crambench data lock --update RECIPE` and review the diff of \
+                     the lock file",
+                    if code == "RevisionNotFound" {
+                        format!("commit {commit}")
+                    } else {
+                        format!("{path} at commit {commit}")
+                    }
+                ))
+                .into());
+            }
             return Err(self.status_error(&head, repo, &what));
         }
         let linked = header(&head, "x-linked-etag");
