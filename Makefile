@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test lint fuzz libtorch pyenv torchenv chromium build release bench-hash bench-data bench-train
+.PHONY: demo test lint fuzz libtorch pyenv torchenv chromium build release bench-hash bench-data bench-train bench-hub
 
 ## demo: the main job on the embedded demo data: data → pretrain → fine-tune → signed manifest.
 demo: libtorch
@@ -52,6 +52,10 @@ bench-hash: release
 ## bench-train: one training step of full-size crammed-bert, tch against PyTorch eager, side by side.
 bench-train: release torchenv
 	target/release/crambench bench train-step --recipe baselines/crammed-bert.toml --micro-batch 8 --compare-python
+
+## bench-hub: hub download throughput from a loopback hub, crambench against huggingface_hub, side by side.
+bench-hub: pyenv
+	cargo bench --bench hub_download
 
 ## bench-data: end-to-end tokenisation throughput against Python tokenizers, side by side.
 bench-data: release pyenv

@@ -67,6 +67,15 @@ fn opts(out: &Path, base: &Path, threads: usize) -> PrepareOptions {
         out_root: out.to_path_buf(),
         base_dir: base.to_path_buf(),
         hub_root: Some(base.join("hub")),
+        lock_file: None,
+        locked: false,
+        delete_raw: false,
+        hub_env: Some(crambench::data::hub::client::HubEnv {
+            endpoint: "https://huggingface.co".into(),
+            token: None,
+            offline: true,
+            cache: base.join("hub"),
+        }),
         threads: Some(threads),
         progress: false,
         stop: None,
@@ -358,13 +367,13 @@ fn hub_files_resolve_from_the_cache_or_say_where_to_put_them() {
     let src = &r.dataset.manifest().sources[0];
     assert_eq!(src.hub.as_ref().unwrap().revision, rev);
     assert_eq!(src.digest["sha256"], f.sha256);
-    // a branch name is refused
+    // a branch is a revision the lock pins; a glob cannot carry a hand pin
     let bad: DataConfig = toml::from_str(
-        "sources = [{ hub = { repo = \"org/corpus\", revision = \"main\", path = \"x.jsonl\" }, size = 1 }]",
+        "sources = [{ hub = { repo = \"org/corpus\", revision = \"main\", path = \"d/*.jsonl\" }, size = 1 }]",
     )
     .unwrap();
     let e = bad.validate("r.toml").unwrap_err().to_string();
-    assert!(e.contains("revision") && e.contains("40-hex"), "{e}");
+    assert!(e.contains("hub.path") && e.contains("glob"), "{e}");
 }
 
 #[test]

@@ -390,6 +390,7 @@ fn recipe_errors_name_key_and_file() {
 fn every_baseline_recipe_resolves() {
     for name in [
         "crammed-bert",
+        "crammed-bert-readymade",
         "crammed-bert-v1",
         "bert-original",
         "izsak-2021",

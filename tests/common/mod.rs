@@ -54,3 +54,4 @@ pub fn interop_python() -> Option<PathBuf> {
 }
 
 pub mod fake_run;
+pub mod hub_server;

@@ -1,4 +1,4 @@
-//! `crambench data …`: prepare a recipe's dataset, print source pins.
+//! `crambench data …`: prepare a recipe's dataset, lock its hub files, print source pins.
 use super::args::{DataDirArg, JsonArg};
 use anyhow::Result;
 use clap::Subcommand;
@@ -21,6 +21,39 @@ pub enum DataCmd {
         /// Worker threads (default: all cores). The result does not depend on it.
         #[arg(long)]
         threads: Option<usize>,
+        /// The lock file of hub sources (default: <recipe>.lock beside the recipe).
+        #[arg(long, value_name = "FILE")]
+        lock: Option<PathBuf>,
+        /// Refuse to resolve a hub file the lock does not hold (CI).
+        #[arg(long)]
+        locked: bool,
+        /// Remove each raw hub shard from the Hugging Face cache once it has been processed
+        /// (bounds the disk for corpora larger than it).
+        #[arg(long)]
+        delete_raw_shards: bool,
+        #[command(flatten)]
+        json: JsonArg,
+    },
+    /// Resolve every hub file the recipe names (corpus, tokenizer, GLUE from `hf:`) to commit,
+    /// path, size and SHA-256 and write them to the lock file, without preparing anything.
+    /// Entries already locked are kept (unless --update); downloads only the small non-LFS
+    /// files whose SHA-256 the hub does not list.
+    Lock {
+        /// The recipe (TOML).
+        recipe: PathBuf,
+        /// The lock file (default: <recipe>.lock beside the recipe).
+        #[arg(long, value_name = "FILE")]
+        lock: Option<PathBuf>,
+        /// Resolve every entry again (branches move): review the diff.
+        #[arg(long)]
+        update: bool,
+        /// Check that the lock holds everything, change nothing (exit 1 if not).
+        #[arg(long)]
+        locked: bool,
+        /// GLUE data to lock as well: `hf:owner/name[@revision]` (default: the recipe's
+        /// glue.data).
+        #[arg(long, value_name = "SPEC")]
+        glue_data: Option<String>,
         #[command(flatten)]
         json: JsonArg,
     },
@@ -40,8 +73,25 @@ pub fn run(cmd: DataCmd) -> Result<ExitCode> {
             data_dir,
             out,
             threads,
+            lock,
+            locked,
+            delete_raw_shards,
             json,
-        } => prepare(recipe, data_dir.data_dir.or(out), threads, json.enabled),
+        } => prepare(
+            recipe,
+            data_dir.data_dir.or(out),
+            threads,
+            (lock, locked, delete_raw_shards),
+            json.enabled,
+        ),
+        DataCmd::Lock {
+            recipe,
+            lock,
+            update,
+            locked,
+            glue_data,
+            json,
+        } => lock_recipe(recipe, lock, update, locked, glue_data, json.enabled),
         DataCmd::Pin { paths } => {
             let mut text = String::from("sources = [\n");
             for p in &paths {
@@ -54,20 +104,83 @@ pub fn run(cmd: DataCmd) -> Result<ExitCode> {
     }
 }
 
+fn lock_recipe(
+    recipe: PathBuf,
+    lock: Option<PathBuf>,
+    update: bool,
+    locked: bool,
+    glue_data: Option<String>,
+    json: bool,
+) -> Result<ExitCode> {
+    use crambench::run::preflight;
+    let r = crambench::recipe::Recipe::load(&recipe)?;
+    let cfg: DataConfig = r.section("data")?;
+    cfg.validate(&recipe.display().to_string())?;
+    let glue = crambench::glue::config::GlueConfig::from_recipe(&r)?;
+    let tasks = preflight::glue_tasks(&r, &glue)?;
+    let glue_spec = glue_data
+        .or(glue.data.clone())
+        .filter(|g| g.starts_with("hf:"));
+    let path = lock.unwrap_or_else(|| data::hub::lock::default_path(&recipe));
+    let before = std::fs::read(&path).ok();
+    let plan = preflight::resolve_hub(
+        &r,
+        &cfg,
+        &tasks,
+        glue_spec.as_deref(),
+        &preflight::LockOptions {
+            path: path.clone(),
+            locked,
+            update,
+            progress: !json,
+            fetch_glue: false,
+        },
+    )?;
+    let changed = std::fs::read(&path).ok() != before;
+    if json {
+        let v = serde_json::json!({
+            "lock": path.display().to_string(),
+            "changed": changed,
+            "files": plan.files,
+            "bytes": plan.bytes,
+            "download_bytes": plan.download_bytes,
+        });
+        outln!("{}", serde_json::to_string_pretty(&v)?);
+    } else if plan.lock.is_none() {
+        outln!("{}: no hub files to lock", recipe.display());
+    } else {
+        outln!(
+            "{} {}: {} file(s), {}; {} not in the cache yet",
+            if changed { "wrote" } else { "up to date" },
+            path.display(),
+            plan.files,
+            preflight::human_bytes(plan.bytes),
+            preflight::human_bytes(plan.download_bytes)
+        );
+    }
+    Ok(ExitCode::Ok)
+}
+
 fn prepare(
     recipe: PathBuf,
     out: Option<PathBuf>,
     threads: Option<usize>,
+    (lock, locked, delete_raw): (Option<PathBuf>, bool, bool),
     json: bool,
 ) -> Result<ExitCode> {
     let r = crambench::recipe::Recipe::load(&recipe)?;
     let cfg: DataConfig = r.section("data")?;
-    let opts = PrepareOptions::for_recipe(
+    let mut opts = PrepareOptions::for_recipe(
         &recipe,
         crambench::data::prepare::data_root(out),
         threads,
         !json,
     );
+    opts.locked = locked;
+    opts.delete_raw = delete_raw;
+    if lock.is_some() {
+        opts.lock_file = lock;
+    }
     let t = std::time::Instant::now();
     let p = data::prepare(&cfg, &recipe.display().to_string(), &opts)?;
     let m = p.dataset.manifest();

@@ -39,6 +39,16 @@ pub struct RunArgs {
     pub data_dir: DataDirArg,
     #[command(flatten)]
     pub glue_data: GlueDataArg,
+    /// The lock file of hub files (default: <recipe>.lock beside the recipe).
+    #[arg(long, value_name = "FILE")]
+    pub lock: Option<PathBuf>,
+    /// Refuse to resolve a hub file the lock does not hold (CI).
+    #[arg(long)]
+    pub locked: bool,
+    /// Remove each raw hub shard from the Hugging Face cache once the data stage has
+    /// processed it (the Pile is larger than many disks).
+    #[arg(long)]
+    pub delete_raw_shards: bool,
     /// Data-preparation threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -63,6 +73,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         device,
         data_root,
         glue_data: args.glue_data.glue_data.clone(),
+        lock: args.lock.clone(),
+        locked: args.locked,
+        delete_raw: args.delete_raw_shards,
         threads: args.threads,
         include_host: args.include_host,
         progress: true,

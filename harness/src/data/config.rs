@@ -152,7 +152,8 @@ pub struct SourceSpec {
     /// A file or directory, relative to the recipe file's directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    /// A file of a Hugging Face hub repository, read from the local hub cache.
+    /// Files of a Hugging Face hub repository (a path or a glob at a branch, tag or commit),
+    /// resolved through the lock file and downloaded into the Hugging Face cache.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hub: Option<HubFile>,
     /// A corpus compiled into crambench: `sotu` (US State of the Union addresses 1790–2021).
@@ -184,7 +185,8 @@ pub struct SourceSpec {
     pub concatenate_successive_entries: Option<u32>,
 }
 
-/// A file in a Hugging Face hub repository, pinned to a commit.
+/// Files of a Hugging Face hub repository: a revision and a path or glob, pinned by the lock
+/// file (or by hand: a commit, one path, `sha256` and `size` on the source).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HubFile {
@@ -193,9 +195,9 @@ pub struct HubFile {
     /// `dataset` (default) or `model`.
     #[serde(default = "default_repo_type")]
     pub repo_type: String,
-    /// The commit: 40 hex digits (never a branch name).
+    /// A branch, tag or commit; the lock file records the commit it resolved to.
     pub revision: String,
-    /// Path inside the repository.
+    /// Path inside the repository, or a glob (`*` never crosses `/`; files in path order).
     pub path: String,
 }
 
@@ -317,12 +319,25 @@ impl DataConfig {
                 }
             }
             if let Some(h) = &s.hub {
-                if h.revision.len() != 40 || !h.revision.bytes().all(|b| b.is_ascii_hexdigit()) {
+                // It becomes refs/<revision> in the hub cache: every component an identifier.
+                if let Some(p) = h.revision.split('/').find_map(crate::ident::problem) {
                     return Err(bad(
                         &format!("sources[{i}].hub.revision"),
                         format!(
-                            "{:?} is not a 40-hex commit; pin a commit, never a branch",
+                            "{:?} must be a branch, tag or commit (a component {p})",
                             h.revision
+                        ),
+                    ));
+                }
+                if (s.sha256.is_some() || s.size.is_some())
+                    && crate::data::hub::lock::is_glob(&h.path)
+                {
+                    return Err(bad(
+                        &format!("sources[{i}].hub.path"),
+                        format!(
+                            "{:?} is a glob: pins by hand (sha256, size) name one file; the lock \
+                             file pins the files a glob matches",
+                            h.path
                         ),
                     ));
                 }
@@ -342,8 +357,14 @@ impl DataConfig {
                         ),
                     ));
                 }
-                // It becomes a path in the hub cache: every component an identifier.
-                if let Some(p) = h.path.split('/').find_map(crate::ident::problem) {
+                // It becomes a path in the hub cache: every component an identifier (a glob's
+                // `*`, `?`, `[…]` aside).
+                if let Some(p) = h
+                    .path
+                    .split('/')
+                    .map(|c| c.replace(['*', '?', '[', ']', '!'], "x"))
+                    .find_map(|c| crate::ident::problem(&c))
+                {
                     return Err(bad(
                         &format!("sources[{i}].hub.path"),
                         format!(

@@ -2,7 +2,7 @@
 //! hashed, memory-mappable token shards, and the reader that feeds them to pretraining.
 //!
 //! * [`config`] — the `[data]` recipe table.
-//! * [`hub`] — Hugging Face hub files from the local cache.
+//! * [`hub`] — Hugging Face hub files: the shared cache, downloads, the lock file.
 //! * [`source`] — sources: pins, formats, documents.
 //! * [`tokenizer`] — normaliser, WordPiece training, fixed special ids, fast encoder.
 //! * [`prepare`] — the pipeline: documents → tokenizer → packed, ordered, hashed shards.

@@ -3,7 +3,12 @@
 //!
 //! Order of operations (`recipe.md` §3, with the deviations named):
 //!
-//! 1. Resolve every source and check its pin (nothing is processed before all pins pass).
+//! 1. Resolve every source and check its pin (nothing is processed before all pins pass). Hub
+//!    sources are resolved through the lock file; a hub file already in the cache is checked
+//!    like a local one, one that is not is downloaded when it is first read — preparation
+//!    streams shard by shard, each download checked against its locked SHA-256 before it enters
+//!    the cache and each read against the bytes consumed — and with `delete_raw` each raw shard
+//!    is removed from the cache once the last pass has read it.
 //! 2. Documents: entries in source order; empty entries skipped (counted); within a source,
 //!    `concatenate_successive_entries` entries joined with no separator (a final partial group
 //!    is kept); the first `max_entries` documents kept (the reference shuffles with seed 89
@@ -25,7 +30,7 @@
 //! tokenizer training merges order-independent counts, so the dataset is byte-identical across
 //! runs and thread counts. The directory name is a hash of the source pins and the processing
 //! configuration, so the same inputs give the same directory, which is reused.
-use super::config::{DataConfig, Format, Ordering};
+use super::config::{DataConfig, Format, Ordering, SourceSpec};
 use super::reader::{DatasetManifest, FileRecord, PackedDataset, Processing, ShardRecord};
 use super::source::{self, Entry, ReadCounts, Source};
 use super::tokenizer::{self, special, Encoder, EncoderCache, NormalizerOptions};
@@ -51,6 +56,16 @@ pub struct PrepareOptions {
     pub base_dir: PathBuf,
     /// Hub cache root (default: [`super::hub::cache_root`]).
     pub hub_root: Option<PathBuf>,
+    /// The lock file of hub sources (default for a recipe: `<recipe>.lock` beside it).
+    pub lock_file: Option<PathBuf>,
+    /// `--locked`: refuse to resolve a hub source the lock file does not hold.
+    pub locked: bool,
+    /// Remove each raw hub shard from the cache once its last pass has read it
+    /// (`--delete-raw-shards`; a rerun downloads it again if needed).
+    pub delete_raw: bool,
+    /// How to reach the hub (default: [`super::hub::client::HubEnv::from_env`]; `hub_root`
+    /// overrides its cache).
+    pub hub_env: Option<super::hub::client::HubEnv>,
     /// Worker threads (default: all cores).
     pub threads: Option<usize>,
     /// Progress bars on stderr.
@@ -74,6 +89,10 @@ impl PrepareOptions {
             out_root,
             base_dir: recipe.parent().map(Path::to_path_buf).unwrap_or_default(),
             hub_root: None,
+            lock_file: Some(super::hub::lock::default_path(recipe)),
+            locked: false,
+            hub_env: None,
+            delete_raw: false,
             threads,
             progress,
             stop: None,
@@ -154,26 +173,157 @@ fn processing_config(cfg: &DataConfig) -> Result<serde_json::Value> {
     Ok(v)
 }
 
-/// Resolve and verify all sources (and the tokenizer of pre-tokenised data).
+/// The hub session of `opts`: its lock file, `--locked`, the cache root.
+pub fn hub_session(opts: &PrepareOptions) -> Result<super::hub::lock::Session> {
+    let mut env = opts
+        .hub_env
+        .clone()
+        .unwrap_or_else(super::hub::client::HubEnv::from_env);
+    if let Some(r) = &opts.hub_root {
+        env.cache = r.clone();
+    }
+    super::hub::lock::Session::new(
+        super::hub::client::Hub::new(env, opts.progress),
+        opts.lock_file.clone(),
+        opts.locked,
+        false,
+    )
+}
+
+/// Hub sources expanded through the lock into one pinned source per file (`revision` the
+/// commit, `path` the file, `sha256`/`size` from the lock), each downloaded into the cache when
+/// it is not there. Hand pins must agree with the lock. Other sources pass unchanged.
+pub fn expand_hub_sources(
+    specs: &[(usize, SourceSpec)],
+    session: &mut super::hub::lock::Session,
+) -> Result<Vec<(usize, SourceSpec)>> {
+    let mut out = Vec::new();
+    for (i, spec) in specs {
+        let Some(h) = &spec.hub else {
+            out.push((*i, spec.clone()));
+            continue;
+        };
+        let entry = match (&spec.sha256, spec.size) {
+            (Some(sha), Some(size))
+                if super::hub::client::is_commit(&h.revision)
+                    && !super::hub::lock::is_glob(&h.path) =>
+            {
+                session.entry_pinned(h, sha, size)
+            }
+            _ => session.entry(h)?,
+        };
+        for f in &entry.files {
+            if let (Some(pin), false) = (&spec.sha256, super::hub::lock::is_glob(&h.path)) {
+                if *pin != f.sha256 || spec.size.is_some_and(|n| n != f.size) {
+                    return Err(Error::Check(format!(
+                        "hub:{}@{}:{}: the pin in the recipe (sha256 {pin}) disagrees with the \
+                         lock file (sha256 {}, {} bytes at commit {})",
+                        h.repo, h.revision, h.path, f.sha256, f.size, entry.commit
+                    ))
+                    .into());
+                }
+            }
+        }
+        for f in &entry.files {
+            let mut one = spec.clone();
+            one.hub = Some(super::config::HubFile {
+                repo: h.repo.clone(),
+                repo_type: h.repo_type.clone(),
+                revision: entry.commit.clone(),
+                path: f.path.clone(),
+            });
+            one.sha256 = Some(f.sha256.clone());
+            one.size = Some(f.size);
+            out.push((*i, one));
+        }
+    }
+    Ok(out)
+}
+
+/// Resolve and verify all sources (and the tokenizer of pre-tokenised data). Hub sources are
+/// resolved through the lock file (written when it gained entries) and downloaded first.
 pub fn resolve_sources(
     cfg: &DataConfig,
     opts: &PrepareOptions,
 ) -> Result<(Vec<Source>, Option<Source>)> {
     let hub_root = opts.hub_root.clone().unwrap_or_else(super::hub::cache_root);
-    // Total for the bar: sizes from the pins (the files are checked against them below).
-    let total: u64 = cfg
-        .sources
+    let mut specs: Vec<(usize, SourceSpec)> = cfg.sources.iter().cloned().enumerate().collect();
+    let mut tok_spec = cfg.tokenizer.clone();
+    let mut hub_env: Option<super::hub::client::HubEnv> = None;
+    if specs
         .iter()
-        .chain(cfg.tokenizer.iter())
+        .map(|(_, s)| s)
+        .chain(tok_spec.iter())
+        .any(|s| s.hub.is_some())
+    {
+        let mut session = hub_session(opts)?;
+        specs = expand_hub_sources(&specs, &mut session)?;
+        hub_env = Some(session.hub.env.clone());
+        if let Some(t) = &tok_spec {
+            let mut one = expand_hub_sources(&[(cfg.sources.len(), t.clone())], &mut session)?;
+            // The tokenizer is read before anything else: now.
+            for (_, s) in &one {
+                if let Some(h) = &s.hub {
+                    session.hub.fetch(
+                        &super::hub::client::Repo::new(&h.repo, &h.repo_type),
+                        &h.revision,
+                        &h.path,
+                        &super::hub::client::Want {
+                            size: s.size,
+                            sha256: s.sha256.clone(),
+                            blob_id: None,
+                        },
+                    )?;
+                }
+            }
+            if one.len() != 1 {
+                return Err(Error::input(
+                    "data.tokenizer.hub.path",
+                    format!("matches {} files; the tokenizer is one file", one.len()),
+                )
+                .into());
+            }
+            tok_spec = one.pop().map(|(_, s)| s);
+        }
+        session.save(false)?;
+    }
+    // Total for the bar: sizes from the pins (the files are checked against them below).
+    let total: u64 = specs
+        .iter()
+        .map(|(_, s)| s)
+        .chain(tok_spec.iter())
         .filter_map(|s| s.size)
         .sum();
     let pb = progress_bar(opts.progress, total, "verifying pins");
     let inc = |n: u64| pb.inc(n);
     let mut out = Vec::new();
-    for (i, s) in cfg.sources.iter().enumerate() {
-        out.push(source::resolve(i, s, &opts.base_dir, &hub_root, &inc)?);
+    for (i, s) in &specs {
+        // A hub file the cache lacks is downloaded when it is read (shard by shard); one
+        // that is there is checked against its pin now, like a local file.
+        if let (Some(h), Some(env)) = (&s.hub, &hub_env) {
+            let repo = super::hub::client::Repo::new(&h.repo, &h.repo_type);
+            let hub = super::hub::client::Hub::new(env.clone(), opts.progress);
+            let fetch = source::HubFetch {
+                env: env.clone(),
+                repo: repo.clone(),
+                commit: h.revision.clone(),
+                path: h.path.clone(),
+                sha256: s.sha256.clone().unwrap_or_default(),
+                size: s.size.unwrap_or_default(),
+                progress: opts.progress,
+            };
+            if hub.cached(&repo, &h.revision, &h.path).is_none() {
+                out.push(source::deferred(*i, s, fetch)?);
+            } else {
+                let mut src = source::resolve(*i, s, &opts.base_dir, &hub_root, &inc)?;
+                src.fetch = Some(fetch);
+                out.push(src);
+            }
+            continue;
+        }
+        out.push(source::resolve(*i, s, &opts.base_dir, &hub_root, &inc)?);
     }
-    let tok = match &cfg.tokenizer {
+    let tok = match &tok_spec {
         Some(t) => Some(source::resolve(
             cfg.sources.len(),
             t,
@@ -446,7 +596,16 @@ fn build_dataset(
     let width = if wide { 4 } else { 2 };
     let period = tok.token_to_id(".");
 
-    // Pass 2: tokenise, filter, pack into an unordered block file.
+    // Pass 2: tokenise, filter, pack into an unordered block file. The last read of every
+    // source: with `delete_raw`, each raw hub shard is removed once it has been read.
+    let last_pass: Vec<Source> = sources
+        .iter()
+        .cloned()
+        .map(|mut s| {
+            s.delete_after_read = opts.delete_raw && s.fetch.is_some();
+            s
+        })
+        .collect();
     let seq = cfg.seq_len as usize;
     let unordered_path = dir.join("blocks.unordered");
     let Packed {
@@ -455,7 +614,7 @@ fn build_dataset(
         periods,
     } = tokenize_and_pack(
         cfg,
-        sources,
+        &last_pass,
         &tok,
         remap,
         &unordered_path,

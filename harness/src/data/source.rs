@@ -1,7 +1,9 @@
 //! Sources: resolving them to files, checking their pins, and reading their entries.
 //!
-//! A source is a file or directory (`path`), a pinned Hugging Face hub file (`hub`, read from
-//! the local cache), or a corpus compiled into crambench (`embedded`). Every file source is
+//! A source is a file or directory (`path`), a Hugging Face hub file (`hub`, expanded through
+//! the lock file into pinned files in the hub cache, see [`super::hub`]; one not downloaded
+//! yet is fetched when first read, [`deferred`]), or a corpus compiled into crambench
+//! (`embedded`). Every file source is
 //! pinned by SHA-256 (directories: in-toto dirHash) and size; [`verify`] checks every pin before
 //! any processing starts and names the file, expected and actual digest on a mismatch.
 //!
@@ -52,6 +54,117 @@ pub struct Source {
     pub embedded: Option<&'static [u8]>,
     /// The verified pin.
     pub record: SourceRecord,
+    /// A hub file not in the cache yet: downloaded (and checked against its locked SHA-256)
+    /// when it is first read, so preparation streams shard by shard.
+    pub fetch: Option<HubFetch>,
+    /// Remove the raw file (hub cache blob and snapshot link) once it has been read and
+    /// verified (the last pass of preparation, `--delete-raw-shards`).
+    pub delete_after_read: bool,
+}
+
+/// A locked hub file to download when it is first read.
+#[derive(Debug, Clone)]
+pub struct HubFetch {
+    pub env: hub::client::HubEnv,
+    pub repo: hub::client::Repo,
+    pub commit: String,
+    pub path: String,
+    pub sha256: String,
+    pub size: u64,
+    pub progress: bool,
+}
+
+impl HubFetch {
+    fn hub(&self) -> hub::client::Hub {
+        hub::client::Hub::new(self.env.clone(), self.progress)
+    }
+
+    /// The file in the cache, downloaded if it is not there.
+    pub fn ensure(&self) -> Result<PathBuf> {
+        Ok(self
+            .hub()
+            .fetch(
+                &self.repo,
+                &self.commit,
+                &self.path,
+                &hub::client::Want {
+                    size: Some(self.size),
+                    sha256: Some(self.sha256.clone()),
+                    blob_id: None,
+                },
+            )?
+            .path)
+    }
+
+    /// Remove the file from the cache: the snapshot link and the blob it names.
+    pub fn remove(&self) -> Result<()> {
+        let snap = self
+            .hub()
+            .snapshot_path(&self.repo, &self.commit, &self.path);
+        if let Ok(target) = std::fs::read_link(&snap) {
+            let blob = snap.parent().unwrap_or(Path::new(".")).join(target);
+            match std::fs::remove_file(&blob) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io(&blob, e).into()),
+            }
+        }
+        match std::fs::remove_file(&snap) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(&snap, e).into()),
+        }
+    }
+}
+
+/// A hub source whose file is not in the cache yet: pinned by the lock (`spec.sha256`,
+/// `spec.size`), downloaded when first read. Nothing is hashed now; the download is checked
+/// against the pin before it enters the cache, and reading checks the bytes it consumed.
+pub fn deferred(index: usize, spec: &SourceSpec, fetch: HubFetch) -> Result<Source> {
+    let split = spec.split.unwrap_or(Split::File);
+    let path = fetch
+        .hub()
+        .snapshot_path(&fetch.repo, &fetch.commit, &fetch.path);
+    let name = format!("hub:{}@{}:{}", fetch.repo.id, fetch.commit, fetch.path);
+    let format = match spec.format {
+        Some(f) => f,
+        None => infer_format(&path).ok_or_else(|| {
+            Error::input(
+                format!("data.sources[{index}]"),
+                format!("cannot tell the format of {name} from its name; set format = \"text\" | \"jsonl\" | \"parquet\" | \"parquet-ids\""),
+            )
+        })?,
+    };
+    let field = spec.field.clone().unwrap_or_else(|| {
+        if format == Format::ParquetIds {
+            "input_ids".into()
+        } else {
+            "text".into()
+        }
+    });
+    Ok(Source {
+        index,
+        name: name.clone(),
+        format,
+        field: field.clone(),
+        split,
+        files: vec![path],
+        file_digests: vec![(fetch.sha256.clone(), fetch.size)],
+        embedded: None,
+        record: SourceRecord {
+            name,
+            role: "corpus".into(),
+            digest: BTreeMap::from([("sha256".to_string(), fetch.sha256.clone())]),
+            size: fetch.size,
+            files: None,
+            format,
+            field,
+            split,
+            hub: spec.hub.clone(),
+        },
+        fetch: Some(fetch),
+        delete_after_read: false,
+    })
 }
 
 /// A verified source as recorded in the dataset manifest (a `material` of the run manifest).
@@ -200,6 +313,8 @@ pub fn resolve(
                 split,
                 hub: None,
             },
+            fetch: None,
+            delete_after_read: false,
         });
     }
     let (path, name) = if let Some(h) = &spec.hub {
@@ -324,6 +439,8 @@ pub fn resolve(
             split,
             hub: spec.hub.clone(),
         },
+        fetch: None,
+        delete_after_read: false,
     })
 }
 
@@ -538,6 +655,11 @@ pub fn read_entries(
         anyhow::bail!("internal: {} has no pinned digest per file", src.name);
     }
     for (file, want) in src.files.iter().zip(&src.file_digests) {
+        if let Some(f) = &src.fetch {
+            if !file.is_file() {
+                f.ensure()?;
+            }
+        }
         let name = file.display().to_string();
         match src.format {
             Format::Jsonl | Format::Text => {
@@ -563,6 +685,10 @@ pub fn read_entries(
                     sink,
                 )?
             }
+        }
+        if let (true, Some(f)) = (src.delete_after_read, &src.fetch) {
+            // Read and verified: the raw shard is no longer needed.
+            f.remove()?;
         }
     }
     Ok(counts)

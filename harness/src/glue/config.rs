@@ -120,6 +120,7 @@ struct GlueOverrides {
     attention: Option<AttentionBackend>,
     bucket_batches: Option<usize>,
     pins: Option<BTreeMap<String, String>>,
+    data: Option<String>,
 }
 
 /// The resolved `[glue]` table (what is recorded in the manifest).
@@ -185,6 +186,11 @@ pub struct GlueConfig {
     /// SHA-256 pins of the GLUE files (path relative to the data root → `sha256:<hex>`);
     /// empty: files are hashed and recorded but not checked.
     pub pins: BTreeMap<String, String>,
+    /// Where the GLUE data comes from when `--glue-data` is not given: a directory (relative
+    /// to the recipe) or `hf:owner/name[@revision]` (the Parquet snapshot of a hub dataset,
+    /// `hf:nyu-mll/glue`, resolved through the recipe's lock file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
 }
 
 impl Default for GlueConfig {
@@ -238,6 +244,7 @@ impl TryFrom<GlueOverrides> for GlueConfig {
             attention: o.attention.unwrap_or_default(),
             bucket_batches: o.bucket_batches.unwrap_or(0),
             pins: o.pins.unwrap_or_default(),
+            data: o.data,
         };
         c.validate()?;
         Ok(c)

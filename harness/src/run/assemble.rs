@@ -16,6 +16,9 @@
 //!   are drawn from, so the curves are as signed as the numbers. Manifests made before it was a
 //!   subject lack it; they still verify (the audit checks the subjects a manifest has).
 //!
+//! Materials include the lock file of the hub sources (`role = "lock"`), whose content is
+//! recorded as `predicate.data.lock`.
+//!
 //! Budget accounting extends pretraining's own (`counted_phases` = pretraining) with the
 //! phases the rules leave out: data preparation and GLUE fine-tuning/evaluation, with their
 //! wall seconds, and the GPU energy of each phase in kWh (`budget.energy`; unavailable, with
@@ -200,7 +203,22 @@ pub fn statement(inp: &Inputs) -> Result<Statement> {
             &d,
         ));
     }
-    let data = dataset.predicate_data();
+    let mut data = dataset.predicate_data();
+    // The lock file the hub sources were resolved through: a material, and its content.
+    let lock = &info(st, "data")?["lock"];
+    if lock.is_object() {
+        let sha = lock["sha256"]
+            .as_str()
+            .context("run.json: data.lock.sha256")?;
+        s.predicate.materials.push(Material {
+            name: lock["path"].as_str().unwrap_or("lock").to_string(),
+            role: Some("lock".into()),
+            digest: std::collections::BTreeMap::from([("sha256".to_string(), sha.to_string())]),
+            size: lock["size"].as_u64().unwrap_or(0),
+            files: None,
+        });
+        data["lock"] = lock.clone();
+    }
     for src in data["sources"].as_array().into_iter().flatten() {
         let mut m: Material = serde_json::from_value(src.clone())
             .context("dataset.json: a source is not a material")?;

@@ -64,8 +64,14 @@ pub struct RunOptions {
     pub device: Device,
     /// Dataset cache (content-addressed datasets live in `<data_root>/<name>/`).
     pub data_root: PathBuf,
-    /// GLUE data root (for GLUE tasks; demo tasks need none).
+    /// GLUE data root (for GLUE tasks; demo tasks need none), or `hf:owner/name[@rev]`.
     pub glue_data: Option<PathBuf>,
+    /// The lock file of hub files (default: `<recipe>.lock` beside the recipe).
+    pub lock: Option<PathBuf>,
+    /// Refuse to resolve a hub file the lock does not hold (CI).
+    pub locked: bool,
+    /// Remove each raw hub shard once the data stage has processed it.
+    pub delete_raw: bool,
     /// Data-preparation threads (default: all cores).
     pub threads: Option<usize>,
     /// Record host identifiers in the fingerprint.
@@ -193,6 +199,18 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
     let resolved = resolve_recipe(&recipe, opts.budget.as_deref())?;
     // Everything the whole run needs, checked before the first long stage.
     let pf = preflight::check(&recipe, opts)?;
+    if let Some(lock) = &pf.lock {
+        stderr_line(
+            opts.progress,
+            &format!(
+                "preflight: {} hub file(s), {} ({} to download), locked in {}",
+                pf.hub_files,
+                preflight::human_bytes(pf.hub_bytes),
+                preflight::human_bytes(pf.download_bytes),
+                lock.display()
+            ),
+        );
+    }
     stderr_line(
         opts.progress,
         &format!(
@@ -203,6 +221,12 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
             preflight::human_bytes(pf.estimated_write_bytes)
         ),
     );
+    // The GLUE root preflight resolved (a hub snapshot for `hf:`), for the glue stage.
+    let opts = &RunOptions {
+        glue_data: pf.glue_data.clone(),
+        lock: pf.lock.clone().or_else(|| opts.lock.clone()),
+        ..opts.clone()
+    };
     let name = recipe.name();
     let recipe_sha256 = crate::recipe::resolved_sha256(&resolved)?;
     let dir = opts.out_root.join(&name);
@@ -575,6 +599,11 @@ impl Ctx<'_> {
             self.opts.progress,
         );
         popts.stop = Some(self.opts.stop.clone());
+        popts.locked = self.opts.locked;
+        popts.delete_raw = self.opts.delete_raw;
+        if let Some(l) = &self.opts.lock {
+            popts.lock_file = Some(l.clone());
+        }
         let p = match data::prepare(&cfg, &self.opts.recipe.display().to_string(), &popts) {
             Err(e) if e.is::<crate::error::Stopped>() => {
                 return Ok(StageResult::Stopped {
@@ -594,6 +623,10 @@ impl Ctx<'_> {
                 "name": p.dataset.manifest().name,
                 "root_digest": p.dataset.root_digest(),
                 "reused": p.reused,
+                "lock": match &popts.lock_file {
+                    Some(l) => data::hub::lock::record(l)?,
+                    None => None,
+                },
             }),
             detail: format!(
                 "{} {} ({} blocks, root digest {})",

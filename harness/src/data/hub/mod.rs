@@ -1,11 +1,17 @@
-//! Hugging Face hub files, resolved offline from the local hub cache.
+//! Hugging Face hub files: the cache, the download client ([`client`]) and the lock file
+//! ([`lock`]).
 //!
 //! The cache root is the first of `$HF_HUB_CACHE`, `$HUGGINGFACE_HUB_CACHE`, `$HF_HOME/hub`,
 //! `$XDG_CACHE_HOME/huggingface/hub`, `~/.cache/huggingface/hub` (the order of
 //! `huggingface_hub`). A file of repository `owner/name` (type `dataset` or `model`) at commit
 //! `REV` lives at `<root>/<type>s--owner--name/snapshots/REV/<path>`; that is what
-//! `huggingface-cli download` creates. crambench never downloads: a missing file is an error
-//! that says exactly which file to place where. Pins (size, sha256) are checked by the caller.
+//! `huggingface-cli download` creates, and what [`client::Hub`] downloads into (with `blobs/`
+//! and `refs/` beside it). [`resolve`] finds a file pinned to a commit in the cache without any
+//! network; [`lock::Session`] resolves branches, tags and globs through the lock file and
+//! downloads. Pins (size, sha256) are checked by the caller.
+pub mod client;
+pub mod lock;
+
 use super::config::HubFile;
 use crate::error::Error;
 use anyhow::Result;
