@@ -65,6 +65,28 @@ pub struct BudgetSection {
     /// Wall seconds per phase.
     #[serde(default)]
     pub phase_seconds: BTreeMap<String, f64>,
+    /// GPU energy per phase (absent in manifests made before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub energy: Option<EnergySection>,
+}
+
+/// `predicate.budget.energy`: GPU energy per phase from NVML's total energy counter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnergySection {
+    /// Whether any phase was measured.
+    pub available: bool,
+    /// Where the numbers come from (`nvml:total_energy_consumption`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The measured GPU's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// Energy per phase, kWh.
+    #[serde(default)]
+    pub kwh: BTreeMap<String, f64>,
+    /// Why a phase was not measured (on a CPU, or without NVML), one line per phase.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unavailable: Vec<String>,
 }
 
 /// `predicate.pretraining`: what pretraining did.
@@ -95,6 +117,9 @@ pub struct PretrainingSection {
     /// whole pretraining).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tokens_per_second_basis: Option<String>,
+    /// The attention backend pretraining ran with (`auto` when the recipe leaves it out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention: Option<String>,
 }
 
 /// `predicate.glue.aggregate`: the headline number.
@@ -363,8 +388,20 @@ mod tests {
             counted_phases: vec![],
             uncounted_phases: vec![],
             phase_seconds: BTreeMap::new(),
+            energy: Some(EnergySection {
+                available: true,
+                source: Some("nvml".into()),
+                device: Some("NVIDIA H200".into()),
+                kwh: BTreeMap::new(),
+                unavailable: vec!["glue: no NVML".into()],
+            }),
         };
         check(&json!(budget), at(&s, &["budget"]), "budget");
+        check(
+            &json!(budget.energy),
+            at(&s, &["budget", "energy"]),
+            "budget.energy",
+        );
         let pre = PretrainingSection {
             optimizer_steps: 10,
             micro_steps: Some(40),
@@ -374,6 +411,7 @@ mod tests {
             final_loss_window_micro_steps: 20,
             tokens_per_second: 100.0,
             tokens_per_second_basis: Some("whole".into()),
+            attention: Some("sdpa".into()),
         };
         check(&json!(pre), at(&s, &["pretraining"]), "pretraining");
         check(
