@@ -212,11 +212,35 @@ impl ControlsSection {
     }
 }
 
+/// `predicate.glue.settings`: what `compare` and `report` check against a reference row.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct GlueSettings {
+    /// Whether the warm-up ran with the encoder frozen (as the reference's scheduler does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frozen_warmup: Option<bool>,
+    /// Whether the encoder was given the batches' key-padding mask.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_padding_mask: Option<bool>,
+    /// Fine-tuning epochs per trial (a count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<u32>,
+    /// Trials (seeds) per task (a count).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trials: Option<u32>,
+}
+
 /// `predicate.glue`: GLUE-dev results.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GlueSection {
     /// `glue-sane` or `glue-bert`.
     pub protocol: String,
+    /// The fine-tuning settings (absent in manifests made before they were recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settings: Option<GlueSettings>,
+    /// The attention backend fine-tuning and evaluation ran with (absent before it was
+    /// recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention: Option<crate::model::attention::AttentionBackend>,
     /// Per evaluation set (`cola`, …, `mnli-m`, `mnli-mm`, …).
     pub tasks: BTreeMap<String, SetSection>,
     /// The headline aggregate under its rule.

@@ -97,6 +97,9 @@ pub struct Glue {
     /// The control the report sets the run against: the no-pretraining control when it ran,
     /// else the constant predictor (`None` for manifests made before controls were recorded).
     pub control: Option<ControlLine>,
+    /// Fine-tuning settings of the run that differ from the reference row's protocol
+    /// ([`crate::reference::protocol_differences`]).
+    pub protocol_differences: Vec<String>,
 }
 
 /// The control shown beside the run.
@@ -340,6 +343,10 @@ fn glue(p: &Predicate, reference: &ReferenceRow) -> Glue {
     });
     Glue {
         present: g.is_some(),
+        protocol_differences: match g {
+            Some(g) => crate::reference::protocol_differences(reference, g),
+            None => Vec::new(),
+        },
         protocol: g.map(|g| g.protocol.clone()),
         epochs: p
             .recipe
