@@ -1,6 +1,6 @@
 //! GLUE metrics and aggregates against independent references: scikit-learn / scipy (run from
 //! `.venv-interop`) on random and degenerate inputs, hand-known values, and the published
-//! averages of recipe.md §5.
+//! averages of the paper rows in `reference/glue_reference.json`.
 mod common;
 
 use crambench::glue::aggregate::{aggregate, Rule};
@@ -263,7 +263,7 @@ fn published_averages_are_reproduced() {
             .find(|r| r["model"].as_str().unwrap().starts_with(name))
             .unwrap()
     };
-    // recipe.md §4.1: BERT-base 728.5/9 = 80.9; crammed v1 707.4/9 = 78.6.
+    // The paper rows (reference/glue_reference.json): BERT-base 728.5/9 = 80.9; crammed v1 707.4/9 = 78.6.
     for (name, want) in [
         ("BERT-base (fully trained", 80.9),
         ("crammed BERT v1", 78.6),

@@ -1,5 +1,5 @@
 //! Parameter counts of the full-size architectures (built on CPU only to count them), the
-//! variable names checkpoints carry, and the init quirks of recipe.md §1.1.
+//! variable names checkpoints carry, and the init quirks of upstream `cramming/architectures/crammed_bert.py` (JonasGeiping/cramming 196c991).
 use crambench::model::{self, ArchConfig, ArchKind};
 use tch::nn::VarStore;
 use tch::{Device, Kind, Tensor};

@@ -339,6 +339,8 @@ fn controls_and_intervals_lead_the_report() {
         "constant": control(0.5, 35.0, 40.0),
         "no_pretraining": control(0.6, 25.0, 60.0),
     });
+    // The readers read the typed predicate, parsed once from the statement.
+    rec.predicate = serde_json::from_value(rec.statement["predicate"].clone()).unwrap();
     let fake_cpu_summary = report::render(&rec, reference::row("crammed-bert-v1").unwrap())
         .unwrap()
         .markdown;
@@ -352,6 +354,7 @@ fn controls_and_intervals_lead_the_report() {
         serde_json::json!([{"name": "NVIDIA H100"}, {"name": "NVIDIA H100"}]);
     p["budget"]["device_kind"] = "cuda".into();
     p["recipe"]["resolved"]["train"] = serde_json::json!({"precision": "bf16"});
+    rec.predicate = serde_json::from_value(rec.statement["predicate"].clone()).unwrap();
     let r = report::render(&rec, reference::row("crammed-bert-v1").unwrap()).unwrap();
     let md = &r.markdown;
     assert!(md.contains("| Hardware | 2 × NVIDIA H100 |"), "{md}");

@@ -222,6 +222,15 @@ fn micro_recipe_end_to_end() {
         2
     );
     assert!(p["pretraining"]["final_mlm_loss"].as_f64().unwrap() < 8.0);
+    // v0.2: optimizer steps and micro-steps apart, and the initial loss kept.
+    let pre = &p["pretraining"];
+    assert!(pre["optimizer_steps"].as_u64().unwrap() > 0, "{pre}");
+    assert!(pre["micro_steps"].as_u64().unwrap() >= pre["optimizer_steps"].as_u64().unwrap());
+    assert!(pre["initial_mlm_loss"].as_f64().unwrap() > 0.0, "{pre}");
+    assert_eq!(
+        m["predicateType"],
+        crambench::manifest::statement::PREDICATE_TYPE
+    );
     assert!(p["budget"]["uncounted_phases"].to_string().contains("GLUE"));
     // GPU energy per phase (#15 item 9): a CPU run records it as unavailable, with reasons.
     let energy = &p["budget"]["energy"];
@@ -500,7 +509,7 @@ fn micro_recipe_end_to_end() {
         "whole pretraining (resumed)"
     );
     assert_eq!(
-        wm["predicate"]["run"]["invocations"]
+        wm["predicate"]["pipeline"]["invocations"]
             .as_array()
             .unwrap()
             .len(),

@@ -1,4 +1,4 @@
-//! MLM masking (recipe.md §2.1 "Masking", §2.2): exact counts and splits for v2, Bernoulli with
+//! MLM masking (upstream `cramming/backend/utils.py` collators, JonasGeiping/cramming 196c991; v1 at Last1.13release): exact counts and splits for v2, Bernoulli with
 //! excluded specials for v1, determinism from the `masking` seed.
 use crambench::train::masking::{
     py_round, MaskCounts, Masker, MaskingKind, IGNORE, MASK_ID, NUM_SPECIAL,

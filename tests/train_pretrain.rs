@@ -423,7 +423,7 @@ fn baseline_recipes_carry_the_reference_hyperparameters() {
         .unwrap();
         crambench::train::run::resolved(&r, None, None).unwrap()
     };
-    // v2 = bert-o4 (recipe.md §2.1).
+    // v2 = bert-o4 (upstream `cramming/config/train/bert-o4.yaml`, JonasGeiping/cramming 196c991).
     let (arch, t, _) = load("crammed-bert");
     assert_eq!(arch.kind, crambench::model::ArchKind::CrammedBert);
     assert_eq!(

@@ -1,4 +1,4 @@
-//! Learning-rate schedules and the batch-size ramp against recipe.md's formulas (§2.1–2.3), at
+//! Learning-rate schedules and the batch-size ramp against upstream's formulas (`cramming/backend/optimizers/schedulers.py` and `cramming/config/train/`, JonasGeiping/cramming 196c991; v1 at Last1.13release), at
 //! budget fractions 0, .25, .5, .75, 1, and against Python's own arithmetic for the ramp.
 mod common;
 
@@ -144,7 +144,7 @@ fn polynomial_decay_is_step_based_hf_formula() {
 
 #[test]
 fn batch_ramp_time_fraction_worked_values() {
-    // recipe.md §2.1, mbs 512: p = 0 → 512, 0.1 → 1536, 0.3 → 4608, 0.5 → 7168, ≥ 0.59 → 8192.
+    // upstream `cramming/config/train/bert-o4.yaml` (JonasGeiping/cramming 196c991), mbs 512: p = 0 → 512, 0.1 → 1536, 0.3 → 4608, 0.5 → 7168, ≥ 0.59 → 8192.
     let r = BatchRamp {
         batch_size: 8192,
         microbatch_size: 512,

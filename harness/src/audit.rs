@@ -329,21 +329,21 @@ fn close(a: f64, b: f64) -> bool {
 }
 
 /// A manifest digest set (`{"sha256": …}` or `{"dirHash": …}`) against the artifact at `path`.
-fn check_digest(path: &Path, want: &Value) -> (Status, String) {
+fn check_digest(path: &Path, want: &BTreeMap<String, String>) -> (Status, String) {
     let found = match hash::hash_path(path, &|_| {}) {
         Ok(d) => d.digest_set(),
         Err(e) => return (Status::Mismatch, format!("cannot be hashed: {e:#}")),
     };
-    let Some(want) = want.as_object().filter(|w| !w.is_empty()) else {
+    if want.is_empty() {
         return (Status::Mismatch, "the manifest gives no digest".into());
-    };
+    }
     for (alg, v) in want {
         match found.get(alg) {
-            Some(f) if Some(f.as_str()) == v.as_str() => {}
+            Some(f) if f == v => {}
             Some(f) => {
                 return (
                     Status::Mismatch,
-                    format!("{alg} {f}, the manifest says {}", v.as_str().unwrap_or("?")),
+                    format!("{alg} {f}, the manifest says {v}"),
                 )
             }
             None => {
@@ -359,7 +359,11 @@ fn check_digest(path: &Path, want: &Value) -> (Status, String) {
 
 /// A checkpoint directory's OMS root digest (files serialised as `model_signing` does, with the
 /// ignore paths a `model.sig` in the run directory gives) against the manifest's sha256.
-fn check_oms_root(dir: &Path, record: &RunRecord, want: &Value) -> (Status, String) {
+fn check_oms_root(
+    dir: &Path,
+    record: &RunRecord,
+    want: &BTreeMap<String, String>,
+) -> (Status, String) {
     let sig = record
         .root
         .as_ref()
@@ -367,7 +371,7 @@ fn check_oms_root(dir: &Path, record: &RunRecord, want: &Value) -> (Status, Stri
         .unwrap_or_default();
     let root = oms::hash_model(dir, &oms::default_ignore_paths(dir, &sig))
         .and_then(|r| oms::root_digest(&r));
-    match (root, want["sha256"].as_str()) {
+    match (root, want.get("sha256").map(String::as_str)) {
         (Ok(got), Some(w)) if got == w => (Status::Verified, String::new()),
         (Ok(got), w) => (
             Status::Mismatch,
@@ -430,9 +434,9 @@ pub fn audit(record: &RunRecord, opts: &Options, gold: &mut GoldCache) -> Audit 
 }
 
 fn subjects(record: &RunRecord, local: bool, a: &mut Audit) {
-    for s in record.statement["subject"].as_array().into_iter().flatten() {
-        let name = s["name"].as_str().unwrap_or("");
-        let role = s["annotations"]["role"].as_str();
+    for s in &record.subjects {
+        let name = s.name.as_str();
+        let role = s.role();
         match locate_subject(record, name, local) {
             Err(e) => a.push(Kind::Subject, name, role, Status::Unsafe, e),
             Ok(None) => a.push(
@@ -448,11 +452,11 @@ fn subjects(record: &RunRecord, local: bool, a: &mut Audit) {
             ),
             Ok(Some(p)) if role == Some(crate::manifest::oms::SUBJECT_ROLE) => {
                 // The OpenSSF model-signing root digest of the checkpoint directory.
-                let (st, d) = check_oms_root(&p, record, &s["digest"]);
+                let (st, d) = check_oms_root(&p, record, &s.digest);
                 a.push(Kind::Subject, name, role, st, d);
             }
             Ok(Some(p)) => {
-                let (st, mut d) = check_digest(&p, &s["digest"]);
+                let (st, mut d) = check_digest(&p, &s.digest);
                 if st == Status::Mismatch && role == Some("predictions") {
                     d += &unnamed_predictions(record, &p);
                 }
@@ -484,16 +488,12 @@ fn unnamed_predictions(record: &RunRecord, dir: &Path) -> String {
 }
 
 fn materials(record: &RunRecord, a: &mut Audit) {
-    for m in record.predicate()["materials"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        let name = m["name"].as_str().unwrap_or("");
-        let role = m["role"].as_str();
+    for m in &record.predicate.materials {
+        let name = m.name.as_str();
+        let role = m.role.as_deref();
         if let Some(bytes) = embedded_asset(name) {
             let got = hash::sha256_hex(bytes);
-            let (st, d) = match m["digest"]["sha256"].as_str() {
+            let (st, d) = match m.digest.get("sha256").map(String::as_str) {
                 Some(w) if w == got => (Status::Verified, String::new()),
                 w => (
                     Status::Mismatch,
@@ -530,7 +530,7 @@ fn materials(record: &RunRecord, a: &mut Audit) {
         let p = p.as_path();
         match p.symlink_metadata() {
             Ok(meta) if meta.is_file() || meta.is_dir() => {
-                let (st, d) = check_digest(p, &m["digest"]);
+                let (st, d) = check_digest(p, &m.digest);
                 a.push(Kind::Material, name, role, st, d);
             }
             Ok(_) => a.push(
@@ -604,47 +604,28 @@ pub struct SignedPredictions {
 
 /// The `dirHash` of the signed `predictions` subject (`annotations.role = "predictions"`).
 pub fn predictions_subject(record: &RunRecord) -> Option<String> {
-    record.statement["subject"]
-        .as_array()?
-        .iter()
-        .find(|s| s["annotations"]["role"] == "predictions")
-        .and_then(|s| s["digest"]["dirHash"].as_str())
-        .map(str::to_string)
+    record
+        .subject("predictions")?
+        .digest
+        .get("dirHash")
+        .cloned()
 }
 
-/// Metrics object → map; non-numbers are an error.
-fn metrics_of(v: &Value, at: &str) -> Result<BTreeMap<String, f64>, String> {
-    let obj = v
-        .as_object()
-        .ok_or_else(|| format!("{at}: metrics is not an object"))?;
-    obj.iter()
-        .map(|(k, x)| {
-            x.as_f64()
-                .map(|f| (k.clone(), f))
-                .ok_or_else(|| format!("{at}: metric {k} is not a number"))
-        })
-        .collect()
-}
-
-fn glue_tasks(record: &RunRecord) -> Result<&serde_json::Map<String, Value>, String> {
+fn glue_tasks(
+    record: &RunRecord,
+) -> Result<&BTreeMap<String, crate::manifest::predicate::SetSection>, String> {
     record
         .glue()
-        .and_then(|g| g.get("tasks"))
-        .and_then(|t| t.as_object())
+        .map(|g| &g.tasks)
         .ok_or_else(|| "the manifest has no glue.tasks".to_string())
 }
 
 /// The per-set medians the signed manifest states (`glue.tasks.<set>.metrics`).
 pub fn manifest_medians(record: &RunRecord) -> Result<BTreeMap<String, Metrics>, String> {
-    glue_tasks(record)?
+    Ok(glue_tasks(record)?
         .iter()
-        .map(|(set, t)| {
-            Ok((
-                set.clone(),
-                metrics_of(&t["metrics"], &format!("glue.tasks.{set}"))?,
-            ))
-        })
-        .collect()
+        .map(|(set, t)| (set.clone(), t.metrics.clone()))
+        .collect())
 }
 
 /// Every trial's predictions the signed manifest names, in set and trial order. Errors are
@@ -656,31 +637,27 @@ pub fn manifest_predictions(record: &RunRecord) -> Result<Vec<SignedPredictions>
     }
     let mut out = Vec::new();
     for (set, t) in tasks {
-        let trials = t["trials"]
-            .as_array()
-            .filter(|a| !a.is_empty())
-            .ok_or_else(|| format!("glue.tasks.{set}.trials: missing or empty"))?;
-        for (k, tr) in trials.iter().enumerate() {
+        if t.trials.is_empty() {
+            return Err(format!("glue.tasks.{set}.trials: missing or empty"));
+        }
+        for (k, tr) in t.trials.iter().enumerate() {
             let at = format!("glue.tasks.{set}.trials[{k}]");
-            let rel = tr["predictions"]
-                .as_str()
-                .ok_or_else(|| format!("{at}.predictions: missing"))?;
+            let rel = &tr.predictions;
             if !safe_rel(rel) {
                 return Err(format!(
                     "{at}.predictions: {rel:?} is not a relative path inside glue/"
                 ));
             }
-            let sha256 = tr["predictions_sha256"]
-                .as_str()
-                .filter(|s| hash::is_sha256_hex(s))
-                .ok_or_else(|| format!("{at}.predictions_sha256: missing or not a SHA-256"))?;
+            if !hash::is_sha256_hex(&tr.predictions_sha256) {
+                return Err(format!("{at}.predictions_sha256: not a SHA-256"));
+            }
             out.push(SignedPredictions {
                 set: set.clone(),
                 trial: k,
-                rel: rel.to_string(),
-                sha256: sha256.to_string(),
-                metrics: metrics_of(&tr["metrics"], &at)?,
-                dev_examples: tr["dev_examples"].as_u64(),
+                rel: rel.clone(),
+                sha256: tr.predictions_sha256.clone(),
+                metrics: tr.metrics.clone(),
+                dev_examples: tr.dev_examples,
             });
         }
     }
@@ -904,15 +881,11 @@ pub fn model_signature(
     if !signature.is_file() {
         return Ok(None);
     }
-    let subject = |role: &str| {
-        statement["subject"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|s| s["annotations"]["role"] == role)
-    };
+    let subjects: Vec<crate::manifest::statement::ResourceDescriptor> =
+        serde_json::from_value(statement["subject"].clone()).unwrap_or_default();
+    let subject = |role: &str| subjects.iter().find(|s| s.role() == Some(role));
     let rel = subject("checkpoint")
-        .and_then(|s| s["name"].as_str())
+        .map(|s| s.name.as_str())
         .filter(|r| safe_rel(r));
     let mut m = match rel {
         Some(rel) if root.join(rel).is_dir() => {
@@ -920,7 +893,8 @@ pub fn model_signature(
         }
         _ => return Ok(None),
     };
-    let signed_root = subject(oms::SUBJECT_ROLE).and_then(|s| s["digest"]["sha256"].as_str());
+    let signed_root =
+        subject(oms::SUBJECT_ROLE).and_then(|s| s.digest.get("sha256").map(String::as_str));
     if let (Some(want), Some(got)) = (signed_root, m.root_digest.as_deref()) {
         if want != got {
             m.ok = false;

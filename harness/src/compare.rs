@@ -31,7 +31,6 @@ use crate::reference::{self, ReferenceRow};
 use crate::stats::Spread;
 use anyhow::Result;
 use serde::Serialize;
-use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// One run's column header.
@@ -112,10 +111,6 @@ pub struct Comparison {
 /// Master seed of compare's resampling streams (fixed: the same runs give the same intervals).
 pub const COMPARE_SEED: u64 = 0x636f_6d70_6172_6521; // "compare!"
 
-fn num(v: &Value) -> Option<f64> {
-    v.as_f64()
-}
-
 /// Compare `records` (the first is the base of the deltas), optionally against `reference`.
 /// Every record must be a `crambench run` manifest.
 pub fn compare(records: &[RunRecord], reference: Option<&ReferenceRow>) -> Result<Comparison> {
@@ -135,7 +130,7 @@ pub fn compare(records: &[RunRecord], reference: Option<&ReferenceRow>) -> Resul
     // Whether run i's GLUE numbers may be compared with the first run's.
     let mut same_protocol = Vec::new();
     for (i, r) in records.iter().enumerate() {
-        let p = r.predicate();
+        let p = &r.predicate;
         let agg = r.aggregate().map(|(rule, value)| AggregateCell {
             rule: rule.to_string(),
             value,
@@ -177,10 +172,10 @@ pub fn compare(records: &[RunRecord], reference: Option<&ReferenceRow>) -> Resul
             recipe: r.recipe_name().map(str::to_string),
             hardware_class: r.hardware_class().to_string(),
             protocol: prot,
-            allowed_device_hours: num(&p["budget"]["allowed_device_hours"]),
-            used_device_hours: num(&p["budget"]["used_device_hours"]),
-            final_mlm_loss: num(&p["pretraining"]["final_mlm_loss"]),
-            tokens_per_second: num(&p["pretraining"]["tokens_per_second"]),
+            allowed_device_hours: p.budget.as_ref().map(|b| b.allowed_device_hours),
+            used_device_hours: p.budget.as_ref().map(|b| b.used_device_hours),
+            final_mlm_loss: p.pretraining.as_ref().and_then(|t| t.final_mlm_loss),
+            tokens_per_second: p.pretraining.as_ref().map(|t| t.tokens_per_second),
             aggregate: agg,
         });
     }
@@ -195,14 +190,9 @@ pub fn compare(records: &[RunRecord], reference: Option<&ReferenceRow>) -> Resul
             .unwrap_or(usize::MAX)
     };
     for r in records {
-        if let Some(tasks) = r.glue().and_then(|g| g["tasks"].as_object()) {
-            for (set, t) in tasks {
-                for m in t["metrics"]
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .map(|(m, _)| m)
-                {
+        if let Some(g) = r.glue() {
+            for (set, t) in &g.tasks {
+                for m in t.metrics.keys() {
                     keys.insert((order(set), set.clone(), m.clone()), ());
                 }
             }
@@ -393,12 +383,7 @@ fn predictions_of(
     let mut gold = crate::audit::GoldCache::default();
     let a = crate::audit::audit(r, &opts, &mut gold);
     let mut out = BTreeMap::new();
-    for set in r
-        .glue()
-        .and_then(|g| g["tasks"].as_object())
-        .into_iter()
-        .flat_map(|o| o.keys())
-    {
+    for set in r.glue().into_iter().flat_map(|g| g.tasks.keys()) {
         if let Some(rows) = a.rows(set) {
             out.insert(
                 set.clone(),
@@ -413,17 +398,16 @@ fn predictions_of(
 }
 
 fn protocol(r: &RunRecord) -> Option<&str> {
-    r.glue()?.get("protocol")?.as_str()
+    Some(r.glue()?.protocol.as_str())
 }
 
 fn cell(r: &RunRecord, set: &str, metric: &str) -> Option<Cell> {
-    let t = &r.glue()?["tasks"][set];
-    let median = t["metrics"][metric].as_f64()? * 100.0;
-    let trials: Vec<f64> = t["trials"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|tr| tr["metrics"][metric].as_f64().map(|v| v * 100.0))
+    let t = r.glue()?.tasks.get(set)?;
+    let median = t.metrics.get(metric)? * 100.0;
+    let trials: Vec<f64> = t
+        .trials
+        .iter()
+        .filter_map(|tr| tr.metrics.get(metric).map(|v| v * 100.0))
         .collect();
     let spread = Spread::of(&trials);
     Some(Cell {

@@ -207,7 +207,7 @@ fn merge(base: &mut toml::Table, over: toml::Table) {
 /// SHA-256 (hex) of the canonical JSON of a resolved recipe value.
 pub fn resolved_sha256<T: serde::Serialize>(resolved: &T) -> Result<String> {
     Ok(crate::provenance::hash::sha256_hex(
-        &crate::manifest::jcs::to_vec(resolved)?,
+        &crate::provenance::jcs::to_vec(resolved)?,
     ))
 }
 

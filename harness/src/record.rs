@@ -19,11 +19,15 @@
 //! ```
 //!
 //! Statement fields are read from the payload bytes of the envelope — the bytes a signature
-//! covers — never from a second copy. Checking signatures is [`RunRecord::verify`]'s job; an
+//! covers — never from a second copy, and parsed once into the typed predicate
+//! ([`RunRecord::predicate`], the sections of [`crate::manifest::predicate`]) that every reader
+//! uses; a v0.1 statement reads into the same types. Checking signatures is [`RunRecord::verify`]'s job; an
 //! unverified record says so ([`RunRecord::signed`]).
 use crate::error::Error;
 use crate::manifest::dsse::{self, Envelope, Verification};
 use crate::manifest::keys::PublicKey;
+use crate::manifest::predicate::{GlueSection, TrialSection};
+use crate::manifest::statement::{Predicate, ResourceDescriptor, Statement};
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -97,8 +101,12 @@ pub struct RunRecord {
     pub envelope: Option<Envelope>,
     /// The statement's bytes (the envelope's payload).
     pub payload: Vec<u8>,
-    /// The statement parsed from `payload`.
+    /// The statement parsed from `payload`, as JSON (for the schema and digests).
     pub statement: Value,
+    /// The subjects, typed.
+    pub subjects: Vec<ResourceDescriptor>,
+    /// The predicate, typed: what every reader uses.
+    pub predicate: Predicate,
 }
 
 impl RunRecord {
@@ -166,12 +174,20 @@ impl RunRecord {
             )
             .into());
         }
+        let typed: Statement = serde_path_to_error::deserialize(&statement).map_err(|e| {
+            Error::input(
+                format!("{source}: /{}", e.path().to_string().replace('.', "/")),
+                format!("not a valid crambench manifest: {}", e.inner()),
+            )
+        })?;
         Ok(RunRecord {
             source,
             root,
             envelope,
             payload,
             statement,
+            subjects: typed.subject,
+            predicate: typed.predicate,
         })
     }
 
@@ -202,14 +218,9 @@ impl RunRecord {
         Ok(v)
     }
 
-    /// `statement.predicate`.
-    pub fn predicate(&self) -> &Value {
-        &self.statement["predicate"]
-    }
-
     /// `predicate.kind` (`run` or `attestation`).
     pub fn kind(&self) -> &str {
-        self.predicate()["kind"].as_str().unwrap_or("")
+        &self.predicate.kind
     }
 
     /// Fail unless this is a full run (`kind = "run"`).
@@ -226,25 +237,45 @@ impl RunRecord {
 
     /// The recipe name (`predicate.recipe.name`).
     pub fn recipe_name(&self) -> Option<&str> {
-        self.predicate()["recipe"]["name"].as_str()
+        self.predicate.recipe.as_ref().map(|r| r.name.as_str())
     }
 
     /// `predicate.fingerprint.hardware_class`.
     pub fn hardware_class(&self) -> &str {
-        self.predicate()["fingerprint"]["hardware_class"]
-            .as_str()
+        self.predicate
+            .fingerprint
+            .get("hardware_class")
+            .and_then(Value::as_str)
             .unwrap_or("")
     }
 
     /// `predicate.glue`, when present.
-    pub fn glue(&self) -> Option<&Value> {
-        self.predicate().get("glue")
+    pub fn glue(&self) -> Option<&GlueSection> {
+        self.predicate.glue.as_ref()
     }
 
     /// The headline aggregate: (rule name, percent points).
     pub fn aggregate(&self) -> Option<(&str, f64)> {
-        let a = &self.glue()?["aggregate"];
-        Some((a["rule"].as_str()?, a["value"].as_f64()?))
+        let a = &self.glue()?.aggregate;
+        Some((a.rule.as_str(), a.value))
+    }
+
+    /// The trials of evaluation set `set`.
+    pub fn trials(&self, set: &str) -> &[TrialSection] {
+        self.glue()
+            .and_then(|g| g.tasks.get(set))
+            .map(|t| t.trials.as_slice())
+            .unwrap_or_default()
+    }
+
+    /// `predicate.data.root_digest`: the dataset's one digest.
+    pub fn data_root_digest(&self) -> Option<&str> {
+        self.predicate.data.as_ref()?.get("root_digest")?.as_str()
+    }
+
+    /// The subject with `annotations.role` equal to `role`.
+    pub fn subject(&self, role: &str) -> Option<&ResourceDescriptor> {
+        self.subjects.iter().find(|s| s.role() == Some(role))
     }
 
     /// A file of the run, relative to its root (`None` when opened from a lone file).
@@ -254,7 +285,7 @@ impl RunRecord {
 
     /// The predictions file of one trial: `glue/<trials[k].predictions>` under the root.
     pub fn predictions_file(&self, set: &str, trial: usize) -> Option<PathBuf> {
-        let rel = self.glue()?["tasks"][set]["trials"][trial]["predictions"].as_str()?;
+        let rel = &self.trials(set).get(trial)?.predictions;
         self.file(&format!("{GLUE_DIR}/{rel}"))
     }
 

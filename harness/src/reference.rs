@@ -66,20 +66,24 @@ pub struct RowProtocol {
 /// `aggregate.rule`, and `settings` where recorded) that differs from `row`'s protocol, one
 /// phrase each ("frozen warm-up off (the row: on)"). Settings the row or the run does not
 /// record are not compared.
-pub fn protocol_differences(row: &ReferenceRow, glue: &serde_json::Value) -> Vec<String> {
+pub fn protocol_differences(
+    row: &ReferenceRow,
+    glue: &crate::manifest::predicate::GlueSection,
+) -> Vec<String> {
     let Some(p) = &row.protocol else {
         return Vec::new();
     };
     let mut out = Vec::new();
     let onoff = |b: bool| if b { "on" } else { "off" };
-    if let Some(name) = glue["protocol"].as_str() {
+    {
+        let name = glue.protocol.as_str();
         // "glue-sane (demo tasks)": the demo rule has its own warning wherever a row is shown.
         if name.split(" (").next() != Some(p.name.as_str()) {
             out.push(format!("protocol {name} (the row: {})", p.name));
         }
     }
-    let st = &glue["settings"];
-    if let (Some(want), Some(got)) = (p.frozen_warmup, st["frozen_warmup"].as_bool()) {
+    let st = glue.settings.clone().unwrap_or_default();
+    if let (Some(want), Some(got)) = (p.frozen_warmup, st.frozen_warmup) {
         if want != got {
             out.push(format!(
                 "frozen warm-up {} (the row: {})",
@@ -88,7 +92,7 @@ pub fn protocol_differences(row: &ReferenceRow, glue: &serde_json::Value) -> Vec
             ));
         }
     }
-    if let (Some(want), Some(got)) = (p.key_padding_mask, st["key_padding_mask"].as_bool()) {
+    if let (Some(want), Some(got)) = (p.key_padding_mask, st.key_padding_mask) {
         if want != got {
             out.push(format!(
                 "key-padding mask {} (the row: {})",
@@ -97,17 +101,17 @@ pub fn protocol_differences(row: &ReferenceRow, glue: &serde_json::Value) -> Vec
             ));
         }
     }
-    if let (Some(want), Some(got)) = (p.epochs, st["epochs"].as_u64()) {
-        if u64::from(want) != got {
+    if let (Some(want), Some(got)) = (p.epochs, st.epochs) {
+        if want != got {
             out.push(format!("{got} epochs (the row: {want})"));
         }
     }
-    if let (Some(want), Some(got)) = (p.trials, st["trials"].as_u64()) {
-        if u64::from(want) != got {
+    if let (Some(want), Some(got)) = (p.trials, st.trials) {
+        if want != got {
             out.push(format!("{got} trials per task (the row: {want})"));
         }
     }
-    if let (Some(want), Some(got)) = (&p.aggregate, glue["aggregate"]["rule"].as_str()) {
+    if let (Some(want), got) = (&p.aggregate, glue.aggregate.rule.as_str()) {
         if want != got {
             out.push(format!("aggregate rule {got} (the row: {want})"));
         }
@@ -218,12 +222,18 @@ mod tests {
     #[test]
     fn protocol_differences_name_each_setting() {
         let v1 = row("crammed-bert-v1").unwrap();
+        let glue = |v: serde_json::Value| -> crate::manifest::predicate::GlueSection {
+            let mut v = v;
+            v["tasks"] = serde_json::json!({});
+            v["aggregate"]["value"] = serde_json::json!(80.0);
+            serde_json::from_value(v).unwrap()
+        };
         let same = serde_json::json!({"protocol": "glue-sane", "aggregate": {"rule": "cramming"},
             "settings": {"frozen_warmup": true, "key_padding_mask": false, "epochs": 5, "trials": 5}});
-        assert!(protocol_differences(v1, &same).is_empty());
+        assert!(protocol_differences(v1, &glue(same)).is_empty());
         let other = serde_json::json!({"protocol": "glue-sane", "aggregate": {"rule": "bert-paper"},
             "settings": {"frozen_warmup": false, "key_padding_mask": true, "epochs": 3, "trials": 5}});
-        let d = protocol_differences(v1, &other);
+        let d = protocol_differences(v1, &glue(other));
         assert_eq!(d.len(), 4, "{d:?}");
         assert!(d[0].contains("frozen warm-up off (the row: on)"), "{d:?}");
         assert!(
@@ -239,7 +249,7 @@ mod tests {
         // A manifest made before `settings` was recorded compares only what it has.
         let old = serde_json::json!({"protocol": "glue-bert", "aggregate": {"rule": "cramming"}});
         assert_eq!(
-            protocol_differences(v1, &old),
+            protocol_differences(v1, &glue(old)),
             vec!["protocol glue-bert (the row: glue-sane)"]
         );
     }

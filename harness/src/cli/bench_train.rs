@@ -210,85 +210,120 @@ pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
     let theirs = (!theirs.is_empty()).then(|| StepTiming::of(theirs, tokens, step_flops, peak));
     let ratio = theirs.as_ref().map(|t| ours.median_s / t.median_s);
 
-    if args.json.enabled {
-        let v = serde_json::json!({
-            "model": model_name, "arch": cfg, "parameters": n_params,
-            "micro_batch": args.micro_batch, "seq_len": seq, "device": format!("{device:?}"),
-            "gpu": gpu_name, "dtype": args.dtype, "threads": threads, "dropout": args.dropout, "seed": seed,
-            "train_step_flops": step_flops, "peak_flops": peak,
-            "tch": ours, "pytorch": theirs, "pytorch_info": python_info,
-            "step_time_ratio_tch_over_pytorch": ratio,
-        });
-        outln!("{}", serde_json::to_string_pretty(&v)?);
-        return Ok(ExitCode::Ok);
-    }
-    outln!(
-        "{model_name}: {n_params} parameters; micro-batch {} × {seq} tokens; {device:?} {}; {threads} threads; \
-         {} timed steps (+{} warm-up) per implementation; {:.3} GFLOP per step",
-        args.micro_batch,
-        args.dtype,
-        args.steps,
-        args.warmup,
-        step_flops / 1e9
-    );
-    if let Some(g) = &gpu_name {
-        match peak {
-            Some(p) => outln!(
-                "GPU {g}: datasheet peak {:.1} TFLOP/s ({})",
-                p / 1e12,
-                args.dtype
-            ),
-            None => outln!("GPU {g}: peak unknown, no MFU"),
-        }
-    }
-    outln!(
-        "{:<22} {:>10} {:>8} {:>10} {:>10} {:>12} {:>7}",
-        "implementation",
-        "median s",
-        "IQR",
-        "min s",
-        "max s",
-        "tokens/s",
-        "MFU"
-    );
-    let mut rows = vec![("tch".to_string(), &ours)];
-    if let (Some(t), Some(info)) = (&theirs, &python_info) {
-        let label = format!(
-            "pytorch {}{}",
-            info["attention"].as_str().unwrap_or("?"),
-            if args.python_compile {
-                "+compile"
-            } else {
-                " eager"
-            }
-        );
-        rows.push((label, t));
-    }
-    for (name, t) in rows {
-        outln!(
-            "{:<22} {:>10.4} {:>7.1}% {:>10.4} {:>10.4} {:>12.0} {:>7}",
-            name,
-            t.median_s,
-            100.0 * t.spread,
-            t.min_s,
-            t.max_s,
-            t.tokens_per_s,
-            t.mfu
-                .map(|m| format!("{:.1}%", 100.0 * m))
-                .unwrap_or_else(|| "-".into())
-        );
-    }
-    if let Some(r) = ratio {
-        outln!(
-            "step time tch / pytorch (medians): {r:.3} ({})",
-            if r <= 1.0 {
-                "tch no slower"
-            } else {
-                "tch slower"
-            }
-        );
-    }
+    let result = TrainStepResult {
+        model: model_name,
+        arch: cfg,
+        parameters: n_params,
+        micro_batch: args.micro_batch,
+        seq_len: seq,
+        device: format!("{device:?}"),
+        gpu: gpu_name,
+        dtype: args.dtype.clone(),
+        threads,
+        dropout: args.dropout,
+        seed,
+        train_step_flops: step_flops,
+        peak_flops: peak,
+        tch: ours,
+        pytorch: theirs,
+        pytorch_info: python_info,
+        step_time_ratio_tch_over_pytorch: ratio,
+    };
+    args.json.emit(&result, || result.to_table(&args))?;
     Ok(ExitCode::Ok)
+}
+
+/// What `bench train-step` measured: `--json` prints it, the table renders it.
+#[derive(serde::Serialize)]
+struct TrainStepResult {
+    model: String,
+    arch: ArchConfig,
+    parameters: i64,
+    micro_batch: i64,
+    seq_len: i64,
+    device: String,
+    gpu: Option<String>,
+    dtype: String,
+    threads: i32,
+    dropout: bool,
+    seed: u64,
+    train_step_flops: f64,
+    peak_flops: Option<f64>,
+    tch: StepTiming,
+    pytorch: Option<StepTiming>,
+    pytorch_info: Option<serde_json::Value>,
+    step_time_ratio_tch_over_pytorch: Option<f64>,
+}
+
+impl TrainStepResult {
+    fn to_table(&self, args: &TrainStepArgs) -> String {
+        let mut t = format!(
+            "{}: {} parameters; micro-batch {} × {} tokens; {} {}; {} threads; {} timed steps \
+             (+{} warm-up) per implementation; {:.3} GFLOP per step\n",
+            self.model,
+            self.parameters,
+            self.micro_batch,
+            self.seq_len,
+            self.device,
+            self.dtype,
+            self.threads,
+            args.steps,
+            args.warmup,
+            self.train_step_flops / 1e9
+        );
+        if let Some(g) = &self.gpu {
+            t += &match self.peak_flops {
+                Some(p) => format!(
+                    "GPU {g}: datasheet peak {:.1} TFLOP/s ({})\n",
+                    p / 1e12,
+                    self.dtype
+                ),
+                None => format!("GPU {g}: peak unknown, no MFU\n"),
+            };
+        }
+        t += &format!(
+            "{:<22} {:>10} {:>8} {:>10} {:>10} {:>12} {:>7}\n",
+            "implementation", "median s", "IQR", "min s", "max s", "tokens/s", "MFU"
+        );
+        let mut rows = vec![("tch".to_string(), &self.tch)];
+        if let (Some(p), Some(info)) = (&self.pytorch, &self.pytorch_info) {
+            let label = format!(
+                "pytorch {}{}",
+                info["attention"].as_str().unwrap_or("?"),
+                if args.python_compile {
+                    "+compile"
+                } else {
+                    " eager"
+                }
+            );
+            rows.push((label, p));
+        }
+        for (name, r) in rows {
+            t += &format!(
+                "{:<22} {:>10.4} {:>7.1}% {:>10.4} {:>10.4} {:>12.0} {:>7}\n",
+                name,
+                r.median_s,
+                100.0 * r.spread,
+                r.min_s,
+                r.max_s,
+                r.tokens_per_s,
+                r.mfu
+                    .map(|m| format!("{:.1}%", 100.0 * m))
+                    .unwrap_or_else(|| "-".into())
+            );
+        }
+        if let Some(r) = self.step_time_ratio_tch_over_pytorch {
+            t += &format!(
+                "step time tch / pytorch (medians): {r:.3} ({})\n",
+                if r <= 1.0 {
+                    "tch no slower"
+                } else {
+                    "tch slower"
+                }
+            );
+        }
+        t
+    }
 }
 
 fn start_python(

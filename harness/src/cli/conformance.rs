@@ -45,8 +45,8 @@ pub struct ConformanceArgs {
     /// Comma-separated precisions: fp32, bf16.
     #[arg(long, default_value = "fp32,bf16")]
     precision: String,
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    json: super::args::JsonArg,
 }
 
 /// Tolerances (relative to the reference's largest entry): (forward values, gradients).
@@ -296,7 +296,7 @@ pub fn run(args: ConformanceArgs) -> Result<ExitCode> {
         pass: count("fail") == 0,
         cases,
     };
-    if args.json {
+    if args.json.enabled {
         super::print(&super::json_text(&report)?)?;
     } else {
         outln!(

@@ -1,5 +1,6 @@
 //! `crambench keygen` and `crambench sign`: key pairs, and DSSE signatures of manifests by a
-//! given key (a new envelope, or one more signature on an existing envelope).
+//! given key (a new envelope through [`crambench::manifest::sign`], or one more signature on
+//! an existing envelope).
 use super::args::JsonArg;
 use super::{json_text, print as out};
 use anyhow::Result;
@@ -69,9 +70,11 @@ pub fn sign(args: SignArgs) -> Result<ExitCode> {
     let v: serde_json::Value = serde_json::from_slice(&bytes)
         .map_err(|e| Error::input(&source, format!("not JSON: {e}")))?;
     let is_envelope = v.get("payloadType").is_some();
-    let (mut env, target) = if is_envelope {
-        let env = dsse::Envelope::parse(&bytes, &source)?;
-        (env, args.out.clone().unwrap_or_else(|| args.input.clone()))
+    let (env, target, added) = if is_envelope {
+        let mut env = dsse::Envelope::parse(&bytes, &source)?;
+        let added = env.sign(&key, &source)?;
+        let target = args.out.clone().unwrap_or_else(|| args.input.clone());
+        (env, target, added)
     } else {
         let problems = schema::validate_statement(&v);
         if !problems.is_empty() {
@@ -94,12 +97,9 @@ pub fn sign(args: SignArgs) -> Result<ExitCode> {
                 .unwrap_or("manifest");
             args.input.with_file_name(format!("{stem}.dsse.json"))
         });
-        (
-            dsse::Envelope::new(dsse::PAYLOAD_TYPE_IN_TOTO, &payload),
-            target,
-        )
+        let env = crambench::manifest::sign::envelope_signed_by(&key, &payload, &source)?;
+        (env, target, true)
     };
-    let added = env.sign(&key, &source)?;
     crambench::io::write_atomic(&target, env.to_json().as_bytes(), None)?;
     let kid = keys::keyid(&key.verifying_key());
     if added {

@@ -1,7 +1,7 @@
 //! The `[data]` recipe table: which sources, how they are processed, and where the dataset goes.
 //!
-//! Defaults follow the Cramming reference (`recipe.md` §3): WordPiece 32768, sequence length
-//! 128, trash cutoff 0.25, the §3.1 normaliser. Every field is documented where it is used; an
+//! Defaults follow the Cramming reference (upstream `cramming/data/pretraining_preparation.py` and `cramming/config/data/`, JonasGeiping/cramming 196c991): WordPiece 32768, sequence length
+//! 128, trash cutoff 0.25, the reference normaliser. Every field is documented where it is used; an
 //! unknown key is an error naming the recipe file and the key.
 use crate::error::Error;
 use anyhow::Result;
@@ -41,7 +41,7 @@ pub struct DataConfig {
     /// Tokens per packed block (reference: 128).
     #[serde(default = "default_seq_len")]
     pub seq_len: u32,
-    /// The §3.1 normaliser switches (reference: all true).
+    /// The reference normaliser switches (`_construct_tokenizer` upstream: all true).
     #[serde(default = "yes")]
     pub lowercase: bool,
     /// NFD + StripAccents; `false`: NFKC instead, as the reference.

@@ -1,7 +1,7 @@
 //! The pipeline: pinned sources → documents → WordPiece tokenizer → packed, ordered, hashed
 //! shards in a content-addressed dataset directory.
 //!
-//! Order of operations (`recipe.md` §3, with the deviations named):
+//! Order of operations (upstream `cramming/data/pretraining_preparation.py` and `cramming/config/data/`, JonasGeiping/cramming 196c991, with the deviations named):
 //!
 //! 1. Resolve every source and check its pin (nothing is processed before all pins pass). Hub
 //!    sources are resolved through the lock file; a hub file already in the cache is checked
@@ -32,20 +32,19 @@
 //! configuration, so the same inputs give the same directory, which is reused.
 use super::config::{DataConfig, Format, Ordering, SourceSpec};
 use super::reader::{DatasetManifest, FileRecord, PackedDataset, Processing, ShardRecord};
-use super::source::{self, Entry, ReadCounts, Source};
+use super::source::{self, Entry, Source};
 use super::tokenizer::{self, special, Encoder, EncoderCache, NormalizerOptions};
 use crate::error::Error;
 use crate::provenance::hash::sha256_hex;
 use anyhow::{Context, Result};
 use rayon::prelude::*;
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// Version tag of the dataset layout and processing; part of the directory hash.
-pub const DATASET_SCHEMA: &str = "crambench.dataset/v1";
+// The dataset format (its schema tag, counts) is defined by the reader, which this writes.
+pub use super::reader::{Counts, DATASET_SCHEMA};
 
 /// Options that do not change the dataset's content.
 #[derive(Debug, Clone)]
@@ -113,33 +112,6 @@ pub struct Prepared {
     pub dir: PathBuf,
     pub reused: bool,
     pub dataset: PackedDataset,
-}
-
-/// Counts of the processing steps, recorded in the manifest.
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
-pub struct Counts {
-    /// Reading, per source (same order as `sources`).
-    pub read: Vec<ReadCounts>,
-    /// Documents after concatenation.
-    pub documents: u64,
-    /// Documents dropped by `max_entries`.
-    pub dropped_by_max_entries: u64,
-    /// Exact duplicates removed.
-    pub duplicates_removed: u64,
-    /// Documents removed by the trash filter.
-    pub trash_removed: u64,
-    /// Documents tokenised into the dataset.
-    pub documents_kept: u64,
-    /// Characters (Unicode scalar values) of the kept documents.
-    pub characters_kept: u64,
-    /// Token ids of the kept documents, `<sep>` included.
-    pub tokens: u64,
-    /// Ids dropped at the end of packing (fewer than `seq_len`).
-    pub tokens_dropped_remainder: u64,
-    /// Blocks packed before `max_blocks`.
-    pub blocks_packed: u64,
-    /// Blocks dropped by `max_blocks`.
-    pub blocks_dropped_by_cap: u64,
 }
 
 fn progress_bar(show: bool, total: u64, msg: &str) -> indicatif::ProgressBar {
@@ -344,14 +316,14 @@ pub fn dataset_name(
     tok: Option<&Source>,
 ) -> Result<(String, String)> {
     let processing = processing_config(cfg)?;
-    let processing_sha256 = sha256_hex(&crate::manifest::jcs::to_vec(&processing)?);
+    let processing_sha256 = sha256_hex(&crate::provenance::jcs::to_vec(&processing)?);
     let key = serde_json::json!({
         "schema": DATASET_SCHEMA,
         "sources": sources.iter().map(|s| &s.record).collect::<Vec<_>>(),
         "tokenizer": tok.map(|t| &t.record),
         "processing_sha256": processing_sha256,
     });
-    let key = sha256_hex(&crate::manifest::jcs::to_vec(&key)?);
+    let key = sha256_hex(&crate::provenance::jcs::to_vec(&key)?);
     Ok((
         format!("wp{}x{}-{}", cfg.vocab_size, cfg.seq_len, &key[..20]),
         processing_sha256,

@@ -19,6 +19,36 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// Version tag of the dataset layout and processing; part of the directory hash.
+pub const DATASET_SCHEMA: &str = "crambench.dataset/v1";
+
+/// Counts of the processing steps, recorded in the manifest.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Counts {
+    /// Reading, per source (same order as `sources`).
+    pub read: Vec<super::source::ReadCounts>,
+    /// Documents after concatenation.
+    pub documents: u64,
+    /// Documents dropped by `max_entries`.
+    pub dropped_by_max_entries: u64,
+    /// Exact duplicates removed.
+    pub duplicates_removed: u64,
+    /// Documents removed by the trash filter.
+    pub trash_removed: u64,
+    /// Documents tokenised into the dataset.
+    pub documents_kept: u64,
+    /// Characters (Unicode scalar values) of the kept documents.
+    pub characters_kept: u64,
+    /// Token ids of the kept documents, `<sep>` included.
+    pub tokens: u64,
+    /// Ids dropped at the end of packing (fewer than `seq_len`).
+    pub tokens_dropped_remainder: u64,
+    /// Blocks packed before `max_blocks`.
+    pub blocks_packed: u64,
+    /// Blocks dropped by `max_blocks`.
+    pub blocks_dropped_by_cap: u64,
+}
+
 /// The manifest file of a dataset directory.
 pub const MANIFEST_FILE: &str = "dataset.json";
 /// Largest verification cache read (a larger one is ignored and rebuilt).
@@ -66,7 +96,7 @@ pub struct Processing {
     /// The "." id the curriculum counts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub period_token_id: Option<u32>,
-    pub counts: super::prepare::Counts,
+    pub counts: Counts,
 }
 
 /// `dataset.json`; its `sources`, `tokenizer`, `shards`, `root_digest` and `processing` are the
@@ -148,7 +178,7 @@ impl PackedDataset {
                 format!("not a crambench dataset manifest: {e}"),
             )
         })?;
-        if manifest.schema != super::prepare::DATASET_SCHEMA {
+        if manifest.schema != DATASET_SCHEMA {
             return Err(Error::input(
                 mpath.display(),
                 format!("unknown dataset schema {:?}", manifest.schema),

@@ -1,4 +1,4 @@
-//! The WordPiece tokenizer: the reference normaliser (`recipe.md` §3.1), training with the
+//! The WordPiece tokenizer: the reference normaliser (upstream `_construct_tokenizer` in `cramming/data/tokenizer_preparation.py`, JonasGeiping/cramming 196c991), training with the
 //! `tokenizers` crate, fixed special-token ids, saving and loading `tokenizer.json`, and a fast
 //! encoder that gives the same ids as `Tokenizer::encode` for the common case.
 //!
@@ -60,7 +60,7 @@ fn replace(pattern: ReplacePattern, content: &str) -> NormalizerWrapper {
     NormalizerWrapper::Replace(Replace::new(pattern, content).expect("static pattern"))
 }
 
-/// The §3.1 normaliser sequence, as upstream's `_get_sane_normalizers` builds it
+/// The reference normaliser sequence, as upstream's `_get_sane_normalizers` builds it
 /// (`cramming/data/tokenizer_preparation.py`, JonasGeiping/cramming 196c991 and
 /// Last1.13release): NFD when accents are stripped, else NFKC.
 pub fn normalizer(o: NormalizerOptions) -> Sequence {
@@ -339,7 +339,7 @@ fn check_specials(tok: &Tokenizer, what: &str) -> Result<()> {
 /// Encodes documents to ids exactly as `tokenizer.encode(text, true)` does, with a fast path.
 ///
 /// The fast path applies when the normalised text is ASCII (always, with `ascii_only`) and
-/// accents are stripped: every step of the §3.1 normaliser except the two pair replacements and
+/// accents are stripped: every step of the reference normaliser except the two pair replacements and
 /// the space collapse maps one input character to a string independently of its neighbours, and
 /// canonical reordering in NFD only moves combining marks, which StripAccents or the ASCII
 /// filter remove. (NFKC, used without `strip_accents`, composes a letter and a following
@@ -372,7 +372,7 @@ const WORD_CACHE_MAX: usize = 1 << 20;
 
 impl<'t> Encoder<'t> {
     /// An encoder for `tok` (any tokenizer whose model is WordPiece; the fast path is used only
-    /// if its normaliser is the §3.1 sequence with `ascii_only`).
+    /// if its normaliser is the reference sequence with `ascii_only`).
     pub fn new(tok: &'t Tokenizer) -> Result<Self> {
         let wp = match tok.get_model() {
             tokenizers::ModelWrapper::WordPiece(wp) => wp,

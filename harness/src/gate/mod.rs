@@ -236,11 +236,12 @@ pub fn load_thresholds(path: &Path) -> Result<(Thresholds, FileRef)> {
 }
 
 fn protocol(r: &RunRecord) -> Option<&str> {
-    r.glue()?.get("protocol")?.as_str()
+    Some(r.glue()?.protocol.as_str())
 }
 
-fn pretraining(r: &RunRecord, key: &str) -> Option<f64> {
-    r.predicate()["pretraining"][key].as_f64()
+/// `predicate.pretraining`, when the manifest has it.
+fn pretraining(r: &RunRecord) -> Option<&crate::manifest::predicate::PretrainingSection> {
+    r.predicate.pretraining.as_ref()
 }
 
 /// Run every check of `candidate` against `baseline`.
@@ -349,8 +350,8 @@ fn throughput_check(b: &RunRecord, c: &RunRecord, t: &Thresholds) -> Check {
         format!("drop ≤ {x}% (throughput_max_drop_percent)"),
     );
     let (Some(vb), Some(vc)) = (
-        pretraining(b, "tokens_per_second"),
-        pretraining(c, "tokens_per_second"),
+        pretraining(b).map(|t| t.tokens_per_second),
+        pretraining(c).map(|t| t.tokens_per_second),
     ) else {
         ch.detail = "pretraining.tokens_per_second missing from a manifest".into();
         return ch;
@@ -382,8 +383,8 @@ fn loss_check(b: &RunRecord, c: &RunRecord, t: &Thresholds) -> Check {
         format!("increase ≤ {y} (loss_max_increase)"),
     );
     let (Some(vb), Some(vc)) = (
-        pretraining(b, "final_mlm_loss"),
-        pretraining(c, "final_mlm_loss"),
+        pretraining(b).and_then(|t| t.final_mlm_loss),
+        pretraining(c).and_then(|t| t.final_mlm_loss),
     ) else {
         ch.detail = "pretraining.final_mlm_loss missing from a manifest".into();
         return ch;
@@ -411,16 +412,6 @@ struct SideSet {
     rows: std::result::Result<Vec<Vec<Row>>, String>,
 }
 
-fn metrics_of(v: &Value) -> BTreeMap<String, f64> {
-    v.as_object()
-        .map(|o| {
-            o.iter()
-                .filter_map(|(k, v)| v.as_f64().map(|f| (k.clone(), f)))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// One side of one set: the manifest's trial metrics and medians, and the predictions rows
 /// that [`crate::audit`] verified (digest and re-score; the gold column as gold, both runs being
 /// the user's own). A predictions file that does not match its signed manifest is unusable
@@ -431,16 +422,11 @@ fn load_side(
     set: &str,
     eval: Option<&EvalSet>,
 ) -> Result<SideSet> {
-    let task = &r.glue().expect("checked by the caller")["tasks"][set];
-    let trial_values: Vec<&Value> = task["trials"]
-        .as_array()
-        .map(|a| a.iter().collect())
-        .unwrap_or_default();
-    let trials: Vec<BTreeMap<String, f64>> = trial_values
-        .iter()
-        .map(|t| metrics_of(&t["metrics"]))
-        .collect();
-    let medians = metrics_of(&task["metrics"]);
+    let task = r.glue().expect("checked by the caller").tasks.get(set);
+    let trial_values = r.trials(set);
+    let trials: Vec<BTreeMap<String, f64>> =
+        trial_values.iter().map(|t| t.metrics.clone()).collect();
+    let medians = task.map(|t| t.metrics.clone()).unwrap_or_default();
     if let Some(bad) = audit.items.iter().find(|i| {
         i.kind == crate::audit::Kind::Predictions
             && i.role.as_deref() == Some(set)
@@ -587,10 +573,7 @@ fn glue_checks(
     let rule = rule_b.as_deref().and_then(|r| Rule::parse(r).ok());
     let terms = rule.map(|r| r.terms()).unwrap_or_default();
 
-    let sets: Vec<String> = gb["tasks"]
-        .as_object()
-        .map(|o| o.keys().cloned().collect())
-        .unwrap_or_default();
+    let sets: Vec<String> = gb.tasks.keys().cloned().collect();
     let mut checks = Vec::new();
     // Pass 1: read both sides of every set and pair their predictions.
     struct Work {
@@ -614,7 +597,7 @@ fn glue_checks(
         if metrics.is_empty() {
             metrics = sb.medians.keys().cloned().collect();
         }
-        if gc["tasks"].get(set).is_none() {
+        if !gc.tasks.contains_key(set) {
             for m in &metrics {
                 let mut ch = Check::new(format!("glue/{set}/{m}"), pp, limit.clone());
                 ch.status = Status::Failed;

@@ -2,7 +2,7 @@
 //!
 //! * `cramming` (default) — the reference's `GLUE_amean`: the mean of 9 numbers, MNLI-m and
 //!   MNLI-mm accuracy, SST-2 accuracy, STS-B **Pearson**, RTE and QNLI accuracy, QQP and MRPC
-//!   F1, CoLA MCC (recipe.md §4.1). WNLI is out.
+//!   F1, CoLA MCC (upstream `cramming/config/eval/GLUE_sane.yaml` and `eval.py`, JonasGeiping/cramming 196c991). WNLI is out.
 //! * `bert-paper` — the BERT paper's Table 1 "Average": the same 9 with STS-B **Spearman**.
 //! * `glue-official` — the leaderboard's macro average over the nine tasks, WNLI included; a
 //!   task with several metrics counts as their unweighted mean (MRPC F1/accuracy, QQP

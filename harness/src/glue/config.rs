@@ -20,13 +20,13 @@
 //! | `bucket_batches` (length bucketing pool in batches; 0 = off) | 0 | same |
 //! | `control_no_pretraining` (also fine-tune the untrained architecture as a control) | on for the demo tasks, off for GLUE | same |
 //!
-//! Sources: recipe.md §4.2 (`eval/GLUE_sane.yaml`; `eval/GLUE.yaml` @v1 for `glue-bert`: bs
+//! Sources: upstream `cramming/config/eval/GLUE_sane.yaml` (JonasGeiping/cramming 196c991) and `cramming/config/eval/GLUE.yaml` at Last1.13release for `glue-bert`: bs
 //! 32, lr 2e-5, 5 epochs, constant). `glue-bert`'s AdamW betas/eps/weight decay are not given
 //! by the spec; they are taken to be the shared `eval/optim/adam.yaml` values — an assumption,
 //! written out so a recipe can override it.
 //!
 //! **`frozen_warmup`** (default on) is what the reference does and what its published GLUE numbers
-//! were made with (recipe.md §4.2): `get_schedule_fn` in `cramming/backend/optimizers/schedulers.py`
+//! were made with (upstream `eval.py`): `get_schedule_fn` in `cramming/backend/optimizers/schedulers.py`
 //! (JonasGeiping/cramming 196c991, the same at Last1.13release) overwrites the shared
 //! `cfg.eval.warmup_steps` with `int(0.1·steps)` of the *first* task run, and the conversion only
 //! happens for a value below 1, so every later task reuses that step count (267 steps with CoLA

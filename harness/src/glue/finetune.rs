@@ -1,4 +1,4 @@
-//! GLUE fine-tuning and evaluation (recipe.md §4.2): per task and trial, rebuild the model,
+//! GLUE fine-tuning and evaluation (upstream `eval.py` and `cramming/config/eval/GLUE_sane.yaml`, JonasGeiping/cramming 196c991): per task and trial, rebuild the model,
 //! load the pretrained encoder, draw a new head, fine-tune, evaluate the last epoch on every
 //! dev set, write the per-example predictions; per task, the median over trials.
 //!
@@ -26,6 +26,7 @@
 //! Seeds: trial `k` of task `t` uses `provenance::seeds::derive(master, "finetune/<t>/<k>")` for
 //! torch's RNG (head init, dropout) and the shuffling order. Fine-tuning time is measured and
 //! recorded; it is not part of the pretraining budget.
+use crate::data::tokenizer::special;
 use crate::error::Error;
 use crate::glue::aggregate::{self, Aggregate};
 use crate::glue::config::{GlueConfig, Schedule};
@@ -49,10 +50,10 @@ use tokenizers::utils::truncation::{
 };
 use tokenizers::{Encoding, Tokenizer};
 
-/// Special-token ids (fixed in every crambench tokenizer).
-const PAD: i64 = 0;
-const CLS: i64 = 4;
-const SEP: i64 = 5;
+/// Special-token ids (fixed in every crambench tokenizer: [`special`]).
+const PAD: i64 = special::PAD as i64;
+const CLS: i64 = special::CLS as i64;
+const SEP: i64 = special::SEP as i64;
 /// Special tokens in a pair input: `<cls> A <sep> B <sep>`.
 const SPECIALS_PER_INPUT: usize = 3;
 /// Batches are padded to a multiple of this many tokens.

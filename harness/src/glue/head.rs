@@ -1,4 +1,4 @@
-//! The classification head of recipe.md §1.3 (`ScriptableLMForSequenceClassification` with
+//! The classification head of upstream `ScriptableLMForSequenceClassification` in `cramming/architectures/crammed_bert.py`, JonasGeiping/cramming 196c991 (`ScriptableLMForSequenceClassification` with
 //! the `GLUE_sane` pooler override):
 //!
 //! ```text
@@ -13,7 +13,7 @@
 use tch::nn::{self, Module};
 use tch::Tensor;
 
-/// Dropout after the pooler's Tanh (recipe.md §1.3).
+/// Dropout after the pooler's Tanh (upstream `ScriptableLMForSequenceClassification` in `cramming/architectures/crammed_bert.py`, JonasGeiping/cramming 196c991).
 pub const HEAD_DROPOUT: f64 = 0.1;
 /// Std of the N(0, std) initialisation of both head Linears.
 pub const HEAD_INIT_STD: f64 = 0.02;

@@ -9,7 +9,7 @@
 //!   hashes them and checks pins.
 //! * [`predictions`] — per-example predictions TSV (idx, prediction, gold) and re-scoring.
 //! * [`config`] — the `[glue]` recipe table (protocols `glue-sane`, `glue-bert`).
-//! * [`head`] — the classification head (recipe.md §1.3).
+//! * [`head`] — the classification head (upstream `ScriptableLMForSequenceClassification` in `cramming/architectures/crammed_bert.py`, JonasGeiping/cramming 196c991).
 //! * [`finetune`] — checkpoint loading, input encoding, fine-tuning trials, evaluation, results.
 //! * [`bootstrap`] — resampling dev examples: the gate's paired checks and the recorded intervals.
 //! * [`controls`] — the constant predictor and the no-pretraining control, and the intervals.

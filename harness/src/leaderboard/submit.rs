@@ -157,8 +157,11 @@ pub fn submit(run_dir: &Path, entry: &Path, opts: &SubmitOptions) -> Result<Bund
     if resolved.is_file() {
         plan.push((RECIPE_RESOLVED.into(), Source::File(resolved)));
     } else {
-        let r = record.predicate()["recipe"]
-            .get("resolved")
+        let r = record
+            .predicate
+            .recipe
+            .as_ref()
+            .map(|x| &x.resolved)
             .filter(|v| v.is_object())
             .ok_or_else(|| {
                 Error::input(
@@ -194,11 +197,7 @@ pub fn submit(run_dir: &Path, entry: &Path, opts: &SubmitOptions) -> Result<Bund
     }
     // The no-pretraining control's predictions (a signed subject of their own), when it ran.
     let controls_dir = run_dir.join(GLUE_DIR).join("controls");
-    let signed_controls = record.statement["subject"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .any(|s| s["annotations"]["role"] == "control-predictions");
+    let signed_controls = record.subject("control-predictions").is_some();
     if signed_controls && controls_dir.is_dir() {
         let c = crate::provenance::hash::hash_dir(&controls_dir, &|_| {})?;
         if let Some(l) = c.skipped_symlinks.first() {

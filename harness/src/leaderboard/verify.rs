@@ -149,18 +149,18 @@ fn check(
     gold: &mut GoldCache,
     r: &mut EntryReport,
 ) {
-    let p = record.predicate();
+    let p = &record.predicate;
     r.recipe = record.recipe_name().map(str::to_string);
     r.aggregate = record.aggregate().map(|(a, v)| (a.to_string(), v));
     r.hardware_class = Some(record.hardware_class().to_string()).filter(|s| !s.is_empty());
-    r.created = p["created"].as_str().map(str::to_string);
+    r.created = Some(p.created.clone());
     r.payload_sha256 = Some(crate::provenance::hash::sha256_hex(&record.payload));
     r.predictions_digest = crate::audit::predictions_subject(record);
-    let b = &p["budget"];
-    r.used_device_hours = b["used_device_hours"].as_f64();
-    r.allowed_device_hours = b["allowed_device_hours"].as_f64();
-    r.devices = b["devices"].as_u64();
-    r.device_kind = b["device_kind"].as_str().map(str::to_string);
+    let b = p.budget.as_ref();
+    r.used_device_hours = b.map(|b| b.used_device_hours);
+    r.allowed_device_hours = b.map(|b| b.allowed_device_hours);
+    r.devices = b.and_then(|b| b.devices).map(u64::from);
+    r.device_kind = b.and_then(|b| b.device_kind.clone());
 
     // 1. kind and bundle index.
     if let Err(e) = record.require_run() {
@@ -224,13 +224,15 @@ fn check(
     r.track = Some(track.name.clone());
     let t = &track.name;
     if track.from_scratch {
-        match p["pretraining"]["steps"].as_u64() {
+        match p.pretraining.as_ref().map(|t| t.optimizer_steps) {
             Some(s) if s > 0 && record.kind() == "run" => {}
-            Some(_) => r
-                .reasons
-                .push(format!("track {t}: pretraining from scratch required, but pretraining.steps is 0")),
+            Some(_) => r.reasons.push(format!(
+                "track {t}: pretraining from scratch required, but pretraining.optimizer_steps \
+                 is 0"
+            )),
             None => r.reasons.push(format!(
-                "track {t}: pretraining from scratch required, but the manifest has no pretraining.steps"
+                "track {t}: pretraining from scratch required, but the manifest has no \
+                 pretraining section"
             )),
         }
     }
@@ -285,7 +287,12 @@ fn check(
             track.device_kinds.join(", ")
         )),
     }
-    match p["recipe"]["resolved"]["glue"]["epochs"].as_f64() {
+    match p
+        .recipe
+        .as_ref()
+        .and_then(|x| x.resolved_value("glue", "epochs"))
+        .and_then(serde_json::Value::as_f64)
+    {
         Some(e) if e <= track.max_finetune_epochs => {}
         Some(e) => r.reasons.push(format!(
             "track {t}: fine-tuning for {e} epochs, the track allows at most {}",
@@ -295,7 +302,7 @@ fn check(
             .reasons
             .push("recipe.resolved.glue.epochs missing: fine-tuning epochs unknown".into()),
     }
-    match p["data"]["root_digest"].as_str() {
+    match record.data_root_digest() {
         Some(d) if track.data_root_digests.iter().any(|a| a == d) => {}
         Some(d) if track.data_root_digests.is_empty() => r.reasons.push(format!(
             "track {t}: data root digest {d} is not allowed (the track lists no data digests yet; \

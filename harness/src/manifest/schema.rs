@@ -9,9 +9,25 @@ use crate::provenance::seeds::Seeds;
 use anyhow::Result;
 use serde_json::Value;
 
-/// The schema text, as published at `manifests/schema/crambench-manifest-v0.1.schema.json`.
+/// The schema text, as published at `manifests/schema/crambench-manifest-v0.1.schema.json`:
+/// manifests written before the typed predicate (still read and verified).
 pub const SCHEMA_V0_1: &str =
     include_str!("../../../manifests/schema/crambench-manifest-v0.1.schema.json");
+
+/// The schema of the predicate written now (`manifests/schema/crambench-manifest-v0.2.schema.json`),
+/// checked against the types of [`super::predicate`] by its tests.
+pub const SCHEMA_V0_2: &str =
+    include_str!("../../../manifests/schema/crambench-manifest-v0.2.schema.json");
+
+/// The schema a statement is checked against: the one its `predicateType` names (v0.1 for
+/// v0.1 statements, else the current one, which refuses any other predicate type).
+pub fn schema_for(statement: &Value) -> &'static str {
+    if statement["predicateType"] == super::statement::PREDICATE_TYPE_V0_1 {
+        SCHEMA_V0_1
+    } else {
+        SCHEMA_V0_2
+    }
+}
 
 /// One problem found in a manifest.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -23,7 +39,8 @@ pub struct Problem {
 
 /// Validate a statement; an empty list means valid.
 pub fn validate_statement(statement: &Value) -> Vec<Problem> {
-    let schema: Value = serde_json::from_str(SCHEMA_V0_1).expect("embedded schema is JSON");
+    let schema: Value =
+        serde_json::from_str(schema_for(statement)).expect("embedded schema is JSON");
     let validator = jsonschema::options()
         .should_validate_formats(true)
         .build(&schema)

@@ -18,6 +18,15 @@ pub struct Signed {
     pub created: bool,
 }
 
+/// A new DSSE envelope of `payload` (an in-toto Statement's bytes) signed by `key`: the one
+/// place a statement becomes an envelope (`run`'s manifest and SLSA provenance, `gate`,
+/// `sign`). `what` names the payload in errors.
+pub fn envelope_signed_by(key: &keys::SigningKey, payload: &[u8], what: &str) -> Result<Envelope> {
+    let mut envelope = Envelope::new(dsse::PAYLOAD_TYPE_IN_TOTO, payload);
+    envelope.sign(key, what)?;
+    Ok(envelope)
+}
+
 /// Sign `payload` (an in-toto Statement's bytes) with `explicit` (`--key`), else the user's
 /// default key, created on first use and announced on stderr. `what` names the payload in
 /// errors.
@@ -37,8 +46,7 @@ pub fn sign_statement(explicit: Option<&Path>, payload: &[u8], what: &str) -> Re
                 .unwrap_or_default()
         );
     }
-    let mut envelope = Envelope::new(dsse::PAYLOAD_TYPE_IN_TOTO, payload);
-    envelope.sign(&sk, what)?;
+    let envelope = envelope_signed_by(&sk, payload, what)?;
     Ok(Signed {
         envelope,
         keyid,

@@ -114,7 +114,7 @@ mod tests {
         json!({
             "_type": STATEMENT_TYPE,
             "subject": [{"name": "pretrain/ck", "digest": {"dirHash": "ab"}}],
-            "predicateType": "https://crambench.dev/manifest/v0.1",
+            "predicateType": "https://crambench.dev/manifest/v0.2",
             "predicate": {
                 "crambench_version": "0.1.0",
                 "recipe": {"name": "micro", "path": "r.toml", "sha256": "cd", "resolved": {"a": 1}},

@@ -3,14 +3,19 @@
 //! ```text
 //! {"_type": "https://in-toto.io/Statement/v1",
 //!  "subject": [{"name": …, "digest": {"sha256": …} | {"dirHash": …}}],
-//!  "predicateType": "https://crambench.dev/manifest/v0.1",
+//!  "predicateType": "https://crambench.dev/manifest/v0.2",
 //!  "predicate": {crambench_version, created, kind, fingerprint, seeds, materials,
-//!                recipe?, data?, budget?, pretraining?, glue?}}
+//!                recipe?, data?, budget?, pretraining?, glue?, pipeline?}}
 //! ```
 //!
 //! The sections marked `?` are filled by the stages that produce them (recipe, data pipeline,
-//! trainer, GLUE); their shape is fixed by `manifests/schema/`, which [`super::schema`] embeds.
+//! trainer, GLUE, `crambench run`) as the types of [`super::predicate`]; their JSON shape is
+//! published in `manifests/schema/`, which [`super::schema`] embeds. A v0.1 statement (made
+//! before the sections were typed) reads into the same types.
 use super::jcs;
+use super::predicate::{
+    BudgetSection, GlueSection, PipelineSection, PretrainingSection, RecipeSection,
+};
 use crate::provenance::hash::PathDigest;
 use crate::provenance::seeds::Seeds;
 use anyhow::Result;
@@ -19,7 +24,10 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 
 pub const STATEMENT_TYPE: &str = "https://in-toto.io/Statement/v1";
-pub const PREDICATE_TYPE: &str = "https://crambench.dev/manifest/v0.1";
+/// The predicate type written now.
+pub const PREDICATE_TYPE: &str = "https://crambench.dev/manifest/v0.2";
+/// The predicate type of manifests written before the typed sections (still read and verified).
+pub const PREDICATE_TYPE_V0_1: &str = "https://crambench.dev/manifest/v0.1";
 
 /// An in-toto ResourceDescriptor (the fields crambench uses).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,6 +39,13 @@ pub struct ResourceDescriptor {
     /// Free-form annotations (crambench puts the subject's `role` here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub annotations: Option<Value>,
+}
+
+impl ResourceDescriptor {
+    /// `annotations.role`.
+    pub fn role(&self) -> Option<&str> {
+        self.annotations.as_ref()?.get("role")?.as_str()
+    }
 }
 
 /// An input or derived file, pinned by content.
@@ -72,18 +87,20 @@ pub struct Predicate {
     pub seeds: Seeds,
     pub materials: Vec<Material>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub recipe: Option<Value>,
+    pub recipe: Option<RecipeSection>,
+    /// The dataset's manifest section (sources, tokenizer, shards, root digest, processing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub budget: Option<Value>,
+    pub budget: Option<BudgetSection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pretraining: Option<Value>,
+    pub pretraining: Option<PretrainingSection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub glue: Option<Value>,
-    /// How a `crambench run` got here: invocations, stage timings, overridden checks.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run: Option<Value>,
+    pub glue: Option<GlueSection>,
+    /// How a `crambench run` got here: invocations, stage timings, overridden checks (v0.1:
+    /// `run`).
+    #[serde(default, alias = "run", skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<PipelineSection>,
 }
 
 /// An in-toto Statement v1 carrying a crambench predicate.
@@ -124,7 +141,7 @@ impl Statement {
                 budget: None,
                 pretraining: None,
                 glue: None,
-                run: None,
+                pipeline: None,
             },
         }
     }

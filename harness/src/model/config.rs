@@ -1,4 +1,4 @@
-//! `[arch]`: every architecture switch of recipe.md §1, with presets for the four recipes.
+//! `[arch]`: every architecture switch of upstream `cramming/config/arch/` (JonasGeiping/cramming 196c991; v1 at Last1.13release), with presets for the four recipes.
 //!
 //! A recipe's `[arch]` table names a `kind` (default `crammed-bert`); every other key overrides
 //! that kind's preset. So `kind = "bert-original"` alone gives post-LN BERT-base, and the tiny
@@ -11,13 +11,13 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ArchKind {
-    /// v2 `arch/crammed-bert.yaml` @HEAD (recipe.md §1.1).
+    /// v2 `cramming/config/arch/crammed-bert.yaml` (JonasGeiping/cramming 196c991).
     CrammedBert,
-    /// v1 `arch/bert-c5.yaml` (recipe.md §1.2).
+    /// v1 `cramming/config/arch/bert-c5.yaml` (JonasGeiping/cramming Last1.13release).
     BertC5,
-    /// `arch/bert-original.yaml`: post-LN BERT-base MLM (recipe.md §1.4).
+    /// v1 `cramming/config/arch/bert-original.yaml` (JonasGeiping/cramming Last1.13release): post-LN BERT-base MLM.
     BertOriginal,
-    /// `arch/bert-large-izsak.yaml`: 24 × 1024 pre-LN (recipe.md §1.4).
+    /// v1 `cramming/config/arch/bert-large-izsak.yaml` (JonasGeiping/cramming Last1.13release): 24 × 1024 pre-LN.
     Izsak,
 }
 
@@ -139,7 +139,7 @@ pub struct ArchConfig {
     /// Std of the N(0, std) init of every Linear and Embedding weight.
     pub init_std: f64,
     /// Padding token: its embedding row gets no input-side gradient (`padding_idx`) and is zeroed
-    /// at init unless the tied decoder re-initialises it (recipe.md §1.1). `None` (written
+    /// at init unless the tied decoder re-initialises it (upstream `cramming/architectures/crammed_bert.py`, JonasGeiping/cramming 196c991). `None` (written
     /// `false`): no padding row.
     #[serde(serialize_with = "opt_or_false")]
     pub pad_token_id: Option<i64>,
@@ -176,7 +176,7 @@ pub const PRESETS: &[&str] = &[
 ];
 
 impl ArchConfig {
-    /// The full-size preset of a kind (recipe.md §1.1, §1.2, §1.4).
+    /// The full-size preset of a kind (the upstream `cramming/config/arch/` files named on [`ArchKind`]).
     pub fn for_kind(kind: ArchKind) -> Self {
         let crammed = ArchConfig {
             kind,
@@ -207,7 +207,7 @@ impl ArchConfig {
             attention_dropout: 0.1,
             embedding_dropout: 0.1,
             init_std: 0.02,
-            pad_token_id: Some(0),
+            pad_token_id: Some(crate::data::tokenizer::special::PAD as i64),
         };
         match kind {
             ArchKind::CrammedBert => crammed,

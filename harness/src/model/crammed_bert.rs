@@ -1,6 +1,6 @@
 //! The BERT-style masked-language model behind every `[arch]` kind: crammed-bert (v2), bert-c5
 //! (v1), bert-original (post-LN BERT-base) and izsak (24 × 1024 pre-LN). They differ only in the
-//! switches of [`ArchConfig`] (recipe.md §1), so one readable forward pass serves all four:
+//! switches of [`ArchConfig`] (upstream `cramming/config/arch/` (JonasGeiping/cramming 196c991; v1 at Last1.13release)), so one readable forward pass serves all four:
 //!
 //! ```text
 //! ids ─ embedding (word + positions [+ type 0], LN, dropout)
@@ -53,7 +53,7 @@ impl MlmTransformer {
     pub fn new(root: &Path, cfg: &ArchConfig) -> Self {
         let enc = root / "encoder";
         // The reference zeroes the padding row, but a tied decoder is initialised after the
-        // embedding and redraws the whole shared matrix, row 0 included (recipe.md §1.1).
+        // embedding and redraws the whole shared matrix, row 0 included (upstream `cramming/architectures/crammed_bert.py`, JonasGeiping/cramming 196c991).
         let zero_pad_row = !cfg.tie_weights;
         let embedding = Embedding::new(&(&enc / "embedding"), cfg, zero_pad_row);
         let layers = (0..cfg.layers)

@@ -1,6 +1,6 @@
 //! Building blocks shared by the architectures: Linear, LayerNorm, embeddings, fused-QKV
 //! self-attention, the (GLU) FFN and one transformer block. Variable names are the reference's
-//! state-dict names (recipe.md §1.1); initialisation follows its `_init_module`.
+//! state-dict names (upstream `cramming/architectures/crammed_bert.py`, JonasGeiping/cramming 196c991); initialisation follows its `_init_module`.
 use super::config::{ArchConfig, Nonlin, NormScheme, Positions, QkvLayout};
 use tch::nn::{Init, Path};
 use tch::{Kind, Tensor};
@@ -92,7 +92,7 @@ pub enum PositionEmbedding {
 
 impl Embedding {
     /// `p` is `encoder.embedding`. `zero_pad_row`: zero the padding row at init (the reference
-    /// does, then a tied decoder re-initialises the whole matrix — recipe.md §1.1).
+    /// does, then a tied decoder re-initialises the whole matrix — upstream `cramming/architectures/crammed_bert.py`, JonasGeiping/cramming 196c991).
     pub fn new(p: &Path, cfg: &ArchConfig, zero_pad_row: bool) -> Self {
         let word = (p / "word_embedding").var(
             "weight",

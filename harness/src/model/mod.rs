@@ -1,9 +1,9 @@
 //! Models: the crammed BERT and the BERT baselines in tch, with the reference's state-dict names
-//! so checkpoints map onto the PyTorch reference. The four architectures of recipe.md §1
+//! so checkpoints map onto the PyTorch reference. The four architectures of upstream `cramming/config/arch/` (JonasGeiping/cramming 196c991; v1 at Last1.13release)
 //! (crammed-bert v2, bert-c5 v1, post-LN bert-original, pre-LN izsak) differ only in switches, so
 //! one readable model file serves them all:
 //!
-//! * [`config`] — the `[arch]` table ([`ArchConfig`]): every switch of recipe.md §1 and the
+//! * [`config`] — the `[arch]` table ([`ArchConfig`]): every switch of upstream `cramming/config/arch/` (JonasGeiping/cramming 196c991; v1 at Last1.13release) and the
 //!   presets `crammed-bert`, `bert-c5`, `bert-original`, `izsak` (and `-tiny` variants).
 //! * [`attention`] — the attention backend (`auto`, `flash`, `efficient`, `cudnn`, `math`).
 //! * [`layers`] — Linear, LayerNorm, embeddings, fused-QKV attention, (GLU) FFN, blocks.
@@ -11,7 +11,7 @@
 //! * [`flops`] — model FLOPs of a training step, GPU datasheet peaks and MFU.
 //! * [`step_bench`] — timing one training step, and the protocol of its PyTorch reference.
 //!
-//! Variable names equal the reference state-dict names (recipe.md §1.1), e.g.
+//! Variable names equal the reference state-dict names (upstream `cramming/architectures/crammed_bert.py`, JonasGeiping/cramming 196c991), e.g.
 //! `encoder.layers.0.attn.self_attention.query_key_value.weight`, so `VarStore::save` to a
 //! `.safetensors` file gives a checkpoint Python's `safetensors` loads onto the reference model
 //! (`decoder.weight` is absent when tied, as the reference loader allows). The persistent
@@ -46,7 +46,7 @@ pub trait MlmModel: Send {
 
     /// Mean MLM cross-entropy over positions whose label != -100. `input_ids`, `labels`: [B,S]
     /// Int64. `train` enables dropout (pretraining of crammed-bert runs with train=false per
-    /// recipe.md).
+    /// upstream `cramming/config/train/bert-o4.yaml`, JonasGeiping/cramming 196c991).
     fn mlm_loss(&self, input_ids: &tch::Tensor, labels: &tch::Tensor, train: bool) -> tch::Tensor;
 
     /// Final hidden states [B,S,H] (after the final norm where the arch has one), with an
@@ -65,7 +65,7 @@ pub trait MlmModel: Send {
 }
 
 /// Build the model's variables under `root` (names equal the reference state-dict names of
-/// recipe.md §1.1; the tied decoder creates no second variable), initialised N(0, init_std)
+/// upstream `cramming/architectures/crammed_bert.py`, JonasGeiping/cramming 196c991; the tied decoder creates no second variable), initialised N(0, init_std)
 /// as the reference does. Uses tch's global RNG: seed it (`tch::manual_seed`) first.
 pub fn build(root: &tch::nn::Path, cfg: &ArchConfig) -> anyhow::Result<Box<dyn MlmModel>> {
     cfg.validate().map_err(|m| Error::input("[arch]", m))?;

@@ -6,6 +6,8 @@
 //! reference rows. The reference cell of an evaluation set is placed beside the metric that
 //! the reference table's column reports for that set (`stsb` → Pearson, `qqp` → F1, …) and
 //! beside no other metric.
+use crate::manifest::predicate::{BudgetSection, PretrainingSection};
+use crate::manifest::statement::Predicate;
 use crate::record::RunRecord;
 use crate::reference::ReferenceRow;
 use crate::report::format;
@@ -74,9 +76,15 @@ pub struct Budget {
 /// Pretraining summary.
 #[derive(Debug, Clone)]
 pub struct Pretraining {
+    /// Optimizer steps.
     pub steps: Option<u64>,
+    /// Micro-steps (absent in v0.1 manifests).
+    pub micro_steps: Option<u64>,
     pub tokens_seen: Option<u64>,
+    /// Mean MLM loss over the first micro-steps (absent in v0.1 manifests).
+    pub initial_mlm_loss: Option<f64>,
     pub final_mlm_loss: Option<f64>,
+    /// Micro-steps the final loss is averaged over.
     pub final_loss_window: Option<u64>,
     pub tokens_per_second: Option<f64>,
 }
@@ -158,25 +166,23 @@ fn s(v: &Value) -> Option<String> {
     v.as_str().map(str::to_string)
 }
 
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| a.iter().filter_map(s).collect())
-        .unwrap_or_default()
-}
-
 impl Facts {
     /// Gather the facts of `record` (a `kind = "run"` record) against `reference`.
     pub fn gather(record: &RunRecord, reference: &ReferenceRow) -> Facts {
-        let p = record.predicate();
+        let p = &record.predicate;
         let identity = identity(record);
         let metrics = metrics_log::read(record.metrics_log().as_deref());
+        let null = Value::Null;
         Facts {
-            recipe_panel: panels::recipe(&p["recipe"]["resolved"]),
-            data: panels::data(&p["data"], p["pretraining"]["tokens_seen"].as_u64()),
+            recipe_panel: panels::recipe(p.recipe.as_ref().map_or(&null, |r| &r.resolved)),
+            data: panels::data(
+                p.data.as_ref().unwrap_or(&null),
+                p.pretraining.as_ref().map(|t| t.tokens_seen),
+            ),
             inputs: panels::inputs(identity.signatures, &identity.subjects, &metrics),
             identity,
-            budget: budget(&p["budget"]),
-            pretraining: pretraining(&p["pretraining"]),
+            budget: budget(p.budget.as_ref()),
+            pretraining: pretraining(p.pretraining.as_ref()),
             glue: glue(p, reference),
             reference: reference.clone(),
             metrics,
@@ -185,69 +191,69 @@ impl Facts {
 }
 
 fn identity(record: &RunRecord) -> Identity {
-    let p = record.predicate();
-    let subjects = record.statement["subject"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|sub| Subject {
-                    name: s(&sub["name"]).unwrap_or_default(),
-                    role: s(&sub["annotations"]["role"]),
-                    digests: sub["digest"]
-                        .as_object()
-                        .map(|d| {
-                            d.iter()
-                                .map(|(k, v)| (k.clone(), s(v).unwrap_or_default()))
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                })
-                .collect()
+    let p = &record.predicate;
+    let subjects = record
+        .subjects
+        .iter()
+        .map(|sub| Subject {
+            name: sub.name.clone(),
+            role: sub.role().map(str::to_string),
+            digests: sub
+                .digest
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
         })
-        .unwrap_or_default();
+        .collect();
+    let recipe = p.recipe.as_ref();
+    let device_kind = p.budget.as_ref().and_then(|b| b.device_kind.clone());
     Identity {
-        recipe: s(&p["recipe"]["name"]),
-        recipe_sha256: s(&p["recipe"]["sha256"]),
-        created: s(&p["created"]),
-        crambench_version: s(&p["crambench_version"]),
-        hardware_class: s(&p["fingerprint"]["hardware_class"]),
-        hardware_words: hardware_words(&p["fingerprint"]["hardware"]),
-        precision: match p["budget"]["device_kind"].as_str() {
+        recipe: recipe.map(|r| r.name.clone()),
+        recipe_sha256: recipe.map(|r| r.sha256.clone()),
+        created: Some(p.created.clone()),
+        crambench_version: Some(p.crambench_version.clone()),
+        hardware_class: Some(record.hardware_class().to_string()).filter(|h| !h.is_empty()),
+        hardware_words: p.fingerprint.get("hardware").and_then(hardware_words),
+        precision: match device_kind.as_deref() {
             Some("cpu") => Some("fp32 (CPU: no autocast)".into()),
-            _ => s(&p["recipe"]["resolved"]["train"]["precision"]),
+            _ => recipe
+                .and_then(|r| r.resolved_value("train", "precision"))
+                .and_then(s),
         },
-        device_kind: s(&p["budget"]["device_kind"]),
-        devices: p["budget"]["devices"].as_u64(),
-        master_seed: p["seeds"]["master"].as_u64(),
+        device_kind,
+        devices: p.budget.as_ref().and_then(|b| b.devices).map(u64::from),
+        master_seed: Some(p.seeds.master),
         signatures: record.envelope.as_ref().map_or(0, |e| e.signatures.len()),
         subjects,
     }
 }
 
-fn budget(b: &Value) -> Budget {
+fn budget(b: Option<&BudgetSection>) -> Budget {
     Budget {
-        allowed_device_hours: b["allowed_device_hours"].as_f64(),
-        used_device_hours: b["used_device_hours"].as_f64(),
-        counted: strings(&b["counted_phases"]),
-        uncounted: strings(&b["uncounted_phases"]),
-        phase_seconds: b["phase_seconds"]
-            .as_object()
-            .map(|o| {
-                o.iter()
-                    .filter_map(|(k, v)| Some((k.clone(), v.as_f64()?)))
+        allowed_device_hours: b.map(|b| b.allowed_device_hours),
+        used_device_hours: b.map(|b| b.used_device_hours),
+        counted: b.map(|b| b.counted_phases.clone()).unwrap_or_default(),
+        uncounted: b.map(|b| b.uncounted_phases.clone()).unwrap_or_default(),
+        phase_seconds: b
+            .map(|b| {
+                b.phase_seconds
+                    .iter()
+                    .map(|(k, v)| (k.clone(), *v))
                     .collect()
             })
             .unwrap_or_default(),
     }
 }
 
-fn pretraining(t: &Value) -> Pretraining {
+fn pretraining(t: Option<&PretrainingSection>) -> Pretraining {
     Pretraining {
-        steps: t["steps"].as_u64(),
-        tokens_seen: t["tokens_seen"].as_u64(),
-        final_mlm_loss: t["final_mlm_loss"].as_f64(),
-        final_loss_window: t["final_loss_window"].as_u64(),
-        tokens_per_second: t["tokens_per_second"].as_f64(),
+        steps: t.map(|t| t.optimizer_steps),
+        micro_steps: t.and_then(|t| t.micro_steps),
+        tokens_seen: t.map(|t| t.tokens_seen),
+        initial_mlm_loss: t.and_then(|t| t.initial_mlm_loss),
+        final_mlm_loss: t.and_then(|t| t.final_mlm_loss),
+        final_loss_window: t.map(|t| t.final_loss_window_micro_steps),
+        tokens_per_second: t.map(|t| t.tokens_per_second),
     }
 }
 
@@ -283,36 +289,29 @@ fn hardware_words(h: &Value) -> Option<String> {
     })
 }
 
-fn glue(p: &Value, reference: &ReferenceRow) -> Glue {
-    let g = &p["glue"];
-    let uncertainty: Option<crate::glue::controls::Uncertainty> =
-        serde_json::from_value(g["uncertainty"].clone()).ok();
-    let controls: Option<crate::glue::controls::Controls> =
-        serde_json::from_value(g["controls"].clone()).ok();
+fn glue(p: &Predicate, reference: &ReferenceRow) -> Glue {
+    let g = p.glue.as_ref();
+    let uncertainty = g.and_then(|g| g.uncertainty.as_ref());
+    let controls = g.and_then(|g| g.controls.as_ref()).map(|c| c.controls());
     let shown = controls.as_ref().map(|c| match &c.no_pretraining {
         Some(np) => ("no-pretraining", np),
         None => ("constant", &c.constant),
     });
     let columns = &crate::reference::table().columns;
-    let pct = |v: &Value| v.as_f64().map(|x| 100.0 * x);
+    let pct = |v: Option<&f64>| v.map(|x| 100.0 * x);
     let mut rows = Vec::new();
-    if let Some(tasks) = g["tasks"].as_object() {
-        for (set, t) in tasks {
-            let Some(metrics) = t["metrics"].as_object() else {
-                continue;
-            };
-            let trials = t["trials"].as_array().cloned().unwrap_or_default();
-            for (metric, median) in metrics {
+    if let Some(g) = g {
+        for (set, t) in &g.tasks {
+            for (metric, median) in &t.metrics {
                 let cell = if columns.get(set) == Some(metric) {
                     reference.cells.get(set).copied().flatten()
                 } else {
                     None
                 };
-                let median = pct(median);
+                let median = pct(Some(median));
                 let ctl = shown.and_then(|(_, c)| c.tasks.get(set));
                 rows.push(GlueRow {
                     ci95: uncertainty
-                        .as_ref()
                         .and_then(|u| u.tasks.get(set)?.ci95.get(metric).copied())
                         .map(|i| crate::glue::controls::Interval {
                             lo: 100.0 * i.lo,
@@ -323,9 +322,10 @@ fn glue(p: &Value, reference: &ReferenceRow) -> Glue {
                     set: set.clone(),
                     metric: metric.clone(),
                     median,
-                    trials: trials
+                    trials: t
+                        .trials
                         .iter()
-                        .map(|tr| pct(&tr["metrics"][metric]))
+                        .map(|tr| pct(tr.metrics.get(metric)))
                         .collect(),
                     reference: cell,
                     delta: median.zip(cell).map(|(m, r)| m - r),
@@ -340,11 +340,9 @@ fn glue(p: &Value, reference: &ReferenceRow) -> Glue {
         .filter(|(set, cell)| cell.is_some() && !evaluated(set))
         .map(|(set, _)| set.clone())
         .collect();
-    let aggregate = match (
-        g["aggregate"]["rule"].as_str(),
-        g["aggregate"]["value"].as_f64(),
-    ) {
-        (Some(rule), Some(value)) => Some(AggregateLine {
+    let aggregate = g.map(|g| {
+        let (rule, value) = (g.aggregate.rule.as_str(), g.aggregate.value);
+        AggregateLine {
             rule: rule.to_string(),
             value,
             reference: if rule == crate::glue::aggregate::Rule::Demo.name() {
@@ -357,22 +355,24 @@ fn glue(p: &Value, reference: &ReferenceRow) -> Glue {
             } else {
                 AggregateReference::NotPublished(reference.glue.keys().cloned().collect())
             },
-        }),
-        _ => None,
-    };
+        }
+    });
     Glue {
-        present: g.is_object(),
-        protocol_differences: if g.is_object() {
-            crate::reference::protocol_differences(reference, g)
-        } else {
-            Vec::new()
+        present: g.is_some(),
+        protocol_differences: match g {
+            Some(g) => crate::reference::protocol_differences(reference, g),
+            None => Vec::new(),
         },
-        protocol: s(&g["protocol"]),
-        epochs: p["recipe"]["resolved"]["glue"]["epochs"].as_f64(),
+        protocol: g.map(|g| g.protocol.clone()),
+        epochs: p
+            .recipe
+            .as_ref()
+            .and_then(|r| r.resolved_value("glue", "epochs"))
+            .and_then(Value::as_f64),
         rows,
         aggregate,
         not_evaluated,
-        aggregate_ci95: uncertainty.as_ref().and_then(|u| u.aggregate),
+        aggregate_ci95: uncertainty.and_then(|u| u.aggregate),
         control: shown.map(|(name, c)| ControlLine {
             name: name.to_string(),
             description: c.description.clone(),

@@ -23,9 +23,12 @@
 //! phases the rules leave out: data preparation and GLUE fine-tuning/evaluation, with their
 //! wall seconds, and the GPU energy of each phase in kWh (`budget.energy`; unavailable, with
 //! the reason, on a CPU or without NVML).
-use super::state::RunState;
+use super::state::{RunState, Stage};
 use crate::error::Error;
 use crate::glue::{config::GlueConfig, tasks::Task};
+use crate::manifest::predicate::{
+    BudgetSection, PipelineSection, PretrainingSection, RecipeSection, StageSection,
+};
 use crate::manifest::statement::{Material, ResourceDescriptor, Statement};
 use crate::provenance::{hash, seeds::Seeds};
 use crate::recipe::Recipe;
@@ -42,10 +45,16 @@ pub struct Inputs<'a> {
     pub state: &'a RunState,
 }
 
-fn info<'a>(st: &'a RunState, stage: &str) -> Result<&'a Value> {
+fn info(st: &RunState, stage: Stage) -> Result<&Value> {
     st.stage(stage)
         .map(|r| &r.info)
         .with_context(|| format!("run.json: stage `{stage}` has not run"))
+}
+
+/// A section of run.json's stage records as its manifest type (`what` names it in errors).
+fn section<T: serde::de::DeserializeOwned>(v: &Value, what: &str) -> Result<T> {
+    serde_path_to_error::deserialize(v)
+        .map_err(|e| Error::input(format!("run.json: {what}.{}", e.path()), e.inner()).into())
 }
 
 fn subject(name: &str, path: &Path, role: &str) -> Result<ResourceDescriptor> {
@@ -83,9 +92,9 @@ fn energy(st: &RunState) -> Value {
     let mut unavailable = Vec::new();
     let mut device = Value::Null;
     for (stage, phase) in [
-        ("data", "data_preparation"),
-        ("pretrain", "pretraining"),
-        ("glue", "glue_finetuning_and_evaluation"),
+        (Stage::Data, "data_preparation"),
+        (Stage::Pretrain, "pretraining"),
+        (Stage::Glue, "glue_finetuning_and_evaluation"),
     ] {
         let e = st.stage(stage).map(|r| &r.info["energy"]);
         match e.and_then(|e| e["kwh"].as_f64()) {
@@ -126,7 +135,7 @@ pub fn statement(inp: &Inputs) -> Result<Statement> {
     // Every seed the run used, re-derived from the master seed.
     let mut seeds = Seeds::new(st.master_seed)?;
     seeds.master_from_os = st.master_from_os;
-    let pre = info(st, "pretrain")?;
+    let pre = info(st, Stage::Pretrain)?;
     if let Some(m) = pre["seeds"].as_object() {
         for label in m.keys() {
             seeds.get(label)?;
@@ -158,7 +167,7 @@ pub fn statement(inp: &Inputs) -> Result<Statement> {
     let dataset = super::dataset_of(st)?;
     let ds_name = dataset.manifest().name.clone();
     let ds_dir = Path::new(
-        info(st, "data")?["dir"]
+        info(st, Stage::Data)?["dir"]
             .as_str()
             .context("run.json: data.dir")?,
     );
@@ -180,7 +189,7 @@ pub fn statement(inp: &Inputs) -> Result<Statement> {
     // Only when the control ran (an earlier, stopped attempt may have left an emptied
     // directory behind).
     let controls = inp.dir.join("glue/controls");
-    let glue_info = info(st, "glue")?;
+    let glue_info = info(st, Stage::Glue)?;
     if glue_info["glue"]["controls"]["no_pretraining"].is_object() && controls.is_dir() {
         s.subject
             .push(subject("glue/controls", &controls, "control-predictions")?);
@@ -205,7 +214,7 @@ pub fn statement(inp: &Inputs) -> Result<Statement> {
     }
     let mut data = dataset.predicate_data();
     // The lock file the hub sources were resolved through: a material, and its content.
-    let lock = &info(st, "data")?["lock"];
+    let lock = &info(st, Stage::Data)?["lock"];
     if lock.is_object() {
         let sha = lock["sha256"]
             .as_str()
@@ -229,7 +238,7 @@ pub fn statement(inp: &Inputs) -> Result<Statement> {
         m.role.get_or_insert_with(|| "tokenizer".into());
         s.predicate.materials.push(m);
     }
-    let glue = info(st, "glue")?;
+    let glue = info(st, Stage::Glue)?;
     for m in glue["materials"].as_array().into_iter().flatten() {
         s.predicate
             .materials
@@ -237,41 +246,63 @@ pub fn statement(inp: &Inputs) -> Result<Statement> {
     }
 
     // Budget: pretraining's own accounting plus the uncounted phases of the run.
-    let mut budget = pre["budget"].clone();
-    let seconds = |stage: &str| st.stage(stage).map(|r| r.seconds).unwrap_or(0.0);
-    budget["phase_seconds"]["data_preparation"] = json!(seconds("data"));
-    budget["phase_seconds"]["glue_finetuning_and_evaluation"] = json!(seconds("glue"));
-    budget["energy"] = energy(st);
-    if let Some(u) = budget["uncounted_phases"].as_array_mut() {
-        u.push(json!("data preparation (tokenizer, packing)"));
-        u.push(json!("GLUE fine-tuning and evaluation"));
-    }
+    let mut budget: BudgetSection = section(&pre["budget"], "pretrain.budget")?;
+    let seconds = |stage: Stage| st.stage(stage).map(|r| r.seconds).unwrap_or(0.0);
+    budget
+        .phase_seconds
+        .insert("data_preparation".into(), seconds(Stage::Data));
+    budget.phase_seconds.insert(
+        "glue_finetuning_and_evaluation".into(),
+        seconds(Stage::Glue),
+    );
+    budget.energy = Some(section(&energy(st), "energy")?);
+    budget
+        .uncounted_phases
+        .push("data preparation (tokenizer, packing)".into());
+    budget
+        .uncounted_phases
+        .push("GLUE fine-tuning and evaluation".into());
 
-    s.predicate.recipe = Some(json!({
-        "name": inp.recipe.name(),
-        "path": inp.recipe.path.display().to_string(),
-        "sha256": inp.recipe_sha256,
-        "resolved": inp.resolved,
-    }));
+    s.predicate.recipe = Some(RecipeSection {
+        name: inp.recipe.name(),
+        path: Some(inp.recipe.path.display().to_string()),
+        sha256: inp.recipe_sha256.to_string(),
+        resolved: inp.resolved.clone(),
+    });
     s.predicate.data = Some(data);
     s.predicate.budget = Some(budget);
-    s.predicate.pretraining = Some(pre["pretraining"].clone());
-    s.predicate.glue = Some(glue["glue"].clone());
-    let stages: serde_json::Map<String, Value> = st
-        .stages
-        .iter()
-        .map(|(k, r)| {
-            (
-                k.clone(),
-                json!({"seconds": r.seconds, "completed": r.completed}),
-            )
-        })
-        .collect();
-    s.predicate.run = Some(json!({
-        "invocations": st.invocations,
-        "stages": stages,
-        "forced": st.forced,
-    }));
+    let mut pretraining: PretrainingSection = section(&pre["pretraining"], "pretrain.pretraining")?;
+    // run.json of a run begun before the section kept the initial loss beside it.
+    if pretraining.initial_mlm_loss.is_none() {
+        pretraining.initial_mlm_loss = pre["initial_mlm_loss"].as_f64();
+    }
+    s.predicate.pretraining = Some(pretraining);
+    s.predicate.glue = Some(section(&glue["glue"], "glue.glue")?);
+    s.predicate.pipeline = Some(PipelineSection {
+        invocations: st
+            .invocations
+            .iter()
+            .map(|i| section(&json!(i), "invocations"))
+            .collect::<Result<_>>()?,
+        stages: st
+            .stages
+            .iter()
+            .map(|(k, r)| {
+                (
+                    k.clone(),
+                    StageSection {
+                        seconds: r.seconds,
+                        completed: Some(r.completed.clone()),
+                    },
+                )
+            })
+            .collect(),
+        forced: st
+            .forced
+            .iter()
+            .map(|f| section(&json!(f), "forced"))
+            .collect::<Result<_>>()?,
+    });
     Ok(s)
 }
 

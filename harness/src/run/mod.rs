@@ -18,7 +18,7 @@
 //! Rerunning the same command continues at the first incomplete stage. A run directory made
 //! from another recipe (or another `--budget`) or on another hardware class is refused (exit 4)
 //! unless `--force`; every check `--force` overrides is recorded in `run.json` and in the
-//! manifest written after it (`predicate.run.forced`). Another `--seed` is always refused. A completed stage whose outputs no longer match their
+//! manifest written after it (`predicate.pipeline.forced`). Another `--seed` is always refused. A completed stage whose outputs no longer match their
 //! recorded digests is an error (exit 1) naming the file; with `--force` that stage and the ones
 //! after it are redone.
 pub mod assemble;
@@ -35,7 +35,7 @@ use crate::train::{pretrain_recipe, PretrainOptions};
 use anyhow::{Context, Result};
 use serde::Serialize;
 use serde_json::{json, Value};
-use state::{RunState, StageRecord};
+use state::{RunState, Stage, StageRecord};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -288,7 +288,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
             break;
         }
         reports.push(StageReport {
-            stage: stage.into(),
+            stage: stage.name().into(),
             status: "reused".into(),
             seconds: rec.seconds,
             detail: "complete earlier; outputs verified".into(),
@@ -312,16 +312,15 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         }
         stderr_line(opts.progress, &format!("== {stage}"));
         let t = Instant::now();
-        let phase = energy.start(stage);
+        let phase = energy.start(stage.name());
         let result = match stage {
-            "fingerprint" => ctx.stage_fingerprint(),
-            "data" => ctx.stage_data(),
-            "pretrain" => ctx.stage_pretrain(),
-            "glue" => ctx.stage_glue(),
-            "manifest" => ctx.stage_manifest(),
-            "sign" => ctx.stage_sign(&mut key_info),
-            "report" => ctx.stage_report(),
-            _ => unreachable!("stage list is fixed"),
+            Stage::Fingerprint => ctx.stage_fingerprint(),
+            Stage::Data => ctx.stage_data(),
+            Stage::Pretrain => ctx.stage_pretrain(),
+            Stage::Glue => ctx.stage_glue(),
+            Stage::Manifest => ctx.stage_manifest(),
+            Stage::Sign => ctx.stage_sign(&mut key_info),
+            Stage::Report => ctx.stage_report(),
         }
         .with_context(|| format!("stage `{stage}` of {}", dir.display()))?;
         let seconds = t.elapsed().as_secs_f64();
@@ -344,7 +343,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
                     recorded.insert(key, d);
                 }
                 ctx.st.stages.insert(
-                    stage.into(),
+                    stage.name().into(),
                     StageRecord {
                         completed: now_rfc3339(),
                         seconds,
@@ -354,7 +353,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
                 );
                 ctx.st.save(&dir)?;
                 reports.push(StageReport {
-                    stage: stage.into(),
+                    stage: stage.name().into(),
                     status: "ran".into(),
                     seconds,
                     detail,
@@ -363,7 +362,7 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
             StageResult::Stopped { detail } => {
                 ctx.st.save(&dir)?;
                 reports.push(StageReport {
-                    stage: stage.into(),
+                    stage: stage.name().into(),
                     status: "stopped".into(),
                     seconds,
                     detail,
@@ -376,11 +375,11 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         // Signed in an earlier invocation: name the signer from the envelope.
         key_info.keyid = ctx
             .st
-            .stage("sign")
+            .stage(Stage::Sign)
             .and_then(|r| r.info["keyid"].as_str().map(str::to_string));
         key_info.public_key = ctx
             .st
-            .stage("sign")
+            .stage(Stage::Sign)
             .and_then(|r| r.info["public_key"].as_str().map(PathBuf::from));
     }
     let manifest: Value = serde_json::from_slice(&crate::io::read_limited(
@@ -405,7 +404,10 @@ fn outcome(
     key: KeyInfo,
     manifest: Option<&Value>,
 ) -> RunOutcome {
-    let p = manifest.map(|m| &m["predicate"]);
+    let st: Option<crate::manifest::statement::Statement> =
+        manifest.and_then(|m| serde_json::from_value(m.clone()).ok());
+    let p = st.as_ref().map(|s| &s.predicate);
+    let glue = p.and_then(|p| p.glue.as_ref());
     RunOutcome {
         dir: dir.to_path_buf(),
         complete,
@@ -418,21 +420,23 @@ fn outcome(
         signing_key: key.signing_key,
         public_key: key.public_key,
         key_created: key.created,
-        aggregate: p.map(|p| p["glue"]["aggregate"].clone()),
-        final_mlm_loss: p.and_then(|p| p["pretraining"]["final_mlm_loss"].as_f64()),
-        tokens_per_second: p.and_then(|p| p["pretraining"]["tokens_per_second"].as_f64()),
-        used_device_hours: p.and_then(|p| p["budget"]["used_device_hours"].as_f64()),
-        aggregate_ci95: p
-            .map(|p| p["glue"]["uncertainty"]["aggregate"].clone())
-            .filter(|v| !v.is_null()),
-        controls: p
-            .and_then(|p| {
-                serde_json::from_value::<crate::glue::controls::Controls>(
-                    p["glue"]["controls"].clone(),
-                )
-                .ok()
-            })
-            .map(|c| crate::glue::controls::summary_lines(&c))
+        aggregate: glue.and_then(|g| serde_json::to_value(&g.aggregate).ok()),
+        final_mlm_loss: p
+            .and_then(|p| p.pretraining.as_ref())
+            .and_then(|t| t.final_mlm_loss),
+        tokens_per_second: p
+            .and_then(|p| p.pretraining.as_ref())
+            .map(|t| t.tokens_per_second),
+        used_device_hours: p
+            .and_then(|p| p.budget.as_ref())
+            .map(|b| b.used_device_hours),
+        aggregate_ci95: glue
+            .and_then(|g| g.uncertainty.as_ref())
+            .and_then(|u| u.aggregate)
+            .and_then(|i| serde_json::to_value(i).ok()),
+        controls: glue
+            .and_then(|g| g.controls.as_ref())
+            .map(|c| crate::glue::controls::summary_lines(&c.controls()))
             .unwrap_or_default(),
     }
 }
@@ -565,7 +569,7 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn info(&self, stage: &str) -> Result<&Value> {
+    fn info(&self, stage: Stage) -> Result<&Value> {
         self.st
             .stage(stage)
             .map(|r| &r.info)
@@ -641,7 +645,7 @@ impl Ctx<'_> {
 
     fn stage_pretrain(&mut self) -> Result<StageResult> {
         let data_dir = PathBuf::from(
-            self.info("data")?["dir"]
+            self.info(Stage::Data)?["dir"]
                 .as_str()
                 .context("run.json: data.dir")?,
         );
@@ -698,20 +702,32 @@ impl Ctx<'_> {
             .display()
             .to_string();
         let seconds = summary.budget.phase_seconds.get("pretraining").copied();
-        let mut pretraining = summary.predicate_pretraining();
-        // The attention backend pretraining ran with (absent from the resolved recipe: auto).
-        pretraining["attention"] = self.resolved["train"]
-            .get("attention")
-            .cloned()
-            .unwrap_or_else(|| json!("auto"));
+        let mut pretraining = crate::manifest::predicate::PretrainingSection {
+            optimizer_steps: summary.steps,
+            micro_steps: Some(summary.micro_steps),
+            tokens_seen: summary.tokens_seen,
+            initial_mlm_loss: summary.initial_mlm_loss,
+            final_mlm_loss: summary.final_mlm_loss,
+            final_loss_window_micro_steps: summary.final_loss_window,
+            tokens_per_second: summary.tokens_per_second,
+            tokens_per_second_basis: None,
+            // The attention backend pretraining ran with (absent from the resolved recipe: auto).
+            attention: Some(
+                self.resolved["train"]
+                    .get("attention")
+                    .and_then(Value::as_str)
+                    .unwrap_or("auto")
+                    .to_string(),
+            ),
+        };
         if summary.resumed_from.is_some() {
             // The trainer's tokens/s covers only its own process; a resumed run reports the
             // throughput of the whole pretraining (tokens over counted seconds), so an
             // interruption does not look like a slowdown (or, resumed after the last step,
             // like no throughput at all).
             if let Some(s) = seconds.filter(|s| *s > 0.0) {
-                pretraining["tokens_per_second"] = json!(summary.tokens_seen as f64 / s);
-                pretraining["tokens_per_second_basis"] = json!("whole pretraining (resumed)");
+                pretraining.tokens_per_second = summary.tokens_seen as f64 / s;
+                pretraining.tokens_per_second_basis = Some("whole pretraining (resumed)".into());
             }
         }
         Ok(StageResult::Done {
@@ -739,7 +755,7 @@ impl Ctx<'_> {
     fn stage_glue(&mut self) -> Result<StageResult> {
         let cfg = GlueConfig::from_recipe(self.recipe)?;
         let tasks = Task::parse_list(&cfg.tasks.join(","))?;
-        let rel = self.info("pretrain")?["checkpoint"]
+        let rel = self.info(Stage::Pretrain)?["checkpoint"]
             .as_str()
             .context("run.json: pretrain.checkpoint")?;
         if !crate::audit::safe_rel(rel) {
@@ -903,7 +919,7 @@ impl Ctx<'_> {
         let key = crate::manifest::keys::load_signing_key(&key_path)?;
         let mut model_sig = serde_json::Value::Null;
         if key.algorithm() == crate::manifest::keys::Algorithm::EcdsaP256 {
-            let rel = self.info("pretrain")?["checkpoint"]
+            let rel = self.info(Stage::Pretrain)?["checkpoint"]
                 .as_str()
                 .context("run.json: pretrain.checkpoint")?
                 .to_string();
@@ -933,11 +949,11 @@ impl Ctx<'_> {
             &started,
             &crate::manifest::statement::now_rfc3339(),
         )?;
-        let mut slsa_env = crate::manifest::dsse::Envelope::new(
-            crate::manifest::dsse::PAYLOAD_TYPE_IN_TOTO,
+        let slsa_env = crate::manifest::sign::envelope_signed_by(
+            &key,
             &crate::manifest::jcs::to_vec(&slsa)?,
-        );
-        slsa_env.sign(&key, crate::manifest::slsa::ENVELOPE_FILE)?;
+            crate::manifest::slsa::ENVELOPE_FILE,
+        )?;
         crate::io::write_atomic(
             &self.dir.join(crate::manifest::slsa::ENVELOPE_FILE),
             slsa_env.to_json().as_bytes(),
@@ -995,7 +1011,7 @@ fn fmt_loss(l: Option<f64>) -> String {
 /// Open a dataset recorded by the data stage (for callers that need it).
 pub fn dataset_of(st: &RunState) -> Result<PackedDataset> {
     let dir = st
-        .stage("data")
+        .stage(Stage::Data)
         .and_then(|r| r.info["dir"].as_str())
         .context("run.json: the data stage has not run")?;
     PackedDataset::open(Path::new(dir))

@@ -478,17 +478,18 @@ pub fn check(recipe: &Recipe, opts: &super::RunOptions) -> Result<Preflight> {
         .saturating_add(l.saturating_mul(4 * h * h + 3 * h * i));
     let keep = 2 + 1; // kept checkpoints plus the one being written
                       // What is already done (a resumed run) needs no room again.
-    let done: Vec<String> = super::state::RunState::load(&opts.out_root.join(recipe.name()))
+    use super::state::Stage;
+    let done: Vec<Stage> = super::state::RunState::load(&opts.out_root.join(recipe.name()))
         .ok()
         .flatten()
-        .map(|st| st.stages.keys().cloned().collect())
+        .map(|st| st.stages.keys().filter_map(|k| Stage::parse(k)).collect())
         .unwrap_or_default();
-    let data_bytes = if done.iter().any(|s| s == "data") {
+    let data_bytes = if done.contains(&Stage::Data) {
         0
     } else {
         corpus_bytes / 2
     };
-    let ckpt_bytes = if done.iter().any(|s| s == "pretrain") {
+    let ckpt_bytes = if done.contains(&Stage::Pretrain) {
         0
     } else {
         params.saturating_mul(4 * 3 * keep)
@@ -501,7 +502,7 @@ pub fn check(recipe: &Recipe, opts: &super::RunOptions) -> Result<Preflight> {
         .sources
         .iter()
         .all(|s| s.format == Some(crate::data::config::Format::ParquetIds));
-    let download = if done.iter().any(|s| s == "data") {
+    let download = if done.iter().any(|s| *s == super::state::Stage::Data) {
         0
     } else if opts.delete_raw && pretokenised {
         // One pass, each shard removed once read: one shard at a time (plus GLUE, small).

@@ -18,16 +18,54 @@ pub const STATE_FILE: &str = crate::record::RUN_STATE_FILE;
 /// Format tag of `run.json`.
 pub const SCHEMA: &str = "crambench.run/v1";
 
+/// A stage of `crambench run`, named in `run.json` by [`Stage::name`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Stage {
+    Fingerprint,
+    Data,
+    Pretrain,
+    Glue,
+    Manifest,
+    Sign,
+    Report,
+}
+
 /// The stages in order.
-pub const STAGES: [&str; 7] = [
-    "fingerprint",
-    "data",
-    "pretrain",
-    "glue",
-    "manifest",
-    "sign",
-    "report",
+pub const STAGES: [Stage; 7] = [
+    Stage::Fingerprint,
+    Stage::Data,
+    Stage::Pretrain,
+    Stage::Glue,
+    Stage::Manifest,
+    Stage::Sign,
+    Stage::Report,
 ];
+
+impl Stage {
+    /// Its key in `run.json` and its name in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Fingerprint => "fingerprint",
+            Stage::Data => "data",
+            Stage::Pretrain => "pretrain",
+            Stage::Glue => "glue",
+            Stage::Manifest => "manifest",
+            Stage::Sign => "sign",
+            Stage::Report => "report",
+        }
+    }
+
+    /// The stage named `name`.
+    pub fn parse(name: &str) -> Option<Stage> {
+        STAGES.into_iter().find(|s| s.name() == name)
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// One finished stage.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -114,13 +152,13 @@ impl RunState {
             .into());
         }
         crate::ident::check(format!("{}: recipe_name", path.display()), &st.recipe_name)?;
-        if let Some(unknown) = st.stages.keys().find(|k| !STAGES.contains(&k.as_str())) {
+        if let Some(unknown) = st.stages.keys().find(|k| Stage::parse(k).is_none()) {
             return Err(Error::input(
                 format!("{}: stages.{unknown}", path.display()),
                 format!(
                     "not a stage of crambench run ({}); the run directory is damaged or from \
                      another version",
-                    STAGES.join(", ")
+                    STAGES.map(Stage::name).join(", ")
                 ),
             )
             .into());
@@ -136,15 +174,14 @@ impl RunState {
     }
 
     /// The record of `stage` if it completed.
-    pub fn stage(&self, stage: &str) -> Option<&StageRecord> {
-        self.stages.get(stage)
+    pub fn stage(&self, stage: Stage) -> Option<&StageRecord> {
+        self.stages.get(stage.name())
     }
 
     /// Forget `stage` and every stage after it (they are redone).
-    pub fn invalidate_from(&mut self, stage: &str) {
-        let from = STAGES.iter().position(|s| *s == stage).unwrap_or(0);
-        for s in &STAGES[from..] {
-            self.stages.remove(*s);
+    pub fn invalidate_from(&mut self, stage: Stage) {
+        for s in STAGES.into_iter().filter(|s| *s >= stage) {
+            self.stages.remove(s.name());
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The `[train]` table of a recipe. Defaults are the v2 recipe `bert-o4` (recipe.md §2.1); every
+//! The `[train]` table of a recipe. Defaults are the v2 recipe `bert-o4` (upstream `cramming/config/train/bert-o4.yaml`, JonasGeiping/cramming 196c991); every
 //! field is named like the reference's `train.*` (or `impl.*`) key it mirrors.
 use super::amp::Precision;
 use super::masking::MaskingKind;

@@ -14,16 +14,16 @@
 //! Labels are the original ids at masked positions and −100 elsewhere. Randomness comes from a
 //! counter-based stream: the mask of micro-batch `k` depends only on the `masking` seed and `k`,
 //! so a resumed run masks exactly as an uninterrupted one would.
+use crate::data::tokenizer::special;
 use crate::rng::splitmix64;
 use serde::{Deserialize, Serialize};
 
 /// Label value of positions that are not predicted (PyTorch's `ignore_index`).
 pub const IGNORE: i64 = -100;
-/// The `<mask>` id (fixed by the data spec: `<pad>`=0 `<s>`=1 `</s>`=2 `<unk>`=3 `<cls>`=4
-/// `<sep>`=5 `<mask>`=6).
-pub const MASK_ID: i64 = 6;
-/// Ids below this are special tokens (0..=6).
-pub const NUM_SPECIAL: i64 = 7;
+/// The `<mask>` id ([`special::MASK`], fixed in every crambench tokenizer).
+pub const MASK_ID: i64 = special::MASK as i64;
+/// Ids below this are special tokens ([`special::COUNT`]).
+pub const NUM_SPECIAL: i64 = special::COUNT as i64;
 
 /// Which masking rule (`train.masking`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

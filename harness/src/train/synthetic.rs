@@ -38,7 +38,7 @@ pub trait BlockSource {
 }
 
 /// `<cls>` id.
-const CLS_ID: i64 = 4;
+const CLS_ID: i64 = crate::data::tokenizer::special::CLS as i64;
 /// Probability that the next token follows the permutation.
 const FOLLOW_P: f64 = 0.85;
 
