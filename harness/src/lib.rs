@@ -22,6 +22,8 @@
 //!   predictions, medians, aggregate): one implementation for verify, gate, submit, leaderboard.
 //! * [`leaderboard`] — submission bundles, track rules, verified and ranked leaderboard site.
 //! * [`report`] — the run report: Markdown and a self-contained HTML page with curves.
+//! * [`sweep`] — `crambench sweep`: recipes × seeds × overrides as many runs, locally or as a
+//!   Slurm job array; status, and the signed summary over seeds. Above [`run`].
 //! * [`compare`], [`gate`] — runs side by side; the CI regression gate with its signed
 //!   test-result attestation.
 pub mod audit;
@@ -44,6 +46,7 @@ pub mod report;
 pub mod rng;
 pub mod run;
 pub mod stats;
+pub mod sweep;
 pub mod torchrt;
 pub mod train;
 

@@ -72,6 +72,9 @@ enum Command {
     /// Leaderboard: verify entries against trusted keys and track rules, render the site.
     #[command(subcommand)]
     Leaderboard(cli::leaderboard::LeaderboardCmd),
+    /// Many runs: recipes × seeds × overrides, locally or as a Slurm job array; `sweep status`,
+    /// `sweep collect` (median and spread over seeds, signed).
+    Sweep(cli::sweep::SweepArgs),
     // [cli:commands] each area adds its command group above this line
 }
 
@@ -286,6 +289,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Gate(args) => cli::gate::run(args),
         Command::Submit(args) => cli::submit::run(args),
         Command::Leaderboard(cmd) => cli::leaderboard::run(cmd),
+        Command::Sweep(args) => cli::sweep::run(args),
         // [cli:dispatch] each area adds its match arm above this line
     }
 }

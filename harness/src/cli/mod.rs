@@ -32,6 +32,7 @@ pub mod leaderboard;
 pub mod report;
 pub mod run;
 pub mod submit;
+pub mod sweep;
 pub mod train;
 
 /// Write `text` to stdout; a closed pipe (`crambench … | head`) ends quietly.

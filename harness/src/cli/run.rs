@@ -38,6 +38,11 @@ pub struct RunArgs {
     /// cpu, cuda or cuda:N (default: CUDA when available).
     #[arg(long)]
     pub device: Option<String>,
+    /// Data-parallel pretraining on N devices of this machine (N worker processes, gradients
+    /// averaged by NCCL all-reduce on CUDA). Under torchrun or Slurm (RANK/WORLD_SIZE,
+    /// SLURM_PROCID/SLURM_NTASKS in the environment) the launcher's ranks are used instead.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub devices: u32,
     /// Dataset cache (default: $CRAMBENCH_DATA_DIR, else ./data-cache).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
@@ -66,6 +71,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         force: args.force,
         seed: args.seed,
         device,
+        devices: args.devices,
         data_root,
         glue_data: args.glue_data.clone(),
         threads: args.threads,

@@ -62,6 +62,8 @@ pub struct RunOptions {
     /// Master seed for a new run (default: drawn from the OS).
     pub seed: Option<u64>,
     pub device: Device,
+    /// Data-parallel ranks of pretraining (`--devices N`; 1: this process alone).
+    pub devices: u32,
     /// Dataset cache (content-addressed datasets live in `<data_root>/<name>/`).
     pub data_root: PathBuf,
     /// GLUE data root (for GLUE tasks; demo tasks need none).
