@@ -61,6 +61,9 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let stop = super::stop_on_signals()?;
+    if let Some(code) = super::sweep::dist_worker(&stop)? {
+        return Ok(code);
+    }
     let device = super::device(args.device.as_deref())?;
     let data_root = crambench::data::prepare::data_root(args.data_dir.clone());
     let outcome = run_pipeline(&RunOptions {

@@ -194,3 +194,17 @@ fn collect(a: CollectArgs) -> Result<ExitCode> {
     }
     Ok(ExitCode::Ok)
 }
+
+/// A data-parallel rank other than 0 (its launcher's environment says so: torchrun, Slurm,
+/// Kubeflow, or `--devices N` of rank 0): connect to rank 0, pretrain the job it sends, and
+/// exit (`Some(code)`). `None` for rank 0 and for one process.
+pub fn dist_worker(
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Result<Option<ExitCode>> {
+    let env = crambench::train::dist::DistEnv::detect()?;
+    if env.world_size == 1 || env.rank == 0 {
+        return Ok(None);
+    }
+    crambench::train::dist::worker::serve(&env, stop.clone())?;
+    Ok(Some(ExitCode::Ok))
+}

@@ -12,7 +12,7 @@
 use anyhow::{Context, Result};
 use clap::Args;
 use crambench::train::run::PretrainData;
-use crambench::train::{pretrain_recipe, PretrainOptions, PretrainSummary};
+use crambench::train::{PretrainOptions, PretrainSummary};
 use crambench::ExitCode;
 use std::path::PathBuf;
 
@@ -49,6 +49,9 @@ pub struct PretrainArgs {
     /// CPU threads for libtorch's intra-op parallelism (default: libtorch's choice).
     #[arg(long)]
     pub threads: Option<i32>,
+    /// Data-parallel ranks on this machine (see `crambench run --devices`).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub devices: u32,
     /// Print the summary as JSON.
     #[arg(long)]
     pub json: bool,
@@ -56,6 +59,9 @@ pub struct PretrainArgs {
 
 pub fn run(args: PretrainArgs) -> Result<ExitCode> {
     let stop = super::stop_on_signals()?;
+    if let Some(code) = super::sweep::dist_worker(&stop)? {
+        return Ok(code);
+    }
     if let Some(n) = args.threads {
         if n < 1 {
             return Err(crambench::Error::input("--threads", "must be at least 1").into());
@@ -72,7 +78,8 @@ pub fn run(args: PretrainArgs) -> Result<ExitCode> {
         PathBuf::from("runs").join(stem)
     });
     let data = pretrain_data(&args)?;
-    let summary = pretrain_recipe(
+    let env = crambench::train::dist::DistEnv::detect()?;
+    let (summary, _) = crambench::train::dist::worker::pretrain_rank0(
         &args.recipe,
         &PretrainOptions {
             budget: args.budget.clone(),
@@ -84,6 +91,9 @@ pub fn run(args: PretrainArgs) -> Result<ExitCode> {
             stop,
             data,
         },
+        &env,
+        args.devices,
+        false,
     )?;
     let text = if args.json {
         super::json_text(&summary)?

@@ -197,8 +197,13 @@ pub fn statement(inp: &Inputs) -> Result<Statement> {
         .collect();
     s.predicate.run = Some(json!({
         "invocations": st.invocations,
+        "restarts": st.invocations.len().saturating_sub(1),
         "stages": stages,
         "forced": st.forced,
     }));
+    if !pre["dist"].is_null() {
+        // Data parallel (#18): world size, each rank's device, the backend and launcher.
+        s.predicate.run.as_mut().expect("set above")["dist"] = pre["dist"].clone();
+    }
     Ok(s)
 }

@@ -283,11 +283,17 @@ fn toml_string(s: &str) -> String {
 
 /// `p` made absolute against the current directory (not canonicalised: it may not exist yet).
 pub fn absolute(p: &Path) -> Result<PathBuf> {
-    if p.is_absolute() {
-        return Ok(p.to_path_buf());
-    }
-    let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
-    Ok(cwd.join(p))
+    let full = if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        let cwd = std::env::current_dir().map_err(|e| Error::io(".", e))?;
+        cwd.join(p)
+    };
+    // Without `.` components (`/a/./b` is `/a/b`); `..` is kept (a link may sit before it).
+    Ok(full
+        .components()
+        .filter(|c| *c != std::path::Component::CurDir)
+        .collect())
 }
 
 /// Expand a sweep file into its runs (see the module doc for the order and the ids).

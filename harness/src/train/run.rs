@@ -12,7 +12,7 @@
 //! checkpoints, and resume refuses other data.
 use super::config::TrainConfig;
 use super::synthetic::{BlockSource, SyntheticStream};
-use super::trainer::{pretrain, Pretrain, PretrainSummary};
+use super::trainer::{Pretrain, PretrainSummary};
 use crate::error::Error;
 use crate::model::ArchConfig;
 use crate::provenance::seeds;
@@ -133,6 +133,15 @@ pub fn parse_device(s: &str) -> Result<Device> {
 
 /// Pretrain `recipe_path` with `opts`.
 pub fn pretrain_recipe(recipe_path: &Path, opts: &PretrainOptions) -> Result<PretrainSummary> {
+    pretrain_recipe_dist(recipe_path, opts, &mut super::dist::Single)
+}
+
+/// [`pretrain_recipe`] as one rank of a data-parallel run ([`super::dist`]).
+pub fn pretrain_recipe_dist(
+    recipe_path: &Path,
+    opts: &PretrainOptions,
+    dist: &mut dyn super::dist::Collective,
+) -> Result<PretrainSummary> {
     let setup = Instant::now();
     let recipe = Recipe::load(recipe_path)?;
     let dataset = match &opts.data {
@@ -209,7 +218,8 @@ pub fn pretrain_recipe(recipe_path: &Path, opts: &PretrainOptions) -> Result<Pre
     };
     let loss = |ids: &tch::Tensor, labels: &tch::Tensor, t: bool| model.mlm_loss(ids, labels, t);
     let setup_seconds = setup.elapsed().as_secs_f64();
-    pretrain(Pretrain {
+    super::trainer::pretrain_dist(
+        Pretrain {
         recipe_name: recipe.name(),
         recipe_resolved: resolved,
         budget_hours,
@@ -225,5 +235,7 @@ pub fn pretrain_recipe(recipe_path: &Path, opts: &PretrainOptions) -> Result<Pre
         stop: opts.stop.clone(),
         setup_seconds,
         train,
-    })
+    },
+        dist,
+    )
 }
