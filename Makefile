@@ -3,16 +3,16 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test lint fuzz libtorch pyenv torchenv build release bench-hash bench-data bench-train
+.PHONY: demo test lint fuzz libtorch pyenv torchenv slurm build release bench-hash bench-data bench-train
 
 ## demo: the main job on the embedded demo data: data → pretrain → fine-tune → signed manifest.
 demo: libtorch
 	scripts/demo.sh
 
 ## test: the whole suite (unit, integration, interop with Python reference implementations).
-test: libtorch pyenv torchenv
+test: libtorch pyenv torchenv slurm
 	$(CARGO) build --all-targets
-	CRAMBENCH_REQUIRE_INTEROP=1 CRAMBENCH_REQUIRE_TORCH=1 $(CARGO) test --all-targets
+	CRAMBENCH_REQUIRE_INTEROP=1 CRAMBENCH_REQUIRE_TORCH=1 CRAMBENCH_REQUIRE_SLURM=1 $(CARGO) test --all-targets
 
 ## fuzz: the property-based fuzz targets of tests/fuzz.rs at length (20000 cases each; make test
 ## runs 256 per target).
@@ -32,6 +32,11 @@ pyenv:
 
 torchenv:
 	scripts/torchenv.sh
+
+## slurm: Debian's slurm-wlm and munge for tests/sweep_slurm.rs (apt-get when missing; the test
+## starts and stops its own single-node cluster with scripts/slurm.sh).
+slurm:
+	scripts/slurm.sh install
 
 build: libtorch
 	$(CARGO) build

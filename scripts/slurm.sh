@@ -22,14 +22,22 @@ install() {
     if [[ -x $SBIN/slurmctld && -x $SBIN/slurmd && -x $SBIN/munged && -x /usr/bin/sbatch ]]; then
         return 0
     fi
+    local sudo=()
     if [[ $(id -u) != 0 ]]; then
-        echo "scripts/slurm.sh: slurm-wlm is not installed and installing it needs root" >&2
+        if ! command -v sudo >/dev/null; then
+            echo "scripts/slurm.sh: slurm-wlm is not installed and installing it needs root" >&2
+            exit 3
+        fi
+        sudo=(sudo)
+    fi
+    if ! command -v apt-get >/dev/null; then
+        echo "scripts/slurm.sh: no apt-get: install Slurm (slurmctld, slurmd, munge) yourself" >&2
         exit 3
     fi
     echo "scripts/slurm.sh: installing slurm-wlm and munge (apt-get)" >&2
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q >&2
-    apt-get install -y -q --no-install-recommends slurm-wlm munge >&2
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -q --no-install-recommends slurm-wlm munge >&2
 }
 
 running() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }

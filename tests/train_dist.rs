@@ -27,7 +27,16 @@ fn recipe(dir: &Path, micro_batch: u32) -> PathBuf {
 fn pretrain(dir: &Path, recipe: &Path, out: &str, extra: &[&str]) -> serde_json::Value {
     let r = recipe.to_str().unwrap();
     let mut args = vec![
-        "pretrain", r, "--synthetic", "--out", out, "--seed", "5", "--device", "cpu", "--json",
+        "pretrain",
+        r,
+        "--synthetic",
+        "--out",
+        out,
+        "--seed",
+        "5",
+        "--device",
+        "cpu",
+        "--json",
     ];
     args.extend_from_slice(extra);
     let (code, stdout, stderr) = common::run_in(dir, &args);
@@ -76,7 +85,12 @@ fn two_ranks_with_micro_batch_m_equal_one_with_2m() {
         serde_json::from_slice(&std::fs::read(out.join("dist.json")).unwrap()).unwrap();
     assert_eq!(dist["world_size"], 2);
     let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
-    assert_eq!(log.lines().filter(|l| l.contains("\"kind\":\"start\"")).count(), 1);
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("\"kind\":\"start\""))
+            .count(),
+        1
+    );
 
     // Resuming with another world size is refused (exit 4) and names both sizes.
     let r = recipe(w, 4);

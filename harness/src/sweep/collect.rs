@@ -141,7 +141,10 @@ pub fn collect(sweep: &Sweep, key: Option<&Path>, require_all: bool) -> Result<C
         .iter()
         .filter(|r| r.state == State::Finished)
         .map(|r| {
-            let env = r.envelope.as_ref().expect("finished runs name their envelope");
+            let env = r
+                .envelope
+                .as_ref()
+                .expect("finished runs name their envelope");
             let rel = env.strip_prefix(&sweep.out).unwrap_or(env);
             json!({
                 "name": rel.display().to_string(),
@@ -218,7 +221,10 @@ pub fn table(c: &Collected) -> String {
             format!(
                 "{}{}",
                 fmt_spread(&g.aggregate, 2),
-                g.rule.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
+                g.rule
+                    .as_ref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
             ),
             fmt_spread(&g.final_mlm_loss, 4),
             if g.not_finished.is_empty() {

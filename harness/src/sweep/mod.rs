@@ -168,8 +168,8 @@ impl Sweep {
         let text = std::str::from_utf8(&bytes)
             .map_err(|e| Error::input(path.display(), format!("not UTF-8: {e}")))?;
         let table = crate::recipe::parse_toml(text, &path.display().to_string())?;
-        let file: SweepFile = serde_path_to_error::deserialize(toml::Value::Table(table))
-            .map_err(|e| {
+        let file: SweepFile =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let at = e.path().to_string();
                 let what = if at == "." || at.is_empty() {
                     path.display().to_string()
@@ -321,9 +321,8 @@ pub fn expand(path: &Path, base: &Path, f: &SweepFile, out: &Path) -> Result<Vec
         }
     }
     for (i, b) in f.budgets.iter().enumerate() {
-        crate::train::budget::parse_budget(b).map_err(|e| {
-            Error::input(field(path, &format!("budgets[{i}]")), format!("{e:#}"))
-        })?;
+        crate::train::budget::parse_budget(b)
+            .map_err(|e| Error::input(field(path, &format!("budgets[{i}]")), format!("{e:#}")))?;
         if !crate::ident::is_valid(&budget_tag(b)) {
             return Err(Error::input(
                 field(path, &format!("budgets[{i}]")),
@@ -366,9 +365,8 @@ pub fn expand(path: &Path, base: &Path, f: &SweepFile, out: &Path) -> Result<Vec
     let mut seen = std::collections::BTreeMap::new();
     for (ri, rpath) in f.recipes.iter().enumerate() {
         let full = absolute(&base.join(rpath))?;
-        let recipe = crate::recipe::Recipe::load(&full).map_err(|e| {
-            Error::input(field(path, &format!("recipes[{ri}]")), format!("{e:#}"))
-        })?;
+        let recipe = crate::recipe::Recipe::load(&full)
+            .map_err(|e| Error::input(field(path, &format!("recipes[{ri}]")), format!("{e:#}")))?;
         let name = recipe.name();
         for b in &budgets {
             for m in &mbs {
@@ -431,7 +429,11 @@ mod tests {
     }
 
     fn recipe(dir: &Path, name: &str) {
-        write(dir, &format!("{name}.toml"), &format!("name = \"{name}\"\n"));
+        write(
+            dir,
+            &format!("{name}.toml"),
+            &format!("name = \"{name}\"\n"),
+        );
     }
 
     #[test]
@@ -476,10 +478,16 @@ mod tests {
              budgets = [\"2m\", \"5s\"]\nmicro_batches = [4]\nout = \"o\"\n",
         );
         let t = Sweep::load(&g, None).unwrap();
-        let mut a: Vec<(String, PathBuf)> =
-            s.runs.iter().map(|r| (r.id.clone(), r.dir.clone())).collect();
-        let mut b: Vec<(String, PathBuf)> =
-            t.runs.iter().map(|r| (r.id.clone(), r.dir.clone())).collect();
+        let mut a: Vec<(String, PathBuf)> = s
+            .runs
+            .iter()
+            .map(|r| (r.id.clone(), r.dir.clone()))
+            .collect();
+        let mut b: Vec<(String, PathBuf)> = t
+            .runs
+            .iter()
+            .map(|r| (r.id.clone(), r.dir.clone()))
+            .collect();
         a.sort();
         b.sort();
         assert_eq!(a, b);
@@ -504,8 +512,14 @@ mod tests {
         recipe(d.path(), "a");
         for (text, want) in [
             ("name = \"s\"\nrecipes = []\nseeds = [1]\n", "recipes"),
-            ("name = \"s\"\nrecipes = [\"a.toml\"]\nseeds = []\n", "seeds"),
-            ("name = \"s\"\nrecipes = [\"a.toml\"]\nseeds = [1, 1]\n", "seeds[1]"),
+            (
+                "name = \"s\"\nrecipes = [\"a.toml\"]\nseeds = []\n",
+                "seeds",
+            ),
+            (
+                "name = \"s\"\nrecipes = [\"a.toml\"]\nseeds = [1, 1]\n",
+                "seeds[1]",
+            ),
             (
                 "name = \"s\"\nrecipes = [\"a.toml\"]\nseeds = [1]\nbudgets = [\"0h\"]\n",
                 "budgets[0]",
@@ -514,8 +528,14 @@ mod tests {
                 "name = \"s\"\nrecipes = [\"a.toml\"]\nseeds = [1]\nmicro_batches = [0]\n",
                 "micro_batches[0]",
             ),
-            ("name = \"s\"\nrecipes = [\"nope.toml\"]\nseeds = [1]\n", "recipes[0]"),
-            ("name = \"../x\"\nrecipes = [\"a.toml\"]\nseeds = [1]\n", "name"),
+            (
+                "name = \"s\"\nrecipes = [\"nope.toml\"]\nseeds = [1]\n",
+                "recipes[0]",
+            ),
+            (
+                "name = \"../x\"\nrecipes = [\"a.toml\"]\nseeds = [1]\n",
+                "name",
+            ),
             (
                 "name = \"s\"\nrecipes = [\"a.toml\"]\nseeds = [1]\n[slurm]\ngpu = 1\n",
                 "slurm",

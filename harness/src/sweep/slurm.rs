@@ -38,8 +38,7 @@ pub struct SlurmOptions {
 /// Quote `s` for bash (single quotes; a single quote becomes `'\''`).
 pub fn shell_quote(s: &str) -> String {
     if !s.is_empty()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_./:=,@%+".contains(&b))
     {
         return s.to_string();
@@ -50,7 +49,9 @@ pub fn shell_quote(s: &str) -> String {
 /// `#SBATCH` values are read up to the end of the line: refuse newlines and control characters.
 fn check_line(what: &str, v: &str) -> Result<()> {
     if v.chars().any(|c| c.is_control()) || v.trim().is_empty() {
-        return Err(Error::input(what, format!("{v:?} is empty or holds a control character")).into());
+        return Err(
+            Error::input(what, format!("{v:?} is empty or holds a control character")).into(),
+        );
     }
     Ok(())
 }
@@ -142,11 +143,7 @@ pub fn script(sweep: &Sweep, indices: &[usize], opts: &SlurmOptions) -> Result<S
     );
     let exe_q = shell_quote(&exe.display().to_string());
     for run in &sweep.runs {
-        let args: Vec<String> = sweep
-            .run_args(run)
-            .iter()
-            .map(|a| shell_quote(a))
-            .collect();
+        let args: Vec<String> = sweep.run_args(run).iter().map(|a| shell_quote(a)).collect();
         s += &format!(
             "  {}) id={}; args=({}) ;;\n",
             run.index,
@@ -227,17 +224,15 @@ pub fn submit(script: &Path, sbatch: Option<&Path>) -> Result<String> {
         .arg("--parsable")
         .arg(script)
         .output()
-        .map_err(|e| {
-            Error::Io {
-                path: prog.display().to_string(),
-                source: std::io::Error::new(
-                    e.kind(),
-                    format!(
-                        "{e}: cannot run sbatch (is Slurm installed here? `--dry-run` writes the \
+        .map_err(|e| Error::Io {
+            path: prog.display().to_string(),
+            source: std::io::Error::new(
+                e.kind(),
+                format!(
+                    "{e}: cannot run sbatch (is Slurm installed here? `--dry-run` writes the \
                          script only)"
-                    ),
                 ),
-            }
+            ),
         })?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -250,13 +245,17 @@ pub fn submit(script: &Path, sbatch: Option<&Path>) -> Result<String> {
         .into());
     }
     // --parsable prints `jobid` or `jobid;cluster`.
-    let id = stdout.trim().split(';').next().unwrap_or("").trim().to_string();
+    let id = stdout
+        .trim()
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string();
     if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(Error::Check(format!(
-            "sbatch printed {:?}, not a job id",
-            stdout.trim()
-        ))
-        .into());
+        return Err(
+            Error::Check(format!("sbatch printed {:?}, not a job id", stdout.trim())).into(),
+        );
     }
     Ok(id)
 }
@@ -339,13 +338,20 @@ mod tests {
             .env("SLURM_ARRAY_TASK_ID", "2")
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let args: Vec<String> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(str::to_string)
             .collect();
         assert_eq!(args, s.run_args(&s.runs[2]));
-        assert!(args.iter().any(|a| a.contains("out dir/runs/a-b5s-s3")), "{args:?}");
+        assert!(
+            args.iter().any(|a| a.contains("out dir/runs/a-b5s-s3")),
+            "{args:?}"
+        );
         let out = std::process::Command::new("bash")
             .arg(&sh)
             .env("SLURM_ARRAY_TASK_ID", "7")

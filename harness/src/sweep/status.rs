@@ -189,12 +189,7 @@ pub fn check_run(run: &PlannedRun) -> RunStatus {
     );
     if let Some(bad) = audit.failures().next() {
         s.state = State::Failed;
-        s.detail = format!(
-            "{} {}: {}",
-            bad.status.as_str(),
-            bad.name,
-            bad.detail
-        );
+        s.detail = format!("{} {}: {}", bad.status.as_str(), bad.name, bad.detail);
         return s;
     }
     s.state = State::Finished;

@@ -429,7 +429,10 @@ pub fn pretrain_dist(
     let mut last_good_checkpoint: Option<PathBuf> = resumed_from.clone();
     let mut checkpoint_s = 0.0;
     let mut tokens_this_run = 0u64;
-    let bar = progress_bar(job.progress && lead, job.budget_hours / devices as f64 * 3600.0);
+    let bar = progress_bar(
+        job.progress && lead,
+        job.budget_hours / devices as f64 * 3600.0,
+    );
     // [dist] every rank reads and masks the world's micro-batch and trains on its own rows.
     let gmbs = mbs * world;
     let mut ids = vec![0i64; gmbs * seq_len];

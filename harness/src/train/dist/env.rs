@@ -144,14 +144,14 @@ impl DistEnv {
                     )
                     .into());
                 }
+                ("kubeflow", num(get, "PET_NODE_RANK")?, nnodes, Some(0))
+            } else if has("RANK") && has("KUBERNETES_SERVICE_HOST") {
                 (
                     "kubeflow",
-                    num(get, "PET_NODE_RANK")?,
-                    nnodes,
+                    num(get, "RANK")?,
+                    num(get, "WORLD_SIZE")?,
                     Some(0),
                 )
-            } else if has("RANK") && has("KUBERNETES_SERVICE_HOST") {
-                ("kubeflow", num(get, "RANK")?, num(get, "WORLD_SIZE")?, Some(0))
             } else if has("RANK") {
                 ("env", num(get, "RANK")?, num(get, "WORLD_SIZE")?, Some(0))
             } else if has("SLURM_PROCID") || has("SLURM_JOB_ID") {
@@ -371,10 +371,18 @@ mod tests {
     fn bad_values_name_the_variable() {
         for (vars, want) in [
             (vec![("RANK", "x"), ("LOCAL_RANK", "0")], "RANK"),
-            (vec![("RANK", "2"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "0")], "WORLD_SIZE"),
+            (
+                vec![("RANK", "2"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "0")],
+                "WORLD_SIZE",
+            ),
             (vec![("RANK", "0"), ("LOCAL_RANK", "0")], "WORLD_SIZE"),
             (
-                vec![("RANK", "0"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "0"), ("MASTER_PORT", "1")],
+                vec![
+                    ("RANK", "0"),
+                    ("WORLD_SIZE", "2"),
+                    ("LOCAL_RANK", "0"),
+                    ("MASTER_PORT", "1"),
+                ],
                 "MASTER_ADDR",
             ),
             (
@@ -387,7 +395,10 @@ mod tests {
                 ],
                 "MASTER_PORT",
             ),
-            (vec![("SLURM_JOB_ID", "1"), ("SLURM_NTASKS", "two")], "SLURM_NTASKS"),
+            (
+                vec![("SLURM_JOB_ID", "1"), ("SLURM_NTASKS", "two")],
+                "SLURM_NTASKS",
+            ),
         ] {
             let e = env(&vars).unwrap_err();
             assert_eq!(
@@ -396,7 +407,8 @@ mod tests {
                 "{vars:?}"
             );
             assert!(
-                e.to_string().contains(&format!("environment variable {want}")),
+                e.to_string()
+                    .contains(&format!("environment variable {want}")),
                 "{vars:?}: {e}"
             );
         }

@@ -115,11 +115,7 @@ pub fn log_dir(c: &dyn Collective, out: &std::path::Path) -> std::path::PathBuf 
     if c.rank() == 0 {
         out.to_path_buf()
     } else {
-        std::env::temp_dir().join(format!(
-            "crambench-rank{}-{}",
-            c.rank(),
-            std::process::id()
-        ))
+        std::env::temp_dir().join(format!("crambench-rank{}-{}", c.rank(), std::process::id()))
     }
 }
 
@@ -179,8 +175,11 @@ mod tests {
         let b = Tensor::from_slice(&[5.0f64]);
         let flat = flatten_host(&[a.shallow_clone(), b.shallow_clone()]).unwrap();
         assert_eq!(flat, [1.0, 2.0, 3.0, 4.0, 5.0]);
-        unflatten_host(&[a.shallow_clone(), b.shallow_clone()], &[9.0, 8.0, 7.0, 6.0, 0.5])
-            .unwrap();
+        unflatten_host(
+            &[a.shallow_clone(), b.shallow_clone()],
+            &[9.0, 8.0, 7.0, 6.0, 0.5],
+        )
+        .unwrap();
         assert_eq!(a.double_value(&[1, 0]), 7.0);
         assert_eq!(b.double_value(&[0]), 0.5);
         assert_eq!(b.kind(), tch::Kind::Double);

@@ -95,9 +95,8 @@ impl Nccl {
     /// Join the communicator of `control`'s ranks on `cuda:ordinal`.
     pub fn new(mut control: Control, ordinal: usize) -> Result<Nccl> {
         probe()?;
-        let ctx = cudarc::driver::CudaContext::new(ordinal).map_err(|e| {
-            Error::Check(format!("CUDA device {ordinal} for NCCL: {e:?}"))
-        })?;
+        let ctx = cudarc::driver::CudaContext::new(ordinal)
+            .map_err(|e| Error::Check(format!("CUDA device {ordinal} for NCCL: {e:?}")))?;
         ctx.bind_to_thread()
             .map_err(|e| Error::Check(format!("CUDA device {ordinal}: {e:?}")))?;
         let id = if control.rank() == 0 {
@@ -110,11 +109,11 @@ impl Nccl {
         } else {
             let bytes = control.broadcast(None)?;
             if bytes.len() != 128 {
-                return Err(Error::Check("NCCL unique id from rank 0 has the wrong size".into()).into());
+                return Err(
+                    Error::Check("NCCL unique id from rank 0 has the wrong size".into()).into(),
+                );
             }
-            let mut id = sys::ncclUniqueId {
-                internal: [0; 128],
-            };
+            let mut id = sys::ncclUniqueId { internal: [0; 128] };
             for (d, s) in id.internal.iter_mut().zip(&bytes) {
                 *d = *s as core::ffi::c_char;
             }

@@ -135,12 +135,15 @@ impl Control {
         while missing > 0 {
             match l.accept() {
                 Ok((mut s, from)) => {
-                    s.set_nonblocking(false).map_err(|e| lost("rendezvous", e))?;
+                    s.set_nonblocking(false)
+                        .map_err(|e| lost("rendezvous", e))?;
                     let _ = s.set_nodelay(true);
                     let peer = from.to_string();
                     let hello = expect(read_frame(&mut s, &peer)?, tag::HELLO, &peer)?;
                     if hello.len() != 16 {
-                        return Err(Error::Check(format!("rendezvous: bad hello from {peer}")).into());
+                        return Err(
+                            Error::Check(format!("rendezvous: bad hello from {peer}")).into()
+                        );
                     }
                     let r = u64::from_le_bytes(hello[..8].try_into().expect("8")) as usize;
                     let w = u64::from_le_bytes(hello[8..].try_into().expect("8")) as usize;
@@ -177,7 +180,10 @@ impl Control {
         Ok(Control {
             rank: 0,
             world,
-            peers: slots.into_iter().map(|s| s.expect("all connected")).collect(),
+            peers: slots
+                .into_iter()
+                .map(|s| s.expect("all connected"))
+                .collect(),
         })
     }
 

@@ -69,7 +69,11 @@ fn hostname() -> String {
 }
 
 fn device_desc(d: Device) -> String {
-    format!("{} on {}", crate::train::trainer::device_kind(d), hostname())
+    format!(
+        "{} on {}",
+        crate::train::trainer::device_kind(d),
+        hostname()
+    )
 }
 
 /// Refuse to resume `out` with another world size unless `force`; record the world size.
@@ -77,9 +81,8 @@ fn device_desc(d: Device) -> String {
 pub fn check_world(out: &Path, world: usize, resume: bool, force: bool) -> Result<Vec<Value>> {
     let path = out.join(DIST_FILE);
     let mut rec: Value = if path.exists() {
-        serde_json::from_slice(&crate::io::read_limited(&path, 1 << 20)?).map_err(|e| {
-            Error::input(path.display(), format!("not a world-size record: {e}"))
-        })?
+        serde_json::from_slice(&crate::io::read_limited(&path, 1 << 20)?)
+            .map_err(|e| Error::input(path.display(), format!("not a world-size record: {e}")))?
     } else {
         json!({"world_size": world, "changes": []})
     };
