@@ -49,11 +49,11 @@ pub struct SweepArgs {
     /// The crambench binary the Slurm tasks run (default: this one).
     #[arg(long, value_name = "PATH")]
     crambench: Option<PathBuf>,
-    /// Local: cpu, cuda or cuda:N (overrides run.device; default: CUDA when available).
-    #[arg(long)]
-    device: Option<String>,
-    #[arg(long)]
-    json: bool,
+    /// Local launcher: overrides the sweep file's run.device.
+    #[command(flatten)]
+    device: super::args::DeviceArg,
+    #[command(flatten)]
+    json: super::args::JsonArg,
 }
 
 #[derive(Subcommand)]
@@ -68,11 +68,13 @@ enum SweepCmd {
 
 #[derive(Args)]
 struct ReadArgs {
+    /// The sweep file.
     file: PathBuf,
+    /// The sweep directory (default: the file's `out`, else sweeps/<name>).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    json: super::args::JsonArg,
 }
 
 #[derive(Args)]
@@ -107,8 +109,10 @@ fn launch(args: SweepArgs) -> Result<ExitCode> {
     match args.launcher {
         Launcher::Local => {
             let stop = super::stop_on_signals()?;
-            let device = args.device.as_deref().or(sw.file.run.device.as_deref());
-            let device = super::device(device)?;
+            let device = match (args.device.device, sw.file.run.device.as_deref()) {
+                (None, Some(d)) => crambench::train::run::parse_device(d)?,
+                _ => args.device.resolve(),
+            };
             let data_root = crambench::data::prepare::data_root(
                 sw.file.run.data_dir.as_ref().map(|d| sw.resolve(d)),
             );
@@ -122,7 +126,7 @@ fn launch(args: SweepArgs) -> Result<ExitCode> {
                     stop,
                 },
             )?;
-            if args.json {
+            if args.json.enabled {
                 outln!("{}", super::json_text(&results)?.trim_end());
             } else {
                 for r in &results {
@@ -144,7 +148,7 @@ fn launch(args: SweepArgs) -> Result<ExitCode> {
                 },
                 args.dry_run,
             )?;
-            if args.json {
+            if args.json.enabled {
                 outln!("{}", super::json_text(&l)?.trim_end());
             } else if l.indices.is_empty() {
                 outln!(
@@ -176,7 +180,7 @@ fn launch(args: SweepArgs) -> Result<ExitCode> {
 fn status(a: ReadArgs) -> Result<ExitCode> {
     let sw = Sweep::load(&a.file, a.out.as_deref())?;
     let all = sweep::status::check_all(&sw);
-    if a.json {
+    if a.json.enabled {
         outln!("{}", super::json_text(&all)?.trim_end());
     } else {
         out!("{}", sweep::status::table(&all));
@@ -187,7 +191,7 @@ fn status(a: ReadArgs) -> Result<ExitCode> {
 fn collect(a: CollectArgs) -> Result<ExitCode> {
     let sw = Sweep::load(&a.read.file, a.read.out.as_deref())?;
     let c = sweep::collect::collect(&sw, a.key.as_deref(), a.require_all)?;
-    if a.read.json {
+    if a.read.json.enabled {
         outln!("{}", super::json_text(&c)?.trim_end());
     } else {
         out!("{}", sweep::collect::table(&c));
