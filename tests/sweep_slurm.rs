@@ -269,4 +269,35 @@ fn a_sweep_runs_as_a_slurm_job_array_and_resumes_a_cancelled_task() {
         ],
     );
     assert_eq!(code, 0, "{out}{err}");
+
+    // The local launcher skips the runs whose outputs verify.
+    let (code, out, err) = common::run_in_env(
+        w,
+        &env,
+        &["sweep", "s.toml", "--launcher", "local", "--json"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let local: Vec<Value> = serde_json::from_str(&out).unwrap();
+    assert!(local.iter().all(|r| r["status"] == "skipped"), "{local:?}");
+
+    // A changed output: status says failed, collect refuses and leaves the summary alone.
+    let before = std::fs::read(sw.join("summary.json")).unwrap();
+    let glue = sw.join("runs/sweep-tiny-s1/sweep-tiny/glue/glue.json");
+    let mut text = std::fs::read(&glue).unwrap();
+    text.extend_from_slice(b" ");
+    std::fs::write(&glue, text).unwrap();
+    let s = status();
+    assert_eq!(s[0]["state"], "failed", "{s:?}");
+    assert!(
+        s[0]["detail"].as_str().unwrap().contains("glue/glue.json"),
+        "{s:?}"
+    );
+    let (code, _, err) = common::run_in_env(
+        w,
+        &env,
+        &["sweep", "collect", "s.toml", "--key", "keys/t.key"],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("sweep-tiny-s1"), "{err}");
+    assert_eq!(std::fs::read(sw.join("summary.json")).unwrap(), before);
 }

@@ -79,6 +79,60 @@ fn two_ranks_with_micro_batch_m_equal_one_with_2m() {
         worst = worst.max(diff / scale);
     }
     assert!(worst < 1e-5, "largest relative difference {worst}");
+    // The same two ranks started the way torchrun starts them: every rank runs the same
+    // command with RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT set.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port().to_string()
+    };
+    let r4 = recipe(w, 4);
+    let ranks: Vec<std::process::Child> = (0..2)
+        .map(|rank| {
+            common::crambench()
+                .current_dir(w)
+                .args([
+                    "pretrain",
+                    r4.to_str().unwrap(),
+                    "--synthetic",
+                    "--out",
+                    "torchrun",
+                    "--seed",
+                    "5",
+                    "--device",
+                    "cpu",
+                    "--json",
+                ])
+                .env("RANK", rank.to_string())
+                .env("LOCAL_RANK", rank.to_string())
+                .env("WORLD_SIZE", "2")
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", &port)
+                .env("TORCHELASTIC_RUN_ID", "test")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<std::process::Output> = ranks
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    for o in &outs {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert!(outs[1].stdout.is_empty(), "rank 1 prints nothing");
+    let tr: serde_json::Value = serde_json::from_slice(&outs[0].stdout).unwrap();
+    assert_eq!(tr["budget"]["devices"], 2);
+    let c = weights(&w.join(tr["checkpoint"].as_str().unwrap()));
+    for ((_, tb), (_, tc)) in b.iter().zip(&c) {
+        let diff = (tb - tc).abs().max().double_value(&[]);
+        assert!(
+            diff < 1e-6,
+            "torchrun-style ranks differ from --devices 2 by {diff}"
+        );
+    }
+
     // Rank 0 alone wrote the run: one checkpoint directory, one metrics log, the world size.
     let out = w.join("two");
     let dist: serde_json::Value =

@@ -68,8 +68,14 @@ fn held(dir: &Path) -> bool {
     if !lock.exists() {
         return false;
     }
-    // Taking the lock (and dropping it at once) fails only while another process holds it.
-    crate::io::Lock::acquire(&lock, "run directory").is_err()
+    // A shared, non-blocking flock on the lock file (opened read-only, nothing written) fails
+    // only while a `crambench run` holds its exclusive lock.
+    let Ok(f) = std::fs::File::open(&lock) else {
+        return false;
+    };
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: flock on a file descriptor this function owns; released when `f` closes.
+    unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) != 0 }
 }
 
 /// Check one run (see the module doc).
@@ -244,4 +250,34 @@ pub fn table(all: &[RunStatus]) -> String {
     t += &counts(all);
     t.push('\n');
     t
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_run_directory_is_running_while_its_lock_is_held() {
+        let d = tempfile::tempdir().unwrap();
+        let lock = d.path().join(crate::run::LOCK_FILE);
+        assert!(!super::held(d.path()));
+        let l = crate::io::Lock::acquire(&lock, "run directory").unwrap();
+        let before = std::fs::read(&lock).unwrap();
+        assert!(super::held(d.path()));
+        assert_eq!(
+            std::fs::read(&lock).unwrap(),
+            before,
+            "probing writes nothing"
+        );
+        drop(l);
+        // A process another test thread forks at this moment holds the inherited descriptor
+        // (and so the lock) until its exec closes it: wait for that, a few milliseconds.
+        let mut released = false;
+        for _ in 0..200 {
+            if !super::held(d.path()) {
+                released = true;
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(released);
+    }
 }
