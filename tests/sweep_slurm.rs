@@ -1,8 +1,9 @@
 //! `crambench sweep --launcher slurm` on a real single-node Slurm cluster (Debian's slurm-wlm:
 //! munged, slurmctld and slurmd on this machine, configured and started by
 //! `scripts/slurm.sh start` in a temporary directory, stopped at the end): a sweep of the tiny
-//! recipe × 2 seeds on CPU finishes through one job array; a task cancelled mid-run with
-//! `scancel` and submitted again continues its run; `sweep status` and `sweep collect` read
+//! recipe × 2 seeds on CPU finishes through one job array; a task requeued mid-run
+//! (`scontrol requeue`, as a preemption does) continues its run, and so does a task cancelled
+//! mid-run with `scancel` and submitted again; `sweep status` and `sweep collect` read
 //! the results, and the signed summary names both run manifests by digest.
 //!
 //! Skipped (with a message) where Slurm cannot be installed or started, unless
@@ -126,6 +127,25 @@ fn job_id(stdout: &str) -> String {
         .to_string()
 }
 
+/// Wait until the run in `dir` has recorded its pretraining (it is then fine-tuning).
+fn wait_for_glue(dir: &Path) {
+    let t = Instant::now();
+    loop {
+        let st = std::fs::read(dir.join("run.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+        if st.is_some_and(|s| s["stages"].get("pretrain").is_some()) {
+            return;
+        }
+        assert!(
+            t.elapsed() < PATIENCE,
+            "{} never reached its GLUE stage",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn a_sweep_runs_as_a_slurm_job_array_and_resumes_a_cancelled_task() {
     let Some(slurm) = Slurm::start() else {
@@ -172,22 +192,19 @@ fn a_sweep_runs_as_a_slurm_job_array_and_resumes_a_cancelled_task() {
     let script = std::fs::read_to_string(sw.join("sweep.sbatch")).unwrap();
     assert!(script.contains("#SBATCH --array=0-1%1"), "{script}");
 
-    // Cancel task 1 once it is past pretraining (in its GLUE stage).
+    // Requeue task 0 once it is past pretraining (in its GLUE stage), as a preemption would:
+    // Slurm stops it (SIGTERM) and starts it again with SLURM_RESTART_COUNT=1.
+    let run0 = sw.join("runs/sweep-tiny-s1/sweep-tiny");
     let run1 = sw.join("runs/sweep-tiny-s2/sweep-tiny");
-    let t = Instant::now();
-    loop {
-        let st = std::fs::read(run1.join("run.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
-        if st.is_some_and(|s| s["stages"].get("pretrain").is_some()) {
-            break;
-        }
-        assert!(
-            t.elapsed() < PATIENCE,
-            "task 1 never reached its GLUE stage"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_glue(&run0);
+    slurm.cmd("scontrol", &["requeue", &format!("{first}_0")]);
+    // A requeued job waits two minutes before it is eligible again; not this one.
+    slurm.cmd(
+        "scontrol",
+        &["update", &format!("JobId={first}_0"), "StartTime=now"],
+    );
+    // Cancel task 1 in its GLUE stage.
+    wait_for_glue(&run1);
     slurm.cmd("scancel", &[&format!("{first}_1")]);
     slurm.wait_gone(&first);
     let s = status();
@@ -210,6 +227,22 @@ fn a_sweep_runs_as_a_slurm_job_array_and_resumes_a_cancelled_task() {
         s.iter().all(|r| r["state"] == "finished"),
         "{s:?}\n{}",
         std::fs::read_to_string(sw.join(format!("logs/tiny_{second}_1.err"))).unwrap_or_default()
+    );
+    // The requeued task continued its own run under the same array task.
+    let m0 = json(&run0.join("manifest.json"));
+    let inv0 = m0["predicate"]["run"]["invocations"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(inv0.len(), 2, "{inv0:?}");
+    assert_eq!(inv0[1]["launcher"]["array_job_id"], first.as_str());
+    assert_eq!(inv0[1]["launcher"]["array_task_id"], "0");
+    assert_eq!(inv0[1]["launcher"]["restart_count"], 1);
+    let log0 = std::fs::read_to_string(run0.join("pretrain/metrics.jsonl")).unwrap();
+    assert_eq!(
+        log0.matches("\"kind\":\"start\"").count(),
+        1,
+        "pretrained once"
     );
     // The cancelled run resumed: two invocations, pretraining done once, the jobs recorded.
     let m = json(&run1.join("manifest.json"));
