@@ -244,6 +244,22 @@ pub fn pretrain_rank0(
     Ok((summary, record))
 }
 
+/// The CUDA device of local rank `local_rank` among the `visible` devices: the local rank
+/// itself, or the one device a launcher left visible to this rank (`srun --gpus-per-task 1`
+/// sets CUDA_VISIBLE_DEVICES per task, so every rank sees its GPU as device 0).
+pub fn local_ordinal(local_rank: usize, visible: usize) -> Result<usize> {
+    match visible {
+        0 => Err(Error::input("LOCAL_RANK", "CUDA is not available to this rank").into()),
+        1 => Ok(0),
+        n if local_rank < n => Ok(local_rank),
+        n => Err(Error::input(
+            "environment variable LOCAL_RANK",
+            format!("is {local_rank}, but this rank sees {n} CUDA devices"),
+        )
+        .into()),
+    }
+}
+
 /// Tell the other ranks of the launcher that there is nothing to pretrain (the stage was
 /// complete before this invocation).
 pub fn release(env: &DistEnv) -> Result<()> {
@@ -273,16 +289,16 @@ pub fn serve(env: &DistEnv, stop: std::sync::Arc<std::sync::atomic::AtomicBool>)
     let job: Job = serde_json::from_slice(&payload)
         .map_err(|e| Error::Check(format!("rank {}: bad job from rank 0: {e}", env.rank)))?;
     let device = if job.cuda {
-        Device::Cuda(env.local_rank)
+        Device::Cuda(local_ordinal(
+            env.local_rank,
+            tch::Cuda::device_count().max(0) as usize,
+        )?)
     } else {
         Device::Cpu
     };
-    if job.cuda && !tch::Cuda::is_available() {
-        return Err(Error::input("LOCAL_RANK", "CUDA is not available to this rank").into());
-    }
     control.send_string(&device_desc(device))?;
-    let mut collective: Box<dyn Collective> = if job.cuda {
-        Box::new(super::nccl::Nccl::new(control, env.local_rank)?)
+    let mut collective: Box<dyn Collective> = if let Device::Cuda(ordinal) = device {
+        Box::new(super::nccl::Nccl::new(control, ordinal)?)
     } else {
         Box::new(Tcp { control })
     };
@@ -303,4 +319,33 @@ pub fn serve(env: &DistEnv, stop: std::sync::Arc<std::sync::atomic::AtomicBool>)
     let r = crate::train::run::pretrain_recipe_dist(&job.recipe, &opts, collective.as_mut());
     let _ = std::fs::remove_dir_all(&scratch);
     r.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_ranks_map_to_visible_devices() {
+        assert_eq!(local_ordinal(3, 8).unwrap(), 3);
+        assert_eq!(local_ordinal(3, 1).unwrap(), 0, "one GPU per task");
+        assert!(local_ordinal(0, 0).is_err());
+        let e = local_ordinal(4, 2).unwrap_err();
+        assert!(e.to_string().contains("LOCAL_RANK"), "{e}");
+    }
+
+    #[test]
+    fn resuming_with_another_world_size_is_refused_unless_forced() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(check_world(d.path(), 2, false, false).unwrap().is_empty());
+        let e = check_world(d.path(), 1, true, false).unwrap_err();
+        assert_eq!(crate::error::exit_code_of(&e), crate::ExitCode::Refused);
+        assert!(e.to_string().contains("world size 2, not 1"), "{e}");
+        let changes = check_world(d.path(), 1, true, true).unwrap();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0]["from"], 2);
+        assert_eq!(changes[0]["to"], 1);
+        // The same size again: nothing new.
+        assert_eq!(check_world(d.path(), 1, true, false).unwrap().len(), 1);
+    }
 }
