@@ -12,6 +12,7 @@
 use super::args::{BudgetArg, DataDirArg, DeviceArg, JsonArg, SeedArg};
 use anyhow::{Context, Result};
 use clap::Args;
+use crambench::model::attention::AttentionBackend;
 use crambench::train::run::PretrainData;
 use crambench::train::{PretrainOptions, PretrainSummary};
 use crambench::ExitCode;
@@ -51,6 +52,10 @@ pub struct PretrainArgs {
     /// SLURM_PROCID/SLURM_NTASKS in the environment) the launcher's ranks are used instead.
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub devices: u32,
+    /// Attention kernel: auto, flash, efficient, cudnn or math (default: the recipe's
+    /// `train.attention`, else auto). Checked on the device before training starts.
+    #[arg(long, value_name = "BACKEND")]
+    pub attention: Option<AttentionBackend>,
     #[command(flatten)]
     pub json: JsonArg,
 }
@@ -76,6 +81,9 @@ pub fn run(args: PretrainArgs) -> Result<ExitCode> {
         PathBuf::from("runs").join(stem)
     });
     let data = pretrain_data(&args)?;
+    // GPU energy of the pretraining (NVML's counter; unavailable on a CPU).
+    let mut energy = crambench::provenance::energy::EnergyMeter::for_device(device);
+    let phase = energy.start("pretraining");
     let env = crambench::train::dist::DistEnv::detect()?;
     let (summary, _) = crambench::train::dist::worker::pretrain_rank0(
         &args.recipe,
@@ -88,12 +96,32 @@ pub fn run(args: PretrainArgs) -> Result<ExitCode> {
             progress: !args.json.enabled,
             stop,
             data,
+            attention: args.attention,
         },
         &env,
         args.devices,
         false,
     )?;
-    args.json.emit(&summary, || table(&summary))?;
+    energy.stop(phase);
+    // The summary, with the energy (kWh, or why it is unavailable).
+    let mut v = serde_json::to_value(&summary)?;
+    v["energy"] = serde_json::to_value(energy.record())?;
+    args.json.emit(&v, || {
+        let e = energy.record();
+        let line = match e.kwh.get("pretraining") {
+            Some(k) => format!(
+                "{:<22} {k:.6} kWh ({})\n",
+                "energy",
+                e.device.as_deref().unwrap_or("GPU")
+            ),
+            None => format!(
+                "{:<22} unavailable: {}\n",
+                "energy",
+                e.unavailable.join("; ")
+            ),
+        };
+        table(&summary) + &line
+    })?;
     Ok(ExitCode::Ok)
 }
 

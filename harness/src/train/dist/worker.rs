@@ -41,6 +41,8 @@ struct Job {
     /// The dataset directory, or None for the synthetic stream.
     dataset: Option<PathBuf>,
     cuda: bool,
+    #[serde(default)]
+    attention: Option<crate::model::attention::AttentionBackend>,
 }
 
 /// How one data-parallel pretraining ran (manifest `predicate.run.dist`).
@@ -214,6 +216,7 @@ pub fn pretrain_rank0(
             PretrainData::Synthetic => None,
         },
         cuda,
+        attention: opts.attention,
     };
     control.send_all(tag::JOB, &serde_json::to_vec(&job)?)?;
     let mut devices_seen = vec![device_desc(opts.device)];
@@ -314,6 +317,7 @@ pub fn serve(env: &DistEnv, stop: std::sync::Arc<std::sync::atomic::AtomicBool>)
             Some(d) => PretrainData::Dataset(d),
             None => PretrainData::Synthetic,
         },
+        attention: job.attention,
     };
     let scratch = super::log_dir(collective.as_ref(), &opts.out);
     let r = crate::train::run::pretrain_recipe_dist(&job.recipe, &opts, collective.as_mut());
