@@ -17,7 +17,10 @@
 //! Nothing incomparable is mixed silently: runs with a different aggregate rule, fine-tuning
 //! protocol or hardware class than the first are listed in `warnings`. Deltas are never
 //! computed across different aggregate rules (aggregate delta) or protocols (every GLUE delta
-//! of that run); hardware differences are flagged but deltas are still shown.
+//! of that run); hardware differences are flagged but deltas are still shown. With a reference
+//! row, every run whose recorded fine-tuning settings (protocol, frozen warm-up, key-padding
+//! mask, epochs, trials, aggregate rule) differ from the row's protocol gets a warning naming
+//! each setting ([`reference::protocol_differences`]).
 use crate::glue::aggregate::{self, Rule};
 use crate::glue::bootstrap::{self, Paired};
 use crate::glue::controls::{self, Difference, Interval};
@@ -116,6 +119,7 @@ fn num(v: &Value) -> Option<f64> {
 /// Compare `records` (the first is the base of the deltas), optionally against `reference`.
 /// Every record must be a `crambench run` manifest.
 pub fn compare(records: &[RunRecord], reference: Option<&ReferenceRow>) -> Result<Comparison> {
+    let reference_row = reference;
     for r in records {
         r.require_run()?;
     }
@@ -339,6 +343,22 @@ pub fn compare(records: &[RunRecord], reference: Option<&ReferenceRow>) -> Resul
         source: row.source.clone(),
         aggregate: first_rule.as_ref().and_then(|r| row.glue.get(r).copied()),
     });
+    // Each run's fine-tuning settings against the protocol the reference row was made with.
+    if let Some(row) = reference_row {
+        for r in records {
+            if let Some(g) = r.glue() {
+                let d = reference::protocol_differences(row, g);
+                if !d.is_empty() {
+                    warnings.push(format!(
+                        "{}: protocol differs from the reference row `{}`: {}",
+                        r.source,
+                        row.id,
+                        d.join("; ")
+                    ));
+                }
+            }
+        }
+    }
     if let (Some(rc), Some(rule)) = (&reference, &first_rule) {
         if rule == "demo" {
             warnings.push(format!(

@@ -89,6 +89,9 @@ pub struct Glue {
     /// The control the report sets the run against: the no-pretraining control when it ran,
     /// else the constant predictor (`None` for manifests made before controls were recorded).
     pub control: Option<ControlLine>,
+    /// Fine-tuning settings of the run that differ from the reference row's protocol
+    /// ([`crate::reference::protocol_differences`]).
+    pub protocol_differences: Vec<String>,
 }
 
 /// The control shown beside the run.
@@ -347,6 +350,11 @@ fn glue(p: &Value, reference: &ReferenceRow) -> Glue {
     };
     Glue {
         present: g.is_object(),
+        protocol_differences: if g.is_object() {
+            crate::reference::protocol_differences(reference, g)
+        } else {
+            Vec::new()
+        },
         protocol: s(&g["protocol"]),
         epochs: p["recipe"]["resolved"]["glue"]["epochs"].as_f64(),
         rows,

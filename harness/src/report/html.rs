@@ -188,12 +188,19 @@ pub fn render(f: &Facts) -> Result<String> {
 
     let r = &f.reference;
     pg.0 += "<h2>Reference row</h2>\n";
-    pg.key_values(&vec![
+    let mut kv = vec![
         ("Id", Cell::Code(r.id.clone())),
         ("Model", Cell::Text(r.model.clone())),
         ("Source", Cell::Text(r.source.clone())),
         ("Caveats", Cell::Text(r.caveats.clone())),
-    ]);
+    ];
+    if !f.glue.protocol_differences.is_empty() {
+        kv.push((
+            "Protocol differs",
+            Cell::Text(f.glue.protocol_differences.join("; ")),
+        ));
+    }
+    pg.key_values(&kv);
     pg.0 += "</body>\n</html>\n";
     Ok(pg.0)
 }

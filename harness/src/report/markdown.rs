@@ -104,6 +104,13 @@ pub fn render(f: &Facts) -> String {
     let _ = writeln!(o, "{}: {}\n", code(&r.id), escape(&r.model));
     let _ = writeln!(o, "- Source: {}", escape(&r.source));
     let _ = writeln!(o, "- Caveats: {}", escape(&r.caveats));
+    if !f.glue.protocol_differences.is_empty() {
+        let _ = writeln!(
+            o,
+            "- Protocol differs from the row's: {}",
+            escape(&f.glue.protocol_differences.join("; "))
+        );
+    }
     o
 }
 
