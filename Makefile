@@ -3,18 +3,18 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test lint fuzz libtorch pyenv torchenv chromium build release bench-hash bench-data bench-train bench-hub
+.PHONY: demo test lint fuzz libtorch pyenv torchenv chromium slurm build release bench-hash bench-data bench-train bench-hub
 
 ## demo: the main job on the embedded demo data: data → pretrain → fine-tune → signed manifest.
 demo: libtorch
 	scripts/demo.sh
 
-## test: the whole suite (unit, integration, interop with Python reference implementations, the
+## test: the whole suite (unit, integration, interop with Python reference implementations, a single-node Slurm, the
 ## report in headless Chromium: screenshots in target/report-screenshot.png and
 ## target/compare-screenshot.png).
-test: libtorch pyenv torchenv chromium
+test: libtorch pyenv torchenv chromium slurm
 	$(CARGO) build --all-targets
-	CRAMBENCH_REQUIRE_INTEROP=1 CRAMBENCH_REQUIRE_TORCH=1 CRAMBENCH_REQUIRE_BROWSER=1 $(CARGO) test --all-targets
+	CRAMBENCH_REQUIRE_INTEROP=1 CRAMBENCH_REQUIRE_TORCH=1 CRAMBENCH_REQUIRE_BROWSER=1 CRAMBENCH_REQUIRE_SLURM=1 $(CARGO) test --all-targets
 
 ## fuzz: the property-based fuzz targets of tests/fuzz.rs at length (20000 cases each; make test
 ## runs 256 per target).
@@ -38,6 +38,11 @@ torchenv:
 ## chromium: Debian's headless browser for tests/report_browser.rs (apt-get, when missing).
 chromium:
 	scripts/chromium.sh >/dev/null
+
+## slurm: Debian's slurm-wlm and munge for tests/sweep_slurm.rs (apt-get when missing; the test
+## starts and stops its own single-node cluster with scripts/slurm.sh).
+slurm:
+	scripts/slurm.sh install
 
 build: libtorch
 	$(CARGO) build

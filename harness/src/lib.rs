@@ -29,6 +29,8 @@
 //!     the CI regression gate with its signed test-result attestation, submission bundles and
 //!     the verified leaderboard site (`compare` draws on `report`'s HTML pieces).
 //! 12. [`run`] — `crambench run`: every stage from recipe to signed manifest, resumable.
+//! 13. [`sweep`] — `crambench sweep`: recipes × seeds × overrides as many runs, locally or as a
+//!     Slurm job array; their status and a signed summary over seeds.
 //!
 //! The binary's `cli/` sits on top of all of them.
 pub mod audit;
@@ -51,6 +53,7 @@ pub mod report;
 pub mod rng;
 pub mod run;
 pub mod stats;
+pub mod sweep;
 pub mod torchrt;
 pub mod train;
 

@@ -41,6 +41,7 @@ pub mod report;
 pub mod run;
 pub mod sign;
 pub mod submit;
+pub mod sweep;
 pub mod train;
 pub mod verify;
 
@@ -118,6 +119,9 @@ pub enum Command {
     /// Benchmarks measured side by side with a reference tool.
     #[command(subcommand)]
     Bench(bench::BenchCmd),
+    /// Many runs: recipes × seeds × overrides, locally or as a Slurm job array; `sweep status`,
+    /// `sweep collect` (median and spread over seeds, signed).
+    Sweep(sweep::SweepArgs),
     // [cli:commands] each area adds its command group above this line
 }
 
@@ -143,6 +147,7 @@ impl Command {
             Command::Manifest(cmd) => manifest::run(cmd),
             Command::Checkpoint(cmd) => checkpoint::run(cmd),
             Command::Bench(cmd) => bench::run(cmd),
+            Command::Sweep(args) => sweep::run(args),
             // [cli:dispatch] each area adds its match arm above this line
         }
     }
@@ -155,6 +160,7 @@ const HELP_GROUPS: &[(&str, &[&str])] = &[
         "Run and judge",
         &[
             "run",
+            "sweep",
             "compare",
             "gate",
             "submit",

@@ -49,6 +49,11 @@ pub struct RunArgs {
     /// processed it (the Pile is larger than many disks).
     #[arg(long)]
     pub delete_raw_shards: bool,
+    /// Data-parallel pretraining on N devices of this machine (N worker processes, gradients
+    /// averaged by NCCL all-reduce on CUDA). Under torchrun or Slurm (RANK/WORLD_SIZE,
+    /// SLURM_PROCID/SLURM_NTASKS in the environment) the launcher's ranks are used instead.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub devices: u32,
     /// Data-preparation threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -61,6 +66,9 @@ pub struct RunArgs {
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let stop = super::stop_on_signals()?;
+    if let Some(code) = super::sweep::dist_worker(&stop)? {
+        return Ok(code);
+    }
     let device = args.device.resolve();
     let data_root = args.data_dir.root();
     let outcome = run_pipeline(&RunOptions {
@@ -71,6 +79,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         force: args.force,
         seed: args.seed.seed,
         device,
+        devices: args.devices,
         data_root,
         glue_data: args.glue_data.glue_data.clone(),
         lock: args.lock.clone(),

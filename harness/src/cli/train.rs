@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use crambench::model::attention::AttentionBackend;
 use crambench::train::run::PretrainData;
-use crambench::train::{pretrain_recipe, PretrainOptions, PretrainSummary};
+use crambench::train::{PretrainOptions, PretrainSummary};
 use crambench::ExitCode;
 use std::path::PathBuf;
 
@@ -47,6 +47,11 @@ pub struct PretrainArgs {
     /// CPU threads for libtorch's intra-op parallelism (default: libtorch's choice).
     #[arg(long)]
     pub threads: Option<i32>,
+    /// Data-parallel pretraining on N devices of this machine (N worker processes, gradients
+    /// averaged by NCCL all-reduce on CUDA). Under torchrun or Slurm (RANK/WORLD_SIZE,
+    /// SLURM_PROCID/SLURM_NTASKS in the environment) the launcher's ranks are used instead.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub devices: u32,
     /// Attention kernel: auto, flash, efficient, cudnn or math (default: the recipe's
     /// `train.attention`, else auto). Checked on the device before training starts.
     #[arg(long, value_name = "BACKEND")]
@@ -57,6 +62,9 @@ pub struct PretrainArgs {
 
 pub fn run(args: PretrainArgs) -> Result<ExitCode> {
     let stop = super::stop_on_signals()?;
+    if let Some(code) = super::sweep::dist_worker(&stop)? {
+        return Ok(code);
+    }
     if let Some(n) = args.threads {
         if n < 1 {
             return Err(crambench::Error::input("--threads", "must be at least 1").into());
@@ -76,7 +84,8 @@ pub fn run(args: PretrainArgs) -> Result<ExitCode> {
     // GPU energy of the pretraining (NVML's counter; unavailable on a CPU).
     let mut energy = crambench::provenance::energy::EnergyMeter::for_device(device);
     let phase = energy.start("pretraining");
-    let summary = pretrain_recipe(
+    let env = crambench::train::dist::DistEnv::detect()?;
+    let (summary, _) = crambench::train::dist::worker::pretrain_rank0(
         &args.recipe,
         &PretrainOptions {
             budget: args.budget.budget.clone(),
@@ -89,6 +98,9 @@ pub fn run(args: PretrainArgs) -> Result<ExitCode> {
             data,
             attention: args.attention,
         },
+        &env,
+        args.devices,
+        false,
     )?;
     energy.stop(phase);
     // The summary, with the energy (kWh, or why it is unavailable).

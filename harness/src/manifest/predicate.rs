@@ -263,6 +263,10 @@ pub struct Invocation {
     /// crambench version of that invocation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crambench_version: Option<String>,
+    /// How it was launched: `kind` (local, torchrun, kubeflow, env, slurm, mpi), Slurm job and
+    /// array ids, the launcher's restart count (absent before launchers were recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launcher: Option<Value>,
 }
 
 /// One stage of the pipeline.
@@ -301,6 +305,14 @@ pub struct PipelineSection {
     /// Checks overridden with `--force`.
     #[serde(default)]
     pub forced: Vec<Forced>,
+    /// Count of invocations after the first (resumes after a stop, a crash, a requeue).
+    #[serde(default)]
+    pub restarts: u64,
+    /// Data-parallel pretraining (`train::dist`): world size, the collective backend, each
+    /// rank's device and host, the launcher, any forced change of world size on resume.
+    /// Absent for a single-process run made before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dist: Option<Value>,
 }
 
 #[cfg(test)]
@@ -461,6 +473,7 @@ mod tests {
             started: "2026-01-01T00:00:00Z".into(),
             hardware_class: "cpu".into(),
             crambench_version: Some("0.1.0".into()),
+            launcher: Some(json!({"kind": "local"})),
         };
         check(
             &json!(inv),
@@ -484,7 +497,10 @@ mod tests {
             "forced",
         );
         check(
-            &json!(PipelineSection::default()),
+            &json!(PipelineSection {
+                dist: Some(json!({"world_size": 1, "backend": "single", "devices": ["cpu"]})),
+                ..PipelineSection::default()
+            }),
             at(&s, &["pipeline"]),
             "pipeline",
         );

@@ -302,6 +302,9 @@ pub fn statement(inp: &Inputs) -> Result<Statement> {
             .iter()
             .map(|f| section(&json!(f), "forced"))
             .collect::<Result<_>>()?,
+        restarts: st.invocations.len().saturating_sub(1) as u64,
+        // Data parallel (#18): world size, each rank's device, the backend and launcher.
+        dist: (!pre["dist"].is_null()).then(|| pre["dist"].clone()),
     });
     Ok(s)
 }

@@ -31,7 +31,7 @@ use crate::glue::{config::GlueConfig, finetune, tasks::Task};
 use crate::manifest::statement::now_rfc3339;
 use crate::provenance::{fingerprint, seeds};
 use crate::recipe::Recipe;
-use crate::train::{pretrain_recipe, PretrainOptions};
+use crate::train::PretrainOptions;
 use anyhow::{Context, Result};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -62,6 +62,8 @@ pub struct RunOptions {
     /// Master seed for a new run (default: drawn from the OS).
     pub seed: Option<u64>,
     pub device: Device,
+    /// Data-parallel ranks of pretraining (`--devices N`; 1: this process alone).
+    pub devices: u32,
     /// Dataset cache (content-addressed datasets live in `<data_root>/<name>/`).
     pub data_root: PathBuf,
     /// GLUE data root (for GLUE tasks; demo tasks need none), or `hf:owner/name[@rev]`.
@@ -253,10 +255,12 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
             &format!("removed {} (left by an interrupted run)", p.display()),
         );
     }
+    let dist_env = crate::train::dist::DistEnv::detect()?;
     st.invocations.push(state::Invocation {
         started: now.clone(),
         hardware_class: fp.hardware_class.clone(),
         crambench_version: crate::VERSION.into(),
+        launcher: Some(serde_json::to_value(&dist_env.launcher)?),
     });
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     st.save(&dir)?;
@@ -295,6 +299,10 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         });
     }
 
+    if ctx_pretrain_done(&st) {
+        // The launcher's other ranks wait for a pretraining job: there is none.
+        crate::train::dist::worker::release(&dist_env)?;
+    }
     let mut ctx = Ctx {
         opts,
         recipe: &recipe,
@@ -669,7 +677,9 @@ impl Ctx<'_> {
                 ),
             );
         }
-        let summary = pretrain_recipe(
+        // Data parallel (#18): ranks of a launcher (torchrun, Slurm, Kubeflow) or --devices N.
+        let env = crate::train::dist::DistEnv::detect()?;
+        let (summary, dist) = crate::train::dist::worker::pretrain_rank0(
             &self.opts.recipe,
             &PretrainOptions {
                 budget: self.opts.budget.clone(),
@@ -682,6 +692,9 @@ impl Ctx<'_> {
                 data: crate::train::run::PretrainData::Dataset(data_dir),
                 attention: None,
             },
+            &env,
+            self.opts.devices,
+            self.opts.force,
         )?;
         if summary.stop_reason == crate::train::trainer::StopReason::Signal {
             return Ok(StageResult::Stopped {
@@ -739,6 +752,7 @@ impl Ctx<'_> {
                 "seeds": summary.seeds,
                 "stop_reason": summary.stop_reason,
                 "initial_mlm_loss": summary.initial_mlm_loss,
+                "dist": dist,
             }),
             detail: format!(
                 "{} steps, {} tokens, MLM loss {} -> {}, {:.0} tokens/s",
@@ -1006,6 +1020,10 @@ fn stage_energy(m: &crate::provenance::energy::EnergyMeter, kwh: Option<f64>) ->
 
 fn fmt_loss(l: Option<f64>) -> String {
     l.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into())
+}
+
+fn ctx_pretrain_done(st: &RunState) -> bool {
+    st.stage(Stage::Pretrain).is_some()
 }
 
 /// Open a dataset recorded by the data stage (for callers that need it).

@@ -88,6 +88,9 @@ pub struct Invocation {
     pub started: String,
     pub hardware_class: String,
     pub crambench_version: String,
+    /// How this invocation was launched (local, torchrun, Slurm with job and array ids…).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launcher: Option<Value>,
 }
 
 /// A check that `--force` overrode.

@@ -12,12 +12,15 @@
 //! * [`metrics`] — JSONL metrics and `:::MLLOG` lines.
 //! * [`synthetic`] — the data-source trait, a deterministic synthetic token stream and a tiny
 //!   stand-in MLM for tests.
+//! * [`dist`] — data parallel: the collective interface (NCCL on GPUs, TCP on CPU), launcher
+//!   environments (torchrun, Slurm, Kubeflow), starting ranks.
 //! * [`trainer`] — the loop ([`pretrain`]) and its summary ([`PretrainSummary`]).
 //! * [`run`] — `crambench pretrain RECIPE`: recipe → model, data → trainer.
 pub mod amp;
 pub mod budget;
 pub mod checkpoint;
 pub mod config;
+pub mod dist;
 pub mod masking;
 pub mod metrics;
 pub mod optim;

@@ -12,7 +12,7 @@
 //! checkpoints, and resume refuses other data.
 use super::config::TrainConfig;
 use super::synthetic::{BlockSource, SyntheticStream};
-use super::trainer::{pretrain, Pretrain, PretrainSummary};
+use super::trainer::{Pretrain, PretrainSummary};
 use crate::error::Error;
 use crate::model::attention::{self, AttentionBackend};
 use crate::model::ArchConfig;
@@ -137,6 +137,15 @@ pub fn parse_device(s: &str) -> Result<Device> {
 
 /// Pretrain `recipe_path` with `opts`.
 pub fn pretrain_recipe(recipe_path: &Path, opts: &PretrainOptions) -> Result<PretrainSummary> {
+    pretrain_recipe_dist(recipe_path, opts, &mut super::dist::Single)
+}
+
+/// [`pretrain_recipe`] as one rank of a data-parallel run ([`super::dist`]).
+pub fn pretrain_recipe_dist(
+    recipe_path: &Path,
+    opts: &PretrainOptions,
+    dist: &mut dyn super::dist::Collective,
+) -> Result<PretrainSummary> {
     let setup = Instant::now();
     let recipe = Recipe::load(recipe_path)?;
     let dataset = match &opts.data {
@@ -240,21 +249,24 @@ pub fn pretrain_recipe(recipe_path: &Path, opts: &PretrainOptions) -> Result<Pre
     };
     let loss = |ids: &tch::Tensor, labels: &tch::Tensor, t: bool| model.mlm_loss(ids, labels, t);
     let setup_seconds = setup.elapsed().as_secs_f64();
-    pretrain(Pretrain {
-        recipe_name: recipe.name(),
-        recipe_resolved: resolved,
-        budget_hours,
-        vs: &mut vs,
-        loss: &loss,
-        arch_json: serde_json::to_value(&arch)?,
-        data: data.as_ref(),
-        out: opts.out.clone(),
-        master_seed,
-        resume: opts.resume,
-        device: opts.device,
-        progress: opts.progress,
-        stop: opts.stop.clone(),
-        setup_seconds,
-        train,
-    })
+    super::trainer::pretrain_dist(
+        Pretrain {
+            recipe_name: recipe.name(),
+            recipe_resolved: resolved,
+            budget_hours,
+            vs: &mut vs,
+            loss: &loss,
+            arch_json: serde_json::to_value(&arch)?,
+            data: data.as_ref(),
+            out: opts.out.clone(),
+            master_seed,
+            resume: opts.resume,
+            device: opts.device,
+            progress: opts.progress,
+            stop: opts.stop.clone(),
+            setup_seconds,
+            train,
+        },
+        dist,
+    )
 }

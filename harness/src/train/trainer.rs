@@ -182,6 +182,15 @@ struct Boundary {
 /// Run pretraining. Returns the summary; a persistent non-finite loss is an error
 /// ([`Error::Check`]) naming the micro-step.
 pub fn pretrain(job: Pretrain<'_>) -> Result<PretrainSummary> {
+    pretrain_dist(job, &mut super::dist::Single)
+}
+
+/// [`pretrain`] as one rank of a data-parallel run. `[dist]` marks what differs from one
+/// process (see [`super::dist`]); with [`super::dist::Single`] every such line is the identity.
+pub fn pretrain_dist(
+    job: Pretrain<'_>,
+    dist: &mut dyn super::dist::Collective,
+) -> Result<PretrainSummary> {
     let cfg = &job.train;
     let recipe_sha256 = crate::recipe::resolved_sha256(&job.recipe_resolved)?;
     let seeds: BTreeMap<String, u64> = SEED_LABELS
@@ -190,7 +199,11 @@ pub fn pretrain(job: Pretrain<'_>) -> Result<PretrainSummary> {
         .collect();
     let seq_len = job.data.seq_len();
     let mbs = cfg.microbatch_size as usize;
-    let devices = 1u32;
+    // [dist] the budget counts device-hours: wall time × world size.
+    let (rank, world) = (dist.rank(), dist.world_size());
+    let devices = world as u32;
+    let lead = rank == 0;
+    let log_dir = super::dist::log_dir(dist, &job.out);
     let amp = Amp::setup(cfg.precision, cfg.tf32, job.device);
     let train_mode = cfg.pretrain_in_train_mode;
 
@@ -224,7 +237,8 @@ pub fn pretrain(job: Pretrain<'_>) -> Result<PretrainSummary> {
     };
     let ramp = BatchRamp {
         batch_size: cfg.batch_size,
-        microbatch_size: cfg.microbatch_size,
+        // [dist] a micro-step is the world's micro-batch.
+        microbatch_size: cfg.microbatch_size * world as u64,
         ramp: cfg.batch_size_ramp,
         steps: cfg.steps,
     };
@@ -325,8 +339,9 @@ pub fn pretrain(job: Pretrain<'_>) -> Result<PretrainSummary> {
 
     std::fs::create_dir_all(&job.out).map_err(|e| Error::io(&job.out, e))?;
     let fresh = resumed_from.is_none();
-    let mut metrics = LineLog::open(&job.out.join("metrics.jsonl"), fresh)?;
-    let mut mllog = MlLog::open(&job.out.join("mllog.log"), fresh)?;
+    // [dist] rank 0 alone writes the run's logs.
+    let mut metrics = LineLog::open(&log_dir.join("metrics.jsonl"), fresh || !lead)?;
+    let mut mllog = MlLog::open(&log_dir.join("mllog.log"), fresh || !lead)?;
     if fresh {
         mllog.event(Event::PointInTime, "cache_clear", json!(true), Value::Null)?;
         mllog.event(Event::IntervalStart, "init_start", Value::Null, Value::Null)?;
@@ -414,9 +429,16 @@ pub fn pretrain(job: Pretrain<'_>) -> Result<PretrainSummary> {
     let mut last_good_checkpoint: Option<PathBuf> = resumed_from.clone();
     let mut checkpoint_s = 0.0;
     let mut tokens_this_run = 0u64;
-    let bar = progress_bar(job.progress, job.budget_hours / devices as f64 * 3600.0);
-    let mut ids = vec![0i64; mbs * seq_len];
-    let mut labels = vec![0i64; mbs * seq_len];
+    let bar = progress_bar(
+        job.progress && lead,
+        job.budget_hours / devices as f64 * 3600.0,
+    );
+    // [dist] every rank reads and masks the world's micro-batch and trains on its own rows.
+    let gmbs = mbs * world;
+    let mut ids = vec![0i64; gmbs * seq_len];
+    let mut labels = vec![0i64; gmbs * seq_len];
+    let own = rank * mbs * seq_len..(rank + 1) * mbs * seq_len;
+    let dropout_seed = super::dist::rank_seed(seeds["dropout"], job.master_seed, rank);
     let ckpt_every_s = cfg.checkpoint_every_minutes * 60.0;
 
     let save = |st: &mut TrainState,
@@ -446,41 +468,51 @@ pub fn pretrain(job: Pretrain<'_>) -> Result<PretrainSummary> {
         )
     };
 
+    // [dist] the clock starts when every rank is ready.
+    super::dist::agree_stop(dist, 0)?;
     clock.start();
     let run_started = Instant::now();
     let mut last_ckpt = Instant::now();
     let reason = loop {
-        if job.stop.load(Ordering::SeqCst) {
-            break StopReason::Signal;
-        }
-        if clock.spent() {
-            break StopReason::Budget;
-        }
-        if st.micro_step >= cfg.steps {
-            break StopReason::Steps;
+        let local = if job.stop.load(Ordering::SeqCst) {
+            1
+        } else if clock.spent() {
+            2
+        } else if st.micro_step >= cfg.steps {
+            3
+        } else {
+            0
+        };
+        // [dist] all ranks stop at the same micro-step, for the first reason any rank sees.
+        match super::dist::agree_stop(dist, local)? {
+            1 => break StopReason::Signal,
+            2 => break StopReason::Budget,
+            3 => break StopReason::Steps,
+            _ => {}
         }
         // One micro-batch.
-        for b in 0..mbs {
+        for b in 0..gmbs {
             let i = st.data_position % job.data.num_blocks();
             job.data
                 .block(i, &mut ids[b * seq_len..(b + 1) * seq_len])?;
             st.data_position += 1;
         }
         masker.mask(&mut ids, &mut labels, seq_len, st.micro_step);
-        let input = Tensor::from_slice(&ids)
+        let input = Tensor::from_slice(&ids[own.clone()])
             .reshape([mbs as i64, seq_len as i64])
             .to_device(job.device);
-        let target = Tensor::from_slice(&labels)
+        let target = Tensor::from_slice(&labels[own.clone()])
             .reshape([mbs as i64, seq_len as i64])
             .to_device(job.device);
         if train_mode && accumulated == 0 {
             // Dropout masks depend only on the seed and the optimizer step, so resumed runs
             // draw the same ones.
-            let s = seeds["dropout"] ^ st.optimizer_steps.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let s = dropout_seed ^ st.optimizer_steps.wrapping_mul(0x9E37_79B9_7F4A_7C15);
             tch::manual_seed((s >> 1) as i64);
         }
         let loss = amp.forward(|| (job.loss)(&input, &target, train_mode));
-        let loss_value = loss.double_value(&[]);
+        // [dist] the mean over the ranks (the same on all: they skip or step together).
+        let loss_value = super::dist::mean_scalar(dist, loss.double_value(&[]))?;
         if loss_value.is_finite() {
             consecutive_nonfinite = 0;
             let scaled = st.scaler.scale_loss(&(loss / accum_target as f64));
@@ -516,9 +548,9 @@ pub fn pretrain(job: Pretrain<'_>) -> Result<PretrainSummary> {
             }
         }
         st.micro_step += 1;
-        st.sequences_seen += mbs as u64;
-        st.tokens_seen += (mbs * seq_len) as u64;
-        tokens_this_run += (mbs * seq_len) as u64;
+        st.sequences_seen += gmbs as u64;
+        st.tokens_seen += (gmbs * seq_len) as u64;
+        tokens_this_run += (gmbs * seq_len) as u64;
         accumulated += 1;
 
         if accumulated >= accum_target {
@@ -529,6 +561,8 @@ pub fn pretrain(job: Pretrain<'_>) -> Result<PretrainSummary> {
                 clock.wall_budget_hours(),
             );
             let grads = opt.grads();
+            // [dist] gradients averaged over the ranks before anything looks at them.
+            dist.all_reduce_mean(&grads)?;
             // Unscale (fp16) and check: a step with an inf/NaN gradient is skipped in every
             // precision (fp16: and the loss scale backs off).
             let finite = st.scaler.unscale(&grads, true);
@@ -580,11 +614,11 @@ pub fn pretrain(job: Pretrain<'_>) -> Result<PretrainSummary> {
                 tps,
                 fmt_duration(clock.left().as_secs_f64())
             ));
-            if last_heartbeat.elapsed().as_secs_f64() >= HEARTBEAT_EVERY_S {
+            if lead && last_heartbeat.elapsed().as_secs_f64() >= HEARTBEAT_EVERY_S {
                 write_heartbeat(&heartbeat_path, st, clock.elapsed_s())?;
                 last_heartbeat = Instant::now();
             }
-            if ckpt_every_s > 0.0 && last_ckpt.elapsed().as_secs_f64() >= ckpt_every_s {
+            if lead && ckpt_every_s > 0.0 && last_ckpt.elapsed().as_secs_f64() >= ckpt_every_s {
                 let t = Instant::now();
                 let dir = save(st, &boundary, clock.elapsed_s(), &recent, &opt, job.vs)?;
                 checkpoint_s += t.elapsed().as_secs_f64();
@@ -603,6 +637,9 @@ pub fn pretrain(job: Pretrain<'_>) -> Result<PretrainSummary> {
     let t = Instant::now();
     let final_dir = if loaded_micro_step == Some(boundary.micro_step) && accumulated == 0 {
         resumed_from.clone().expect("resumed")
+    } else if !lead {
+        // [dist] rank 0 writes the checkpoint.
+        checkpoint::checkpoints_dir(&job.out).join("latest")
     } else {
         save(st, &boundary, elapsed_s, &recent, &opt, job.vs)?
     };
