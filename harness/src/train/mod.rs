@@ -18,6 +18,7 @@ pub mod amp;
 pub mod budget;
 pub mod checkpoint;
 pub mod config;
+pub mod loader;
 pub mod masking;
 pub mod metrics;
 pub mod optim;
