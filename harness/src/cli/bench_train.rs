@@ -1,18 +1,21 @@
-//! `crambench bench train-step`: time one pretraining step (forward, backward, AdamW update) of
-//! a recipe's architecture in tch — tokens/s, step-time median and spread (interquartile range
-//! over the median; min and max too), model-FLOPs
-//! utilisation against the GPU's datasheet peak — and, with `--compare-python`, the same model,
-//! weights and batch in PyTorch eager (`reference/pytorch/bench_step.py` in `.venv-torch`), in
-//! one run: the two alternate block by block so that drift hits both alike.
+//! `crambench bench train-step`: time the trainer's own optimizer step on a recipe's
+//! architecture (`crambench::train::bench::StepBench`: micro-batches from the loader thread,
+//! forward under the recipe's autocast, backward, `--accumulation` of them, then the flat AdamW
+//! step with the recipe's clipping) — tokens/s, step-time median and spread (interquartile range
+//! over the median; min and max too), model-FLOPs utilisation against the GPU's datasheet peak —
+//! and, with `--compare-python`, the same model, weights, batch shape, autocast, accumulation and
+//! AdamW hyperparameters in PyTorch (`reference/pytorch/bench_step.py` in `.venv-torch`), in one
+//! run: the two alternate block by block so that drift hits both alike.
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use crambench::error::{Error, ExitCode};
-use crambench::model::{self, flops, ArchConfig, IGNORE_INDEX};
+use crambench::model::{flops, ArchConfig};
+use crambench::train::amp::{Amp, Precision};
+use crambench::train::bench::StepBench;
+use crambench::train::TrainConfig;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
-use std::time::Instant;
-use tch::nn::{OptimizerConfig, VarStore};
 use tch::{Device, Kind, Tensor};
 
 #[derive(Args, Debug)]
@@ -33,9 +36,13 @@ pub struct TrainStepArgs {
     /// cpu, cuda or auto (cuda when available).
     #[arg(long, default_value = "auto")]
     device: String,
-    /// fp32, or bf16 (weights, activations and optimizer state in bf16; both implementations).
-    #[arg(long, default_value = "fp32")]
-    dtype: String,
+    /// Precision of the step: the recipe's `train.precision` by default; fp32, or bf16
+    /// (autocast: fp32 weights and optimizer, bf16 matmuls; both implementations).
+    #[arg(long)]
+    dtype: Option<String>,
+    /// Micro-batches accumulated per optimizer step (each timed step runs them all).
+    #[arg(long, default_value_t = 1)]
+    accumulation: u64,
     /// Timed steps per implementation.
     #[arg(long, default_value_t = 10)]
     steps: usize,
@@ -130,24 +137,6 @@ fn peak_flops(gpu_name: &str, dtype: Kind) -> Option<f64> {
     Some(tflops * 1e12)
 }
 
-/// One MLM batch: random ids; exactly round(p·S) targets per row at random positions (p = the
-/// arch's sparse-prediction fraction, 0.15 without one), as the v2 masking produces.
-fn make_batch(cfg: &ArchConfig, batch: i64, seq: i64, device: Device) -> (Tensor, Tensor) {
-    let opts = (Kind::Int64, Device::Cpu);
-    let ids = Tensor::randint(cfg.vocab_size, [batch, seq], opts);
-    let fraction = cfg.sparse_prediction.unwrap_or(0.15);
-    let per_row = ((fraction * seq as f64).round() as i64).clamp(1, seq);
-    let positions = Tensor::rand([batch, seq], (Kind::Float, Device::Cpu))
-        .argsort(1, false)
-        .narrow(1, 0, per_row);
-    let labels = Tensor::full([batch, seq], IGNORE_INDEX, opts).scatter(
-        1,
-        &positions,
-        &ids.gather(1, &positions, false),
-    );
-    (ids.to_device(device), labels.to_device(device))
-}
-
 fn repo_file(rel: &str) -> Option<PathBuf> {
     let candidates = [
         std::env::current_dir().ok().map(|d| d.join(rel)),
@@ -195,12 +184,20 @@ impl PythonBench {
 }
 
 pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
-    let (cfg, model_name) = match (&args.recipe, &args.arch) {
+    let (cfg, mut train, model_name) = match (&args.recipe, &args.arch) {
         (Some(path), _) => {
             let recipe = crambench::recipe::Recipe::load(path)?;
-            (recipe.section::<ArchConfig>("arch")?, recipe.name())
+            (
+                recipe.section::<ArchConfig>("arch")?,
+                crambench::train::TrainConfig::from_recipe(&recipe)?,
+                recipe.name(),
+            )
         }
-        (None, Some(name)) => (ArchConfig::preset(name)?, name.clone()),
+        (None, Some(name)) => (
+            ArchConfig::preset(name)?,
+            crambench::train::TrainConfig::default(),
+            name.clone(),
+        ),
         (None, None) => return Err(Error::input("arguments", "give --recipe or --arch").into()),
     };
     let device = match args.device.as_str() {
@@ -218,12 +215,21 @@ pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
             )
         }
     };
-    let dtype = match args.dtype.as_str() {
-        "fp32" => Kind::Float,
-        "bf16" => Kind::BFloat16,
-        other => {
+    match args.dtype.as_deref() {
+        None => {}
+        Some("fp32") => train.precision = Precision::Fp32,
+        Some("bf16") => train.precision = Precision::Bf16,
+        Some(other) => {
             return Err(Error::input("--dtype", format!("{other:?}: expected fp32 or bf16")).into())
         }
+    }
+    // What actually runs on this device (fp16 needs CUDA).
+    let precision = Amp::setup(train.precision, train.tf32, device).precision;
+    let dtype_name = format!("{precision:?}").to_lowercase();
+    let dtype = match precision {
+        Precision::Bf16 => Kind::BFloat16,
+        Precision::Fp16 => Kind::Half,
+        Precision::Fp32 => Kind::Float,
     };
     let seq = args.seq_len.unwrap_or(cfg.max_seq_len.min(128));
     if seq < 1 || seq > cfg.max_seq_len {
@@ -231,8 +237,8 @@ pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
             Error::input("--seq-len", format!("must be in 1..={}", cfg.max_seq_len)).into(),
         );
     }
-    if args.micro_batch < 1 || args.steps < 1 {
-        return Err(Error::input("--micro-batch/--steps", "must be at least 1").into());
+    if args.micro_batch < 1 || args.steps < 1 || args.accumulation < 1 {
+        return Err(Error::input("--micro-batch/--steps/--accumulation", "must be at least 1").into());
     }
     if let Some(t) = args.threads {
         if t < 1 {
@@ -242,51 +248,36 @@ pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
     }
     let threads = tch::get_num_threads();
 
-    // Model, optimizer and batch.
-    tch::manual_seed(args.seed);
-    let mut vs = VarStore::new(device);
-    let m = model::build(&vs.root(), &cfg)?;
-    let n_params = model::num_parameters(&vs);
-    let (ids, labels) = make_batch(&cfg, args.micro_batch, seq, device);
+    // The trainer's model, data path and step.
+    let mut bench =
+        StepBench::new(&cfg, &train, args.micro_batch as usize, seq as usize, device, args.seed)?;
+    let n_params = bench.n_params;
+    let batch = bench.first_batch()?;
     let tmp = tempfile::tempdir().context("temporary directory")?;
     let mut python = if args.compare_python {
-        // Same weights (saved before the bf16 cast) and batch for the reference.
-        vs.save(tmp.path().join("model.safetensors"))?;
+        // Same initial weights, batch shape and optimizer settings for the reference.
+        bench.vs.save(tmp.path().join("model.safetensors"))?;
         Some(start_python(
             &args,
             &cfg,
+            &train,
+            &dtype_name,
             tmp.path(),
-            &ids,
-            &labels,
+            &batch.input_ids,
+            &batch.labels,
             threads,
+            device,
         )?)
     } else {
         None
     };
-    if dtype == Kind::BFloat16 {
-        vs.bfloat16();
-    }
-    let lr = 1e-4;
-    let mut opt = tch::nn::AdamW::default().build(&vs, lr)?;
-    let sync = || {
-        if let Device::Cuda(i) = device {
-            tch::Cuda::synchronize(i as i64);
-        }
-    };
-    let mut step = || -> f64 {
-        let t = Instant::now();
-        let loss = m.mlm_loss(&ids, &labels, args.dropout);
-        opt.backward_step(&loss);
-        sync();
-        t.elapsed().as_secs_f64()
-    };
-
+    let (ours, theirs) = bench.run(args.accumulation, args.dropout, |step| {
     eprintln!(
         "{model_name}: {n_params} parameters, micro-batch {} × {seq} tokens, {device:?} {}, {threads} threads",
-        args.micro_batch, args.dtype
+        args.micro_batch, dtype_name
     );
     for _ in 0..args.warmup {
-        step();
+        step()?;
     }
     if let Some(py) = python.as_mut() {
         if args.warmup > 1 {
@@ -304,7 +295,7 @@ pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
             theirs.extend(py.run(n)?);
         }
         for _ in 0..n {
-            ours.push(step());
+            ours.push(step()?);
         }
         if let (false, Some(py)) = (python_first, python.as_mut()) {
             theirs.extend(py.run(n)?);
@@ -312,6 +303,8 @@ pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
         round += 1;
         eprintln!("  {}/{} steps timed", ours.len(), args.steps);
     }
+        Ok((ours, theirs))
+    })?;
     let python_info = match python {
         Some(py) => {
             let info = py.info.clone();
@@ -322,8 +315,9 @@ pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
     };
 
     // Summaries.
-    let tokens = (args.micro_batch * seq) as f64;
-    let step_flops = flops::train_step_flops(&cfg, args.micro_batch, seq);
+    let tokens = (args.micro_batch * seq) as f64 * args.accumulation as f64;
+    let step_flops =
+        flops::train_step_flops(&cfg, args.micro_batch, seq) * args.accumulation as f64;
     let gpu_name = match device {
         Device::Cuda(i) => crambench::provenance::fingerprint::collect(&Default::default())
             .hardware
@@ -341,7 +335,7 @@ pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
         let v = serde_json::json!({
             "model": model_name, "arch": cfg, "parameters": n_params,
             "micro_batch": args.micro_batch, "seq_len": seq, "device": format!("{device:?}"),
-            "gpu": gpu_name, "dtype": args.dtype, "threads": threads, "dropout": args.dropout,
+            "gpu": gpu_name, "dtype": dtype_name, "accumulation": args.accumulation, "threads": threads, "dropout": args.dropout,
             "train_step_flops": step_flops, "peak_flops": peak,
             "tch": ours, "pytorch": theirs, "pytorch_info": python_info,
             "step_time_ratio_tch_over_pytorch": ratio,
@@ -350,10 +344,11 @@ pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
         return Ok(ExitCode::Ok);
     }
     outln!(
-        "{model_name}: {n_params} parameters; micro-batch {} × {seq} tokens; {device:?} {}; {threads} threads; \
-         {} timed steps (+{} warm-up) per implementation; {:.3} GFLOP per step",
+        "{model_name}: {n_params} parameters; micro-batch {} × {seq} tokens × {} accumulated; {device:?} {}; {threads} threads; \
+         {} timed steps (+{} warm-up) per implementation; {:.3} GFLOP per step (the trainer's step: loader thread, autocast, flat AdamW)",
         args.micro_batch,
-        args.dtype,
+        args.accumulation,
+        dtype_name,
         args.steps,
         args.warmup,
         step_flops / 1e9
@@ -363,7 +358,7 @@ pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
             Some(p) => outln!(
                 "GPU {g}: datasheet peak {:.1} TFLOP/s ({})",
                 p / 1e12,
-                args.dtype
+                dtype_name
             ),
             None => outln!("GPU {g}: peak unknown, no MFU"),
         }
@@ -418,13 +413,17 @@ pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
     Ok(ExitCode::Ok)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn start_python(
     args: &TrainStepArgs,
     cfg: &ArchConfig,
+    train: &TrainConfig,
+    dtype: &str,
     dir: &Path,
     ids: &Tensor,
     labels: &Tensor,
     threads: i32,
+    device: Device,
 ) -> Result<PythonBench> {
     let python = match &args.python {
         Some(p) => p.clone(),
@@ -451,11 +450,12 @@ fn start_python(
         ],
         &batch,
     )?;
-    let device = if ids.device().is_cuda() {
-        "cuda"
-    } else {
-        "cpu"
-    };
+    let device = if device.is_cuda() { "cuda" } else { "cpu" };
+    let optim = serde_json::json!({
+        "lr": train.lr, "betas": train.betas, "eps": train.eps,
+        "weight_decay": train.weight_decay, "no_decay": train.no_decay,
+        "kind": train.optimizer, "max_norm": train.clip_norm(),
+    });
     let mut cmd = Command::new(&python);
     cmd.arg(&script)
         .arg("--serve")
@@ -467,7 +467,9 @@ fn start_python(
         .arg(&batch)
         .args(["--threads", &threads.to_string()])
         .args(["--device", device])
-        .args(["--dtype", &args.dtype])
+        .args(["--dtype", dtype])
+        .args(["--optim-json", &optim.to_string()])
+        .args(["--accumulation", &args.accumulation.to_string()])
         .args(["--attention", &args.python_attention]);
     if args.python_compile {
         cmd.arg("--compile");

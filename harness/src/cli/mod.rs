@@ -23,6 +23,7 @@ macro_rules! out {
 }
 
 pub mod bench_data;
+pub mod bench_optim;
 pub mod bench_train;
 pub mod compare;
 pub mod data;

@@ -15,6 +15,7 @@
 //! * [`trainer`] — the loop ([`pretrain`]) and its summary ([`PretrainSummary`]).
 //! * [`run`] — `crambench pretrain RECIPE`: recipe → model, data → trainer.
 pub mod amp;
+pub mod bench;
 pub mod budget;
 pub mod checkpoint;
 pub mod config;

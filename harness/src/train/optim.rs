@@ -825,8 +825,15 @@ mod fused {
 
     /// Elements per parallel task.
     const CHUNK: usize = 1 << 16;
+    /// Buffers shorter than this are updated on the calling thread (spreading them over
+    /// rayon's threads costs more than it saves, and competes with libtorch's spinning OpenMP
+    /// workers).
+    const PARALLEL_MIN: usize = 1 << 20;
 
     pub(super) fn moments_all(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: &Hyper) {
+        if p.len() < PARALLEL_MIN {
+            return moments_chunk(p, g, m, v, h);
+        }
         p.par_chunks_mut(CHUNK)
             .zip(g.par_chunks(CHUNK))
             .zip(m.par_chunks_mut(CHUNK))
@@ -835,6 +842,9 @@ mod fused {
     }
 
     pub(super) fn apply_all(p: &mut [f32], m: &[f32], s: &[f32], h: &Hyper) {
+        if p.len() < PARALLEL_MIN {
+            return apply_chunk(p, m, s, h);
+        }
         p.par_chunks_mut(CHUNK)
             .zip(m.par_chunks(CHUNK))
             .zip(s.par_chunks(CHUNK))

@@ -248,19 +248,82 @@ fn host_read(t: &Tensor, optimizer_steps: u64) -> Result<Vec<f64>> {
     Ok(Vec::<f64>::try_from(host)?)
 }
 
+/// The trainer's step, without the bookkeeping: forward under autocast and backward per
+/// micro-batch, then unscale, clip and the flat AdamW update, all on the device. [`pretrain`]
+/// runs it, and `crambench bench train-step` times it.
+pub struct Stepper<'a> {
+    pub amp: Amp,
+    pub opt: FlatAdam,
+    pub scaler: DeviceScaler,
+    loss: LossFn<'a>,
+    device: Device,
+    train_mode: bool,
+    max_norm: Option<f64>,
+}
+
+impl<'a> Stepper<'a> {
+    /// A stepper for `loss` over `opt`'s parameters on `device`.
+    pub fn new(
+        amp: Amp,
+        opt: FlatAdam,
+        scaler: DeviceScaler,
+        loss: LossFn<'a>,
+        device: Device,
+        train_mode: bool,
+        max_norm: Option<f64>,
+    ) -> Self {
+        Stepper {
+            amp,
+            opt,
+            scaler,
+            loss,
+            device,
+            train_mode,
+            max_norm,
+        }
+    }
+
+    /// Forward and backward of one micro-batch of an accumulation of `accumulation`:
+    /// `backward(loss / accumulation · scale)`. Returns the loss (detached, on the device).
+    pub fn micro_batch(&mut self, batch: &MicroBatch, accumulation: u64) -> Tensor {
+        let (input, target) = batch.to_device(self.device);
+        let loss = self
+            .amp
+            .forward(|| (self.loss)(&input, &target, self.train_mode));
+        // A non-finite loss makes non-finite gradients, and the optimizer step skips them.
+        self.scaler
+            .scale_loss(&(&loss / accumulation as f64))
+            .backward();
+        loss.detach()
+    }
+
+    /// The optimizer step with learning rate `lr`; the gradients are zero afterwards.
+    pub fn optimizer_step(&mut self, lr: f64) -> StepOutcome {
+        let inv_scale = self.scaler.inverse_scale();
+        let outcome = self.opt.step(
+            lr,
+            &StepOptions {
+                inv_scale: inv_scale.as_ref(),
+                max_norm: self.max_norm,
+            },
+        );
+        self.scaler.update(&outcome.found_inf);
+        self.opt.zero_grad();
+        outcome
+    }
+}
+
 /// The state of one pretraining run between its steps.
-struct Run {
+struct Run<'a> {
     recipe_sha256: String,
     seeds: BTreeMap<String, u64>,
     seq_len: usize,
     microbatch_size: usize,
-    amp: Amp,
     train_mode: bool,
     schedule: LrSchedule,
     ramp: BatchRamp,
     batch_spec: BatchSpec,
-    opt: FlatAdam,
-    scaler: DeviceScaler,
+    step: Stepper<'a>,
     st: TrainState,
     resumed_from: Option<PathBuf>,
     metrics: LineLog,
@@ -301,7 +364,8 @@ struct Run {
 /// `cramming/backend/torch_default.py` `TorchEngineMinimal.step` (JonasGeiping/cramming
 /// 196c991).
 pub fn pretrain(mut job: Pretrain<'_>) -> Result<PretrainSummary> {
-    let mut run = Run::open_or_resume(&mut job)?;
+    let loss = job.loss;
+    let mut run = Run::open_or_resume(&mut job, loss)?;
     run.log_preamble(&job)?;
     let job = &job;
     let reason = std::thread::scope(|scope| {
@@ -317,10 +381,10 @@ pub fn pretrain(mut job: Pretrain<'_>) -> Result<PretrainSummary> {
     run.finish(job, reason)
 }
 
-impl Run {
+impl<'a> Run<'a> {
     /// Optimizer, schedules, masking, logs and the budget clock, from a fresh start or from
     /// `out/checkpoints/latest`.
-    fn open_or_resume(job: &mut Pretrain<'_>) -> Result<Run> {
+    fn open_or_resume(job: &mut Pretrain<'_>, loss: LossFn<'a>) -> Result<Run<'a>> {
         let cfg = &job.train;
         let recipe_sha256 = crate::recipe::resolved_sha256(&job.recipe_resolved)?;
         let seeds: BTreeMap<String, u64> = SEED_LABELS
@@ -464,13 +528,19 @@ impl Run {
             seeds,
             seq_len,
             microbatch_size: cfg.microbatch_size as usize,
-            amp,
             train_mode: cfg.pretrain_in_train_mode,
             schedule,
             ramp,
             batch_spec,
-            opt,
-            scaler,
+            step: Stepper::new(
+                amp,
+                opt,
+                scaler,
+                loss,
+                job.device,
+                cfg.pretrain_in_train_mode,
+                cfg.clip_norm(),
+            ),
             boundary: Boundary::of(&st),
             recent: st.recent_losses.iter().copied().collect(),
             resumed_from: resumed_from.clone(),
@@ -548,14 +618,14 @@ impl Run {
         )?;
         mllog.sync()?;
         if job.progress {
-            eprintln!("{}", self.amp.describe(cfg.precision));
+            eprintln!("{}", self.step.amp.describe(cfg.precision));
         }
         self.metrics.line(
             &json!({
                 "kind": "start", "time_ms": super::metrics::now_ms() as u64, "recipe": job.recipe_name,
                 "recipe_sha256": self.recipe_sha256, "resumed": self.resumed_from.is_some(),
                 "micro_step": st.micro_step, "elapsed_s": st.elapsed_s,
-                "budget_device_hours": job.budget_hours, "precision": self.amp,
+                "budget_device_hours": job.budget_hours, "precision": self.step.amp,
                 "device": format!("{:?}", job.device),
             })
             .to_string(),
@@ -577,7 +647,7 @@ impl Run {
                     return Ok(reason);
                 }
                 let batch = loader.next()?;
-                self.forward_backward(job, &batch, micro_step, accumulation)?;
+                self.forward_backward(&batch, micro_step, accumulation)?;
             }
             self.optimizer_step(job);
             self.log_and_checkpoint(job)?;
@@ -600,7 +670,6 @@ impl Run {
     /// loss scale in fp16). The loss stays on the device until the next sync.
     fn forward_backward(
         &mut self,
-        job: &Pretrain<'_>,
         batch: &MicroBatch,
         micro_step: u64,
         accumulation: u64,
@@ -613,25 +682,18 @@ impl Run {
                 st.micro_step
             );
         }
-        let (input, target) = batch.to_device(job.device);
         if self.train_mode && micro_step == 0 {
             // Dropout masks depend only on the seed and the optimizer step, so resumed runs
             // draw the same ones.
             let s = self.seeds["dropout"] ^ st.optimizer_steps.wrapping_mul(DROPOUT_SEED_MIX);
             tch::manual_seed((s >> 1) as i64);
         }
-        let loss = self
-            .amp
-            .forward(|| (job.loss)(&input, &target, self.train_mode));
+        let loss = self.step.micro_batch(batch, accumulation);
         self.pending.push(PendingLoss {
             micro_step: st.micro_step,
             optimizer_steps: st.optimizer_steps,
-            loss: loss.detach(),
+            loss,
         });
-        // A non-finite loss makes non-finite gradients, and the optimizer step skips them.
-        self.scaler
-            .scale_loss(&(loss / accumulation as f64))
-            .backward();
         let tokens = (self.microbatch_size * self.seq_len) as u64;
         st.micro_step += 1;
         st.data_position = batch.next_position;
@@ -652,16 +714,7 @@ impl Run {
             self.clock.elapsed_s(),
             self.clock.wall_budget_hours(),
         );
-        let inv_scale = self.scaler.inverse_scale();
-        let outcome = self.opt.step(
-            lr,
-            &StepOptions {
-                inv_scale: inv_scale.as_ref(),
-                max_norm: cfg.clip_norm(),
-            },
-        );
-        self.scaler.update(&outcome.found_inf);
-        self.opt.zero_grad();
+        let outcome = self.step.optimizer_step(lr);
         st.optimizer_steps += 1;
         crate::io::crash_point("pretrain-step");
         self.accumulated = 0;
@@ -686,8 +739,8 @@ impl Run {
             .iter()
             .map(|p| p.loss.to_kind(tch::Kind::Double).reshape([1]))
             .collect();
-        parts.push(self.scaler.state());
-        parts.push(self.opt.step_counter().reshape([1]));
+        parts.push(self.step.scaler.state());
+        parts.push(self.step.opt.step_counter().reshape([1]));
         if let Some(last) = &self.last_step {
             parts.push(last.outcome.grad_norm.to_kind(tch::Kind::Double).reshape([1]));
             parts.push(last.outcome.found_inf.to_kind(tch::Kind::Double).reshape([1]));
@@ -695,8 +748,8 @@ impl Run {
         let values = host_read(&Tensor::cat(&parts, 0), self.st.optimizer_steps)?;
         let n = self.pending.len();
         let (losses, rest) = values.split_at(n);
-        self.st.scaler = self.scaler.to_host(&rest[..3]);
-        self.opt.sync_steps(rest[3] as u64);
+        self.st.scaler = self.step.scaler.to_host(&rest[..3]);
+        self.step.opt.sync_steps(rest[3] as u64);
         if self.last_step.is_some() {
             self.last_values = Some((rest[4], rest[5] != 0.0));
         }
@@ -826,7 +879,7 @@ impl Run {
         st.elapsed_s = elapsed_s;
         st.recent_losses = self.recent.iter().copied().collect();
         let tokenizer = job.data.tokenizer_path();
-        let (opt, vs) = (&self.opt, &*job.vs);
+        let (opt, vs) = (&self.step.opt, &*job.vs);
         checkpoint::save(
             &job.out,
             st,
@@ -915,7 +968,7 @@ impl Run {
                     ("lost_to_interruption".to_string(), self.lost_s),
                 ]),
             },
-            precision: self.amp,
+            precision: self.step.amp,
             device: device_kind(job.device),
             master_seed: job.master_seed,
             seeds: self.seeds.clone(),
