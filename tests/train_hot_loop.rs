@@ -204,10 +204,7 @@ fn bf16_on_cpu_runs_autocast_without_warnings() {
     args2[1] = r2.to_str().unwrap();
     let (code, _, stderr) = common::run_in(d2.path(), &args2);
     assert_eq!(code, 0, "{stderr}");
-    assert!(
-        stderr.contains("precision bf16: cpu autocast"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("precision bf16: cpu autocast"), "{stderr}");
     assert!(!stderr.to_lowercase().contains("warn"), "{stderr}");
 }
 

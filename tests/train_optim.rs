@@ -304,7 +304,12 @@ fn flat_setup(seed: i64) -> (Vec<(String, Tensor)>, Vec<Vec<Tensor>>) {
     let params: Vec<(String, Tensor)> = names
         .iter()
         .zip(shapes)
-        .map(|(n, s)| (n.to_string(), Tensor::randn(s, (Kind::Float, tch::Device::Cpu))))
+        .map(|(n, s)| {
+            (
+                n.to_string(),
+                Tensor::randn(s, (Kind::Float, tch::Device::Cpu)),
+            )
+        })
         .collect();
     let grads = (0..6)
         .map(|_| {
@@ -340,7 +345,10 @@ fn backward_with(handles: &[Tensor], grads: &[Tensor]) {
         .iter()
         .zip(grads)
         .map(|(p, g)| (p * g).sum(Kind::Float))
-        .fold(Tensor::zeros([], (Kind::Float, tch::Device::Cpu)), |a, b| a + b)
+        .fold(
+            Tensor::zeros([], (Kind::Float, tch::Device::Cpu)),
+            |a, b| a + b,
+        )
         .backward();
 }
 
@@ -415,7 +423,10 @@ fn flat_grad_norm_and_clip_match_per_parameter() {
         backward_with(&handles, g);
         let want = global_grad_norm(g);
         let got = f64::try_from(flat.grad_norm()).unwrap();
-        assert!(((got - want) / want).abs() < 4.0 * f32::EPSILON as f64, "{got} vs {want}");
+        assert!(
+            ((got - want) / want).abs() < 4.0 * f32::EPSILON as f64,
+            "{got} vs {want}"
+        );
     }
     // Clipping: the flat step with max_norm equals the per-parameter optimiser fed gradients
     // clipped with the flat norm's coefficient.
@@ -462,7 +473,10 @@ fn flat_optimizer_skips_nonfinite_steps_on_the_device() {
         let mut new = FlatAdam::with_kernel(cfg(OptimizerKind::AdamW), new_params, kernel).unwrap();
         let poisoned: Vec<Tensor> = grads[1].iter().map(|g| g.copy()).collect();
         let _ = poisoned[1].get(17).fill_(f64::NAN);
-        for (step, g) in [&grads[0], &poisoned, &grads[2], &grads[3]].iter().enumerate() {
+        for (step, g) in [&grads[0], &poisoned, &grads[2], &grads[3]]
+            .iter()
+            .enumerate()
+        {
             new.zero_grad();
             backward_with(&new_handles, g);
             let before: Vec<Vec<u32>> = new_handles.iter().map(bits).collect();
@@ -471,7 +485,10 @@ fn flat_optimizer_skips_nonfinite_steps_on_the_device() {
             assert_eq!(skipped, step == 1);
             if skipped {
                 let after: Vec<Vec<u32>> = new_handles.iter().map(bits).collect();
-                assert_eq!(before, after, "{kernel:?}: a skipped step changed a parameter");
+                assert_eq!(
+                    before, after,
+                    "{kernel:?}: a skipped step changed a parameter"
+                );
                 let taken = f64::try_from(new.step_counter()).unwrap();
                 assert_eq!(taken, 1.0);
                 new.sync_steps(taken as u64);
@@ -504,8 +521,10 @@ fn flat_optimizer_reads_and_writes_the_per_parameter_format() {
     let path2 = d.path().join("f.safetensors");
     flat.save(&path2).unwrap();
     let a: Vec<(String, Tensor)> = Tensor::read_safetensors(&path).unwrap();
-    let b: std::collections::HashMap<String, Tensor> =
-        Tensor::read_safetensors(&path2).unwrap().into_iter().collect();
+    let b: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(&path2)
+        .unwrap()
+        .into_iter()
+        .collect();
     assert_eq!(a.len(), b.len());
     for (k, t) in &a {
         assert!(bits(t) == bits(&b[k]), "{k}");

@@ -61,7 +61,8 @@ pub fn run(args: OptimArgs) -> Result<ExitCode> {
         }
         tch::set_num_threads(t);
     }
-    let b = crambench::train::bench::bench_optimizer(&arch, &train, device, args.steps, args.warmup)?;
+    let b =
+        crambench::train::bench::bench_optimizer(&arch, &train, device, args.steps, args.warmup)?;
     let old = Spread::of(&b.per_parameter_s).expect("steps >= 1");
     let new = Spread::of(&b.flat_s).expect("steps >= 1");
     let speedup = old.median / new.median;

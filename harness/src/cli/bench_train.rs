@@ -238,7 +238,9 @@ pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
         );
     }
     if args.micro_batch < 1 || args.steps < 1 || args.accumulation < 1 {
-        return Err(Error::input("--micro-batch/--steps/--accumulation", "must be at least 1").into());
+        return Err(
+            Error::input("--micro-batch/--steps/--accumulation", "must be at least 1").into(),
+        );
     }
     if let Some(t) = args.threads {
         if t < 1 {
@@ -249,8 +251,14 @@ pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
     let threads = tch::get_num_threads();
 
     // The trainer's model, data path and step.
-    let mut bench =
-        StepBench::new(&cfg, &train, args.micro_batch as usize, seq as usize, device, args.seed)?;
+    let mut bench = StepBench::new(
+        &cfg,
+        &train,
+        args.micro_batch as usize,
+        seq as usize,
+        device,
+        args.seed,
+    )?;
     let n_params = bench.n_params;
     let batch = bench.first_batch()?;
     let tmp = tempfile::tempdir().context("temporary directory")?;

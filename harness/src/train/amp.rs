@@ -268,7 +268,6 @@ impl LossScaler {
     }
 }
 
-
 /// [`LossScaler`] on the device: the scale, the growth tracker and the skipped-step count are
 /// 0-dim f64 tensors, updated by tensor operations from an on-device inf flag, so that no
 /// optimizer step waits for the host. [`DeviceScaler::to_host`] reads them back (at logging
@@ -345,8 +344,7 @@ impl DeviceScaler {
             let grown = (&self.growth_tracker + 1.0).ge(self.growth_interval as f64);
             let keep_scale = &self.scale * 1.0;
             let next_scale = (&self.scale * self.growth_factor).where_self(&grown, &keep_scale);
-            self.scale =
-                (&self.scale * self.backoff_factor).where_self(found_inf, &next_scale);
+            self.scale = (&self.scale * self.backoff_factor).where_self(found_inf, &next_scale);
             let zero = self.growth_tracker.zeros_like();
             let next_tracker = zero.where_self(&grown, &(&self.growth_tracker + 1.0));
             self.growth_tracker = zero.where_self(found_inf, &next_tracker);

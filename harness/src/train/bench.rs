@@ -236,10 +236,13 @@ pub fn bench_optimizer(
         fill(&new_handles);
         sync();
         let t = Instant::now();
-        let _ = flat.step(lr, &StepOptions {
-            inv_scale: None,
-            max_norm,
-        });
+        let _ = flat.step(
+            lr,
+            &StepOptions {
+                inv_scale: None,
+                max_norm,
+            },
+        );
         flat.zero_grad();
         sync();
         t.elapsed().as_secs_f64()

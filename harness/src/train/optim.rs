@@ -356,7 +356,9 @@ fn allocate_grads(params: &[Tensor]) {
     let total = params
         .iter()
         .map(|p| (p * 0.0).sum(tch::Kind::Float))
-        .fold(None::<Tensor>, |acc, t| Some(acc.map_or(t.shallow_clone(), |a| a + t)));
+        .fold(None::<Tensor>, |acc, t| {
+            Some(acc.map_or(t.shallow_clone(), |a| a + t))
+        });
     if let Some(t) = total {
         t.backward();
     }
@@ -560,10 +562,7 @@ impl FlatAdam {
     fn corrections(&self, lr: f64, t: u64) -> (f64, f64) {
         let t = t as i32;
         let [beta1, beta2] = self.cfg.betas;
-        (
-            -(lr / (1.0 - beta1.powi(t))),
-            (1.0 - beta2.powi(t)).sqrt(),
-        )
+        (-(lr / (1.0 - beta1.powi(t))), (1.0 - beta2.powi(t)).sqrt())
     }
 
     fn step_tensor(&mut self, lr: f64, keep: &Tensor, found_inf: &Tensor, coef: Option<&Tensor>) {
@@ -797,7 +796,8 @@ mod fused {
     fn has_fma() -> bool {
         #[cfg(target_arch = "x86_64")]
         {
-            std::arch::is_x86_feature_detected!("fma") && std::arch::is_x86_feature_detected!("avx2")
+            std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("avx2")
         }
         #[cfg(not(target_arch = "x86_64"))]
         {

@@ -244,7 +244,10 @@ fn host_read(t: &Tensor, optimizer_steps: u64) -> Result<Vec<f64>> {
             v.push(optimizer_steps);
         }
     });
-    let host = t.to_kind(tch::Kind::Double).to_device(Device::Cpu).flatten(0, -1);
+    let host = t
+        .to_kind(tch::Kind::Double)
+        .to_device(Device::Cpu)
+        .flatten(0, -1);
     Ok(Vec::<f64>::try_from(host)?)
 }
 
@@ -601,7 +604,10 @@ impl<'a> Run<'a> {
                 ("opt_adam_epsilon", json!(cfg.eps)),
                 ("opt_weight_decay", json!(cfg.weight_decay)),
                 ("opt_learning_rate_training_steps", json!(cfg.steps)),
-                ("opt_learning_rate_warmup_steps", json!(self.schedule.warmup)),
+                (
+                    "opt_learning_rate_warmup_steps",
+                    json!(self.schedule.warmup),
+                ),
                 ("max_sequence_length", json!(self.seq_len)),
                 ("train_budget_device_hours", json!(job.budget_hours)),
             ] {
@@ -742,8 +748,18 @@ impl<'a> Run<'a> {
         parts.push(self.step.scaler.state());
         parts.push(self.step.opt.step_counter().reshape([1]));
         if let Some(last) = &self.last_step {
-            parts.push(last.outcome.grad_norm.to_kind(tch::Kind::Double).reshape([1]));
-            parts.push(last.outcome.found_inf.to_kind(tch::Kind::Double).reshape([1]));
+            parts.push(
+                last.outcome
+                    .grad_norm
+                    .to_kind(tch::Kind::Double)
+                    .reshape([1]),
+            );
+            parts.push(
+                last.outcome
+                    .found_inf
+                    .to_kind(tch::Kind::Double)
+                    .reshape([1]),
+            );
         }
         let values = host_read(&Tensor::cat(&parts, 0), self.st.optimizer_steps)?;
         let n = self.pending.len();
@@ -807,8 +823,7 @@ impl<'a> Run<'a> {
     /// a checkpoint every `checkpoint_every_minutes`.
     fn log_and_checkpoint(&mut self, job: &Pretrain<'_>) -> Result<()> {
         let cfg = &job.train;
-        let tps =
-            self.tokens_this_run as f64 / self.run_started.elapsed().as_secs_f64().max(1e-9);
+        let tps = self.tokens_this_run as f64 / self.run_started.elapsed().as_secs_f64().max(1e-9);
         let mut synced = false;
         if self.st.optimizer_steps % cfg.log_every.max(1) == 0 {
             self.sync(job)?;
@@ -953,7 +968,7 @@ impl<'a> Run<'a> {
                 devices: DEVICES,
                 device_kind: device_kind(job.device),
                 counted_phases: vec![
-                    "pretraining (incl. warm-up and intermediate checkpoints)".into(),
+                    "pretraining (incl. warm-up and intermediate checkpoints)".into()
                 ],
                 uncounted_phases: vec![
                     "setup (model build, data open)".into(),
