@@ -224,7 +224,7 @@ pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
         }
     }
     // What actually runs on this device (fp16 needs CUDA).
-    let precision = Amp::setup(train.precision, train.tf32, device).precision;
+    let precision = Amp::setup_autocast(train.precision, train.tf32, device).precision;
     let dtype_name = format!("{precision:?}").to_lowercase();
     let dtype = match precision {
         Precision::Bf16 => Kind::BFloat16,

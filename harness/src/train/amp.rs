@@ -18,6 +18,9 @@
 //! [`DeviceScaler`] keeps the loss scale, its growth tracker and the count of skipped steps on
 //! the device, so that an optimizer step needs no host synchronisation; [`LossScaler`] is its
 //! host copy, written into checkpoints.
+//!
+//! [`Amp::setup`] (GLUE fine-tuning) keeps the CPU in fp32; [`Amp::setup_autocast`]
+//! (pretraining) runs bf16 autocast there.
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
@@ -81,8 +84,20 @@ pub struct Amp {
 }
 
 impl Amp {
-    /// Configure libtorch for `requested` on `device` and return what is in effect.
+    /// Configure libtorch for `requested` on `device` and return what is in effect: mixed
+    /// precision on CUDA only, fp32 on the CPU (GLUE fine-tuning's setting).
     pub fn setup(requested: Precision, tf32: bool, device: Device) -> Self {
+        let requested = if device.is_cuda() {
+            requested
+        } else {
+            Precision::Fp32
+        };
+        Self::setup_autocast(requested, tf32, device)
+    }
+
+    /// As [`Amp::setup`], but bf16 runs as CPU autocast on the CPU too (pretraining and its
+    /// benchmark); fp16 still needs CUDA.
+    pub fn setup_autocast(requested: Precision, tf32: bool, device: Device) -> Self {
         let precision = match (requested, device.is_cuda()) {
             (Precision::Fp16, false) => Precision::Fp32,
             (p, _) => p,
@@ -374,10 +389,14 @@ mod tests {
         assert!(s.unscale(&[g.shallow_clone()], true));
         assert_eq!(g.double_value(&[0]), 1.0);
         assert_eq!(
-            Amp::setup(Precision::Fp16, true, Device::Cpu).precision,
+            Amp::setup_autocast(Precision::Fp16, true, Device::Cpu).precision,
             Precision::Fp32
         );
-        let bf16 = Amp::setup(Precision::Bf16, true, Device::Cpu);
+        assert_eq!(
+            Amp::setup(Precision::Bf16, true, Device::Cpu).precision,
+            Precision::Fp32
+        );
+        let bf16 = Amp::setup_autocast(Precision::Bf16, true, Device::Cpu);
         assert_eq!(bf16.precision, Precision::Bf16);
         assert_eq!(bf16.autocast, Some("cpu"));
         assert!(!autocast_enabled(Device::Cpu));

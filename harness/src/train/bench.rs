@@ -104,7 +104,7 @@ impl StepBench {
             .filter(|(_, t)| t.requires_grad())
             .collect();
         let opt = FlatAdam::new(adam_config(&self.train), params)?;
-        let amp = Amp::setup(self.train.precision, self.train.tf32, self.device);
+        let amp = Amp::setup_autocast(self.train.precision, self.train.tf32, self.device);
         let scaler = DeviceScaler::from_host(
             &LossScaler::new(amp.precision == Precision::Fp16),
             self.device,

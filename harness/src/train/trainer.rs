@@ -395,7 +395,7 @@ impl<'a> Run<'a> {
             .map(|l| (l.to_string(), seeds::derive(job.master_seed, l)))
             .collect();
         let seq_len = job.data.seq_len();
-        let amp = Amp::setup(cfg.precision, cfg.tf32, job.device);
+        let amp = Amp::setup_autocast(cfg.precision, cfg.tf32, job.device);
         let params: Vec<(String, Tensor)> = job
             .vs
             .variables()
