@@ -42,7 +42,7 @@ step "2. the run again: every stage is complete, its outputs are re-verified and
 $CB run baselines/demo-cpu.toml --out "$OUT" "${BUDGET_ARGS[@]}" | head -7
 
 step "3. verify the run offline with the public key: the signature, then every artifact it vouches for"
-$CB verify "$RUN" --key "$PUB"
+$CB verify "$RUN" --trust "$PUB"
 
 step "3b. the checkpoint's OpenSSF model signature (model.sig), checked by model_signing itself"
 CKPT=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(next(s["name"] for s in m["subject"] if s["annotations"]["role"]=="checkpoint"))' "$RUN/manifest.json")
@@ -75,7 +75,7 @@ env["payload"] = base64.b64encode(body).decode()
 json.dump(env, open(sys.argv[2], "w"))
 PY
 set +e
-$CB verify "$OUT/tampered.dsse.json" --key "$PUB" > /dev/null
+$CB verify "$OUT/tampered.dsse.json" --trust "$PUB" > /dev/null
 code=$?
 set -e
 if [ "$code" -ne 1 ]; then echo "expected exit 1 for a tampered envelope, got $code" >&2; exit 1; fi
@@ -91,7 +91,7 @@ out = [rows[0]] + ["\t".join([r.split("\t")[0], r.split("\t")[2], r.split("\t")[
 open(p, "w").write("\n".join(out) + "\n")
 PY
 set +e
-$CB verify "$OUT/edited" --key "$PUB" | grep -E "mismatch|result"
+$CB verify "$OUT/edited" --trust "$PUB" | grep -E "mismatch|result"
 code=${PIPESTATUS[0]}
 set -e
 if [ "$code" -ne 1 ]; then echo "expected exit 1 for edited predictions, got $code" >&2; exit 1; fi
@@ -103,7 +103,7 @@ echo "manifest:      $RUN/manifest.json"
 echo "envelope:      $RUN/manifest.dsse.json"
 echo "report:        $RUN/report.md"
 echo "               $RUN/report.html"
-echo "verify it:     $CB verify $RUN --key $PUB"
+echo "verify it:     $CB verify $RUN --trust $PUB"
 if [ -f "$RUN/model.sig" ]; then
   echo "checkpoint:    model_signing verify key $RUN/$CKPT --signature $RUN/model.sig --public_key $PUB"
 fi

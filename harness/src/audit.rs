@@ -15,6 +15,7 @@ use crate::glue::aggregate::{aggregate, median, Rule};
 use crate::glue::predictions::{self, Row};
 use crate::glue::tasks::{self, EvalSet, Example, Metrics};
 use crate::glue::{data, demo};
+use crate::manifest::oms;
 use crate::provenance::hash;
 use crate::record::{RunRecord, GLUE_DIR};
 use serde::Serialize;
@@ -359,7 +360,6 @@ fn check_digest(path: &Path, want: &Value) -> (Status, String) {
 /// A checkpoint directory's OMS root digest (files serialised as `model_signing` does, with the
 /// ignore paths a `model.sig` in the run directory gives) against the manifest's sha256.
 fn check_oms_root(dir: &Path, record: &RunRecord, want: &Value) -> (Status, String) {
-    use crate::manifest::oms;
     let sig = record
         .root
         .as_ref()
@@ -889,6 +889,47 @@ fn medians_and_aggregate(record: &RunRecord, a: &mut Audit) {
         },
     };
     a.push(Kind::Aggregate, "glue.aggregate", Some(rule), st, detail);
+}
+
+/// The OpenSSF model signature (`model.sig`) beside the run in `root`, verified against the
+/// checkpoint its signed `statement` names (the `checkpoint` subject) and `trusted` keys; and
+/// it must sign that checkpoint: its root digest equals the statement's `checkpoint-oms`
+/// subject. None when the run has no model.sig or no checkpoint directory.
+pub fn model_signature(
+    root: &Path,
+    statement: &Value,
+    trusted: &[crate::manifest::keys::PublicKey],
+) -> anyhow::Result<Option<oms::ModelVerification>> {
+    let signature = root.join(oms::SIGNATURE_FILE);
+    if !signature.is_file() {
+        return Ok(None);
+    }
+    let subject = |role: &str| {
+        statement["subject"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["annotations"]["role"] == role)
+    };
+    let rel = subject("checkpoint")
+        .and_then(|s| s["name"].as_str())
+        .filter(|r| safe_rel(r));
+    let mut m = match rel {
+        Some(rel) if root.join(rel).is_dir() => {
+            oms::verify_model(&root.join(rel), &signature, trusted)?
+        }
+        _ => return Ok(None),
+    };
+    let signed_root = subject(oms::SUBJECT_ROLE).and_then(|s| s["digest"]["sha256"].as_str());
+    if let (Some(want), Some(got)) = (signed_root, m.root_digest.as_deref()) {
+        if want != got {
+            m.ok = false;
+            m.problem = Some(format!(
+                "its root digest {got} is not the run manifest's checkpoint-oms subject {want}"
+            ));
+        }
+    }
+    Ok(Some(m))
 }
 
 /// Fail with [`Error::Check`] naming every failed item (for commands that refuse a run whose

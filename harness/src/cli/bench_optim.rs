@@ -3,6 +3,7 @@
 //! gradient, `clip_grad_norm`, `Adam::step`, per-parameter zeroing), alternating step by step on
 //! two copies of the same parameters and gradients: median, interquartile spread, min and max,
 //! and the ratio of the medians. The timing lives in `crambench::train::bench`.
+use super::args::{DeviceArg, JsonArg};
 use anyhow::Result;
 use clap::Args;
 use crambench::error::{Error, ExitCode};
@@ -25,14 +26,13 @@ pub struct OptimArgs {
     /// Untimed warm-up steps per optimizer.
     #[arg(long, default_value_t = 2)]
     warmup: usize,
-    /// cpu or cuda.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArg,
     /// Intra-op threads (default: libtorch's default).
     #[arg(long)]
     threads: Option<i32>,
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    json: JsonArg,
 }
 
 pub fn run(args: OptimArgs) -> Result<ExitCode> {
@@ -51,10 +51,8 @@ pub fn run(args: OptimArgs) -> Result<ExitCode> {
     if args.steps < 1 {
         return Err(Error::input("--steps", "must be at least 1").into());
     }
-    let device = crambench::train::run::parse_device(&args.device)?;
-    if device.is_cuda() && !tch::Cuda::is_available() {
-        return Err(Error::input("--device", "CUDA is not available on this machine").into());
-    }
+    let device = args.device.resolve();
+    crambench::run::preflight::check_device(device)?;
     if let Some(t) = args.threads {
         if t < 1 {
             return Err(Error::input("--threads", "must be at least 1").into());
@@ -66,7 +64,7 @@ pub fn run(args: OptimArgs) -> Result<ExitCode> {
     let old = Spread::of(&b.per_parameter_s).expect("steps >= 1");
     let new = Spread::of(&b.flat_s).expect("steps >= 1");
     let speedup = old.median / new.median;
-    if args.json {
+    if args.json.enabled {
         let v = serde_json::json!({
             "model": name, "parameters": b.n_params, "tensors": b.n_tensors,
             "flat_groups": b.groups, "kernel": b.kernel, "device": format!("{device:?}"),

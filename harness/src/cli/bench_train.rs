@@ -6,16 +6,16 @@
 //! and, with `--compare-python`, the same model, weights, batch shape, autocast, accumulation and
 //! AdamW hyperparameters in PyTorch (`reference/pytorch/bench_step.py` in `.venv-torch`), in one
 //! run: the two alternate block by block so that drift hits both alike.
-use anyhow::{bail, Context, Result};
+use super::args::{DeviceArg, JsonArg, SeedArg};
+use anyhow::{Context, Result};
 use clap::Args;
 use crambench::error::{Error, ExitCode};
+use crambench::model::step_bench::{PythonBench, PythonOptions, StepTiming};
 use crambench::model::{flops, ArchConfig};
 use crambench::train::amp::{Amp, Precision};
 use crambench::train::bench::StepBench;
 use crambench::train::TrainConfig;
-use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use tch::{Device, Kind, Tensor};
 
 #[derive(Args, Debug)]
@@ -33,9 +33,8 @@ pub struct TrainStepArgs {
     /// Tokens per sequence (default: min(max_seq_len, 128)).
     #[arg(long)]
     seq_len: Option<i64>,
-    /// cpu, cuda or auto (cuda when available).
-    #[arg(long, default_value = "auto")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArg,
     /// Precision of the step: the recipe's `train.precision` by default; fp32, or bf16
     /// (autocast: fp32 weights and optimizer, bf16 matmuls; both implementations).
     #[arg(long)]
@@ -70,71 +69,11 @@ pub struct TrainStepArgs {
     /// Train mode (dropout on); crammed-bert pretrains with dropout off.
     #[arg(long)]
     dropout: bool,
-    /// Seed for weights and batch.
-    #[arg(long, default_value_t = 0)]
-    seed: i64,
-    #[arg(long)]
-    json: bool,
-}
-
-/// Step times of one implementation, summarised.
-#[derive(Debug, serde::Serialize)]
-struct Timing {
-    times_s: Vec<f64>,
-    median_s: f64,
-    /// First and third quartiles (linear interpolation).
-    q1_s: f64,
-    q3_s: f64,
-    min_s: f64,
-    max_s: f64,
-    /// Interquartile range relative to the median: (q3 - q1) / median.
-    spread: f64,
-    tokens_per_s: f64,
-    /// Model-FLOPs utilisation against the device's peak (None on CPU or an unknown GPU).
-    mfu: Option<f64>,
-}
-
-fn summarise(times: Vec<f64>, tokens: f64, step_flops: f64, peak_flops: Option<f64>) -> Timing {
-    let s = crambench::stats::Spread::of(&times).expect("at least one timed step");
-    Timing {
-        spread: s.relative_iqr(),
-        tokens_per_s: tokens / s.median,
-        mfu: peak_flops.map(|p| step_flops / s.median / p),
-        times_s: times,
-        median_s: s.median,
-        q1_s: s.q1,
-        q3_s: s.q3,
-        min_s: s.min,
-        max_s: s.max,
-    }
-}
-
-/// Dense (no sparsity) datasheet peaks in TFLOP/s: (name substring, bf16 tensor core with fp32
-/// accumulate, plain fp32). Matched against the CUDA device name, first match wins.
-const GPU_PEAKS: &[(&str, Option<f64>, f64)] = &[
-    ("H200", Some(989.4), 66.9),
-    ("H100 PCIe", Some(756.0), 51.2),
-    ("H100", Some(989.4), 66.9),
-    ("A100", Some(312.0), 19.5),
-    ("A6000", Some(154.8), 38.7),
-    ("A4000", Some(76.7), 19.2),
-    ("L40S", Some(362.1), 91.6),
-    ("L4", Some(121.0), 30.3),
-    ("RTX 4090", Some(165.2), 82.6),
-    ("RTX 3090", Some(71.0), 35.6),
-    ("V100", None, 15.7),
-    ("2080 Ti", None, 13.4),
-];
-
-/// Peak FLOP/s of `gpu_name` for `dtype`, if the table knows it.
-fn peak_flops(gpu_name: &str, dtype: Kind) -> Option<f64> {
-    let (_, bf16, fp32) = GPU_PEAKS.iter().find(|(n, _, _)| gpu_name.contains(n))?;
-    let tflops = if dtype == Kind::BFloat16 {
-        (*bf16)?
-    } else {
-        *fp32
-    };
-    Some(tflops * 1e12)
+    // The weights and the batch are drawn from the master seed (recorded in the JSON).
+    #[command(flatten)]
+    seed: SeedArg,
+    #[command(flatten)]
+    json: JsonArg,
 }
 
 fn repo_file(rel: &str) -> Option<PathBuf> {
@@ -145,76 +84,21 @@ fn repo_file(rel: &str) -> Option<PathBuf> {
     candidates.into_iter().flatten().find(|p| p.exists())
 }
 
-/// The Python reference running `bench_step.py --serve`.
-struct PythonBench {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-    info: serde_json::Value,
-}
-
-impl PythonBench {
-    fn read_json(&mut self) -> Result<serde_json::Value> {
-        let mut line = String::new();
-        if self.stdout.read_line(&mut line)? == 0 {
-            let status = self.child.wait()?;
-            bail!("bench_step.py ended ({status}) before answering (see its stderr above)");
-        }
-        serde_json::from_str(&line).with_context(|| format!("bench_step.py said {line:?}"))
-    }
-
-    fn run(&mut self, steps: usize) -> Result<Vec<f64>> {
-        writeln!(self.stdin, "run {steps}")?;
-        self.stdin.flush()?;
-        let v = self.read_json()?;
-        let times: Vec<f64> =
-            serde_json::from_value(v["times_s"].clone()).context("bench_step.py times_s")?;
-        if times.len() != steps {
-            bail!("bench_step.py ran {} steps, asked {steps}", times.len());
-        }
-        Ok(times)
-    }
-
-    fn quit(mut self) -> Result<()> {
-        let _ = writeln!(self.stdin, "quit");
-        drop(self.stdin);
-        self.child.wait()?;
-        Ok(())
-    }
-}
-
 pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
     let (cfg, mut train, model_name) = match (&args.recipe, &args.arch) {
         (Some(path), _) => {
             let recipe = crambench::recipe::Recipe::load(path)?;
             (
                 recipe.section::<ArchConfig>("arch")?,
-                crambench::train::TrainConfig::from_recipe(&recipe)?,
+                TrainConfig::from_recipe(&recipe)?,
                 recipe.name(),
             )
         }
-        (None, Some(name)) => (
-            ArchConfig::preset(name)?,
-            crambench::train::TrainConfig::default(),
-            name.clone(),
-        ),
+        (None, Some(name)) => (ArchConfig::preset(name)?, TrainConfig::default(), name.clone()),
         (None, None) => return Err(Error::input("arguments", "give --recipe or --arch").into()),
     };
-    let device = match args.device.as_str() {
-        "auto" => Device::cuda_if_available(),
-        "cpu" => Device::Cpu,
-        "cuda" if tch::Cuda::is_available() => Device::Cuda(0),
-        "cuda" => {
-            return Err(
-                Error::input("--device", "cuda requested but no CUDA device is available").into(),
-            )
-        }
-        other => {
-            return Err(
-                Error::input("--device", format!("{other:?}: expected cpu, cuda or auto")).into(),
-            )
-        }
-    };
+    let device = args.device.resolve();
+    crambench::run::preflight::check_device(device)?;
     match args.dtype.as_deref() {
         None => {}
         Some("fp32") => train.precision = Precision::Fp32,
@@ -251,16 +135,23 @@ pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
     let threads = tch::get_num_threads();
 
     // The trainer's model, data path and step.
+    let seed = crambench::provenance::seeds::Seeds::from_option(args.seed.seed)?.master;
     let mut bench = StepBench::new(
         &cfg,
         &train,
         args.micro_batch as usize,
         seq as usize,
         device,
-        args.seed,
+        seed as i64,
     )?;
     let n_params = bench.n_params;
     let batch = bench.first_batch()?;
+    let (ids, labels) = batch.to_device(device);
+    let optim = serde_json::json!({
+        "lr": train.lr, "betas": train.betas, "eps": train.eps,
+        "weight_decay": train.weight_decay, "no_decay": train.no_decay,
+        "kind": train.optimizer, "max_norm": train.clip_norm(),
+    });
     let tmp = tempfile::tempdir().context("temporary directory")?;
     let mut python = if args.compare_python {
         // Same initial weights, batch shape and optimizer settings for the reference.
@@ -268,49 +159,49 @@ pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
         Some(start_python(
             &args,
             &cfg,
-            &train,
             &dtype_name,
+            &optim,
             tmp.path(),
-            &batch.input_ids,
-            &batch.labels,
+            &ids,
+            &labels,
             threads,
-            device,
         )?)
     } else {
         None
     };
-    let (ours, theirs) = bench.run(args.accumulation, args.dropout, |step| {
+
     eprintln!(
-        "{model_name}: {n_params} parameters, micro-batch {} × {seq} tokens, {device:?} {}, {threads} threads",
-        args.micro_batch, dtype_name
+        "{model_name}: {n_params} parameters, micro-batch {} × {seq} tokens × {} accumulated, {device:?} {dtype_name}, {threads} threads",
+        args.micro_batch, args.accumulation
     );
-    for _ in 0..args.warmup {
-        step()?;
-    }
-    if let Some(py) = python.as_mut() {
-        if args.warmup > 1 {
-            py.run(args.warmup - 1)?; // it did one warm-up step before saying ready
+    let (ours, theirs) = bench.run(args.accumulation, args.dropout, |step| {
+        for _ in 0..args.warmup {
+            step()?;
         }
-    }
-    let block = args.block.unwrap_or((args.steps / 5).max(1)).max(1);
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-    let mut round = 0;
-    while ours.len() < args.steps {
-        let n = block.min(args.steps - ours.len());
-        // Alternate which implementation goes first in each round.
-        let python_first = round % 2 == 1;
-        if let (true, Some(py)) = (python_first, python.as_mut()) {
-            theirs.extend(py.run(n)?);
+        if let Some(py) = python.as_mut() {
+            if args.warmup > 1 {
+                py.run(args.warmup - 1)?; // it did one warm-up step before saying ready
+            }
         }
-        for _ in 0..n {
-            ours.push(step()?);
+        let block = args.block.unwrap_or((args.steps / 5).max(1)).max(1);
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        let mut round = 0;
+        while ours.len() < args.steps {
+            let n = block.min(args.steps - ours.len());
+            // Alternate which implementation goes first in each round.
+            let python_first = round % 2 == 1;
+            if let (true, Some(py)) = (python_first, python.as_mut()) {
+                theirs.extend(py.run(n)?);
+            }
+            for _ in 0..n {
+                ours.push(step()?);
+            }
+            if let (false, Some(py)) = (python_first, python.as_mut()) {
+                theirs.extend(py.run(n)?);
+            }
+            round += 1;
+            eprintln!("  {}/{} steps timed", ours.len(), args.steps);
         }
-        if let (false, Some(py)) = (python_first, python.as_mut()) {
-            theirs.extend(py.run(n)?);
-        }
-        round += 1;
-        eprintln!("  {}/{} steps timed", ours.len(), args.steps);
-    }
         Ok((ours, theirs))
     })?;
     let python_info = match python {
@@ -334,16 +225,18 @@ pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
             .map(|g| g.name.clone()),
         _ => None,
     };
-    let peak = gpu_name.as_deref().and_then(|n| peak_flops(n, dtype));
-    let ours = summarise(ours, tokens, step_flops, peak);
-    let theirs = (!theirs.is_empty()).then(|| summarise(theirs, tokens, step_flops, peak));
+    let peak = gpu_name
+        .as_deref()
+        .and_then(|n| flops::peak_flops(n, dtype));
+    let ours = StepTiming::of(ours, tokens, step_flops, peak);
+    let theirs = (!theirs.is_empty()).then(|| StepTiming::of(theirs, tokens, step_flops, peak));
     let ratio = theirs.as_ref().map(|t| ours.median_s / t.median_s);
 
-    if args.json {
+    if args.json.enabled {
         let v = serde_json::json!({
             "model": model_name, "arch": cfg, "parameters": n_params,
             "micro_batch": args.micro_batch, "seq_len": seq, "device": format!("{device:?}"),
-            "gpu": gpu_name, "dtype": dtype_name, "accumulation": args.accumulation, "threads": threads, "dropout": args.dropout,
+            "gpu": gpu_name, "dtype": dtype_name, "accumulation": args.accumulation, "threads": threads, "dropout": args.dropout, "seed": seed,
             "train_step_flops": step_flops, "peak_flops": peak,
             "tch": ours, "pytorch": theirs, "pytorch_info": python_info,
             "step_time_ratio_tch_over_pytorch": ratio,
@@ -425,13 +318,12 @@ pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
 fn start_python(
     args: &TrainStepArgs,
     cfg: &ArchConfig,
-    train: &TrainConfig,
     dtype: &str,
+    optim: &serde_json::Value,
     dir: &Path,
     ids: &Tensor,
     labels: &Tensor,
     threads: i32,
-    device: Device,
 ) -> Result<PythonBench> {
     let python = match &args.python {
         Some(p) => p.clone(),
@@ -448,62 +340,21 @@ fn start_python(
             "reference/pytorch/bench_step.py not found (run from the repository)",
         )
     })?;
-    let arch_json = dir.join("arch.json");
-    std::fs::write(&arch_json, serde_json::to_vec(cfg)?).map_err(|e| Error::io(&arch_json, e))?;
-    let batch = dir.join("batch.safetensors");
-    Tensor::write_safetensors(
-        &[
-            ("input_ids", &ids.to_device(Device::Cpu)),
-            ("labels", &labels.to_device(Device::Cpu)),
-        ],
-        &batch,
-    )?;
-    let device = if device.is_cuda() { "cuda" } else { "cpu" };
-    let optim = serde_json::json!({
-        "lr": train.lr, "betas": train.betas, "eps": train.eps,
-        "weight_decay": train.weight_decay, "no_decay": train.no_decay,
-        "kind": train.optimizer, "max_norm": train.clip_norm(),
-    });
-    let mut cmd = Command::new(&python);
-    cmd.arg(&script)
-        .arg("--serve")
-        .arg("--arch-json")
-        .arg(&arch_json)
-        .arg("--weights")
-        .arg(dir.join("model.safetensors"))
-        .arg("--batch")
-        .arg(&batch)
-        .args(["--threads", &threads.to_string()])
-        .args(["--device", device])
-        .args(["--dtype", dtype])
-        .args(["--optim-json", &optim.to_string()])
-        .args(["--accumulation", &args.accumulation.to_string()])
-        .args(["--attention", &args.python_attention]);
-    if args.python_compile {
-        cmd.arg("--compile");
-    }
-    if args.dropout {
-        cmd.arg("--dropout");
-    }
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .with_context(|| format!("starting {}", python.display()))?;
-    let stdin = child.stdin.take().expect("piped stdin");
-    let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-    let mut py = PythonBench {
-        child,
-        stdin,
-        stdout,
-        info: serde_json::Value::Null,
-    };
     eprintln!("starting the PyTorch reference ({})", python.display());
-    let ready = py.read_json()?;
-    if ready["ready"] != serde_json::Value::Bool(true) {
-        bail!("bench_step.py did not get ready: {ready}");
-    }
-    py.info = ready;
-    Ok(py)
+    PythonBench::start(&PythonOptions {
+        python,
+        script,
+        arch: cfg,
+        weights: dir.join("model.safetensors"),
+        dir,
+        ids,
+        labels,
+        threads,
+        dtype,
+        attention: &args.python_attention,
+        compile: args.python_compile,
+        dropout: args.dropout,
+        optim: Some(optim),
+        accumulation: args.accumulation,
+    })
 }

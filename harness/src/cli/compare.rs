@@ -1,5 +1,6 @@
 //! `crambench compare A B ... [--reference ID] [--json]`: runs side by side (see
 //! `crambench::compare`).
+use super::args::JsonArg;
 use anyhow::Result;
 use clap::Args;
 use crambench::compare;
@@ -17,9 +18,8 @@ pub struct CompareArgs {
     /// crammed-bert-v2-best-of-5, bert-base; see reference/glue_reference.json).
     #[arg(long, value_name = "ID")]
     pub reference: Option<String>,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub json: JsonArg,
     /// Also write one self-contained HTML page: the runs' curves overlaid and the task table
     /// side by side.
     #[arg(long, value_name = "OUT")]
@@ -44,11 +44,6 @@ pub fn run(a: CompareArgs) -> Result<ExitCode> {
             .collect();
         crambench::io::write_atomic(out, c.to_html(&logs)?.as_bytes(), None)?;
     }
-    let text = if a.json {
-        super::json_text(&c)?
-    } else {
-        c.to_table()
-    };
-    super::print(&text)?;
+    a.json.emit(&c, || c.to_table())?;
     Ok(ExitCode::Ok)
 }

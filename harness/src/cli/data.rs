@@ -1,4 +1,5 @@
 //! `crambench data …`: prepare a recipe's dataset, print source pins.
+use super::args::{DataDirArg, JsonArg};
 use anyhow::Result;
 use clap::Subcommand;
 use crambench::data::{self, DataConfig, PrepareOptions};
@@ -12,18 +13,21 @@ pub enum DataCmd {
     Prepare {
         /// The recipe (TOML).
         recipe: PathBuf,
-        /// Directory holding datasets (default: $CRAMBENCH_DATA_DIR, else ./data-cache).
-        #[arg(long, value_name = "DIR")]
+        #[command(flatten)]
+        data_dir: DataDirArg,
+        /// The older name of --data-dir.
+        #[arg(long, value_name = "DIR", hide = true, conflicts_with = "data_dir")]
         out: Option<PathBuf>,
         /// Worker threads (default: all cores). The result does not depend on it.
         #[arg(long)]
         threads: Option<usize>,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        json: JsonArg,
     },
     /// Print TOML pins (sha256 or dirHash, and size) of files or directories, to paste into a
     /// recipe's [data].sources.
     Pin {
+        /// Files or directories to pin.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
@@ -33,10 +37,11 @@ pub fn run(cmd: DataCmd) -> Result<ExitCode> {
     match cmd {
         DataCmd::Prepare {
             recipe,
+            data_dir,
             out,
             threads,
             json,
-        } => prepare(recipe, out, threads, json),
+        } => prepare(recipe, data_dir.data_dir.or(out), threads, json.enabled),
         DataCmd::Pin { paths } => {
             let mut text = String::from("sources = [\n");
             for p in &paths {

@@ -2,18 +2,23 @@
 //! `crambench::gate`). Writes `gate-summary.md` and the signed attestation `gate.dsse.json`
 //! to `--out`, appends the summary to `$GITHUB_STEP_SUMMARY` when set, and exits 0 (passed or
 //! warned), 1 (a regression) or 2 (unusable input).
+use super::args::{JsonArg, TrustArgs};
 use super::print;
 use anyhow::{Context, Result};
 use clap::Args;
 use crambench::error::Error;
 use crambench::gate;
-use crambench::manifest::{jcs, keys};
+use crambench::manifest::jcs;
 use crambench::record::RunRecord;
 use crambench::ExitCode;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Args)]
+#[command(
+    after_help = "With --trust, both runs' manifests must be signed by a trusted key (a \
+    run no trusted key signed is unusable input, exit 2); without it, signatures are not checked."
+)]
 pub struct GateArgs {
     /// The baseline run (run directory, bundle, or manifest envelope/statement).
     #[arg(long, value_name = "BASE")]
@@ -33,16 +38,15 @@ pub struct GateArgs {
     /// Output directory for gate-summary.md and gate.dsse.json.
     #[arg(long, value_name = "DIR", default_value = "gate-out")]
     pub out: PathBuf,
-    /// Public key (file, or directory of `.pub` files) whose signature both runs' manifests
-    /// must carry; repeatable. A run no trusted key signed is unusable input (exit 2).
-    #[arg(long = "trust", value_name = "PUB")]
-    pub trust: Vec<PathBuf>,
+    // Keys of which one must have signed both runs' manifests; a run no trusted key signed
+    // is unusable input (exit 2). Without --trust, signatures are not checked.
+    #[command(flatten)]
+    pub trust: TrustArgs,
     /// Compare runs from different hardware classes (reported as a warning).
     #[arg(long)]
     pub allow_hardware_mismatch: bool,
-    /// Print the full result as JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub json: JsonArg,
 }
 
 /// The CI run's URL from GitHub Actions' environment, when there.
@@ -72,8 +76,8 @@ pub fn run(a: GateArgs) -> Result<ExitCode> {
     let (thresholds, tfile) = gate::resolve_thresholds(a.thresholds.as_deref())?;
     let baseline = RunRecord::open(&a.baseline).context("reading the baseline")?;
     let candidate = RunRecord::open(&a.candidate).context("reading the candidate")?;
-    if !a.trust.is_empty() {
-        let trusted = keys::load_trusted(&a.trust, "--trust")?;
+    if !a.trust.trust.is_empty() {
+        let trusted = a.trust.load(&[], "--trust")?;
         for (what, r) in [("--baseline", &baseline), ("--candidate", &candidate)] {
             r.verify(&trusted, 1)
                 .map_err(|e| Error::input(what, format!("{e:#}")))?;
@@ -118,7 +122,7 @@ pub fn run(a: GateArgs) -> Result<ExitCode> {
     if let Some(p) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()) {
         append_step_summary(Path::new(&p), &markdown)?;
     }
-    if a.json {
+    if a.json.enabled {
         let mut v = serde_json::to_value(&report)?;
         v["written"] = serde_json::json!(written);
         let mut s = serde_json::to_string_pretty(&v)?;

@@ -1,5 +1,6 @@
 //! `crambench glue …`: fine-tune and evaluate on GLUE (`run`), re-score a predictions file
 //! (`score`), print the SHA-256 pins of a GLUE data directory (`pin`).
+use super::args::{DeviceArg, GlueDataArg, JsonArg, SeedArg};
 use super::{json_text, print};
 use anyhow::Result;
 use clap::{Args, Subcommand};
@@ -29,8 +30,10 @@ pub struct RunArgs {
     /// Default: the recipe's `glue.tasks`, else all.
     #[arg(long)]
     pub tasks: Option<String>,
-    /// GLUE data root (download_glue_data.py TSVs or a nyu-mll/glue Parquet snapshot).
-    #[arg(long, value_name = "DIR")]
+    #[command(flatten)]
+    pub glue_data: GlueDataArg,
+    /// The older name of --glue-data.
+    #[arg(long, value_name = "DIR", hide = true, conflicts_with = "glue_data")]
     pub data: Option<PathBuf>,
     /// Recipe whose [glue] table sets the protocol (default: glue-sane defaults).
     #[arg(long, value_name = "FILE")]
@@ -38,9 +41,8 @@ pub struct RunArgs {
     /// Override the number of trials (seeds) per task.
     #[arg(long)]
     pub trials: Option<u32>,
-    /// Master seed (default: drawn from the OS and recorded).
-    #[arg(long)]
-    pub seed: Option<u64>,
+    #[command(flatten)]
+    pub seed: SeedArg,
     /// Also fine-tune the untrained architecture under the same protocol and trial seeds, as
     /// the no-pretraining control (the recipe's `glue.control_no_pretraining`; on by default
     /// for the demo tasks).
@@ -49,12 +51,10 @@ pub struct RunArgs {
     /// Output directory.
     #[arg(long, value_name = "DIR", default_value = "runs/glue")]
     pub out: PathBuf,
-    /// cpu, cuda or cuda:N (default: cuda if available).
-    #[arg(long)]
-    pub device: Option<String>,
-    /// Print the results as JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub device: DeviceArg,
+    #[command(flatten)]
+    pub json: JsonArg,
 }
 
 #[derive(Args)]
@@ -73,17 +73,16 @@ pub struct ScoreArgs {
     /// subset, or a test fixture) and score its gold column.
     #[arg(long)]
     pub any_size: bool,
-    /// Print the metrics as JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub json: JsonArg,
 }
 
 #[derive(Args)]
 pub struct PinArgs {
     /// GLUE data root (`glue_data/` of download_glue_data.py, or a nyu-mll/glue snapshot).
     pub dir: PathBuf,
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub json: JsonArg,
 }
 
 pub fn run(cmd: GlueCmd) -> Result<ExitCode> {
@@ -124,7 +123,7 @@ fn score(a: ScoreArgs) -> Result<ExitCode> {
         }
     };
     let sha = crambench::provenance::hash::hash_file(&a.predictions, &|_| {})?.sha256;
-    if a.json {
+    if a.json.enabled {
         print(&json_text(&serde_json::json!({
             "task": set.id,
             "predictions": {"path": source, "sha256": sha, "rows": rows.len()},
@@ -150,7 +149,7 @@ fn pin(a: PinArgs) -> Result<ExitCode> {
         )
         .into());
     }
-    if a.json {
+    if a.json.enabled {
         print(&json_text(&files)?)?;
     } else {
         print(&data::pins_toml(&files))?;
@@ -185,18 +184,24 @@ fn run_glue(a: RunArgs) -> Result<ExitCode> {
         )?,
         (None, None) => tasks::Task::parse_list_as("glue.tasks (default)", &cfg.tasks.join(","))?,
     };
-    let device = super::device(a.device.as_deref())?;
+    let device = a.device.resolve();
+    let glue_data = a.glue_data.glue_data.clone().or(a.data.clone());
     // Every task's data and the device, before the first trial.
-    crambench::run::preflight::check_glue_data(&tasks, a.data.as_deref(), "--data", "--tasks")?;
+    crambench::run::preflight::check_glue_data(
+        &tasks,
+        glue_data.as_deref(),
+        "--glue-data",
+        "--tasks",
+    )?;
     crambench::run::preflight::check_device(device)?;
-    let master = crambench::provenance::seeds::Seeds::from_option(a.seed)?.master;
+    let master = crambench::provenance::seeds::Seeds::from_option(a.seed.seed)?.master;
     let ck = finetune::Checkpoint::load(&a.checkpoint)?;
     let res = finetune::run(
         &cfg,
         &finetune::RunOptions {
             checkpoint: &ck,
             tasks,
-            data: a.data.as_deref(),
+            data: glue_data.as_deref(),
             out: &a.out,
             master_seed: master,
             device,
@@ -204,11 +209,7 @@ fn run_glue(a: RunArgs) -> Result<ExitCode> {
             stop: Some(stop.as_ref()),
         },
     )?;
-    if a.json {
-        print(&json_text(&res)?)?;
-    } else {
-        print(&table(&res))?;
-    }
+    a.json.emit(&res, || table(&res))?;
     Ok(ExitCode::Ok)
 }
 

@@ -1,9 +1,9 @@
-//! `crambench leaderboard build ENTRIES --keys DIR --out site/`: verify entries and render the
+//! `crambench leaderboard build ENTRIES --trust DIR --out site/`: verify entries and render the
 //! leaderboard (see `crambench::leaderboard`).
+use super::args::{GlueDataArg, JsonArg, TrustArgs};
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 use crambench::leaderboard::{self, BuildOptions, GoldPolicy, Tracks};
-use crambench::manifest::keys;
 use crambench::ExitCode;
 use std::path::PathBuf;
 
@@ -24,12 +24,17 @@ pub enum Gold {
 }
 
 #[derive(Args)]
+#[command(after_help = "--trust is required: an entry counts only when a trusted key signed it.")]
 pub struct BuildArgs {
     /// Bundle directories (`crambench submit` output), or directories holding bundles.
+    #[arg(value_name = "ENTRY")]
     pub entries: Vec<PathBuf>,
-    /// Directory of trusted public keys (*.pub, *.pem).
-    #[arg(long, value_name = "DIR")]
-    pub keys: PathBuf,
+    // The keys an entry's manifest must be signed by (required).
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    /// The older name of --trust (a directory of *.pub/*.pem keys).
+    #[arg(long, value_name = "DIR", hide = true)]
+    pub keys: Vec<PathBuf>,
     /// Track rules (default: the manifests/tracks.toml built into crambench).
     #[arg(long, value_name = "FILE")]
     pub tracks: Option<PathBuf>,
@@ -37,18 +42,16 @@ pub struct BuildArgs {
     /// entry's).
     #[arg(long)]
     pub track: Option<String>,
-    /// GLUE data root whose dev files give the gold labels for re-scoring GLUE sets.
-    #[arg(long, value_name = "DIR")]
-    pub glue_data: Option<PathBuf>,
+    #[command(flatten)]
+    pub glue_data: GlueDataArg,
     /// Gold labels for re-scoring.
     #[arg(long, value_enum, default_value = "trusted")]
     pub gold: Gold,
     /// Output directory (created; only leaderboard.md, index.html, leaderboard.json are written).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// Print the leaderboard as JSON instead of a summary.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub json: JsonArg,
 }
 
 pub fn run(cmd: LeaderboardCmd) -> Result<ExitCode> {
@@ -63,7 +66,15 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
     if let Ok(out) = std::fs::canonicalize(&a.out) {
         entries.retain(|e| std::fs::canonicalize(e).ok().as_ref() != Some(&out));
     }
-    let keys = keys::load_public_key_dir(&a.keys)?;
+    let paths = a.trust.paths(&a.keys);
+    if paths.is_empty() {
+        return Err(crambench::Error::input(
+            "--trust",
+            "give the trusted public keys (--trust PUB: a .pub file or a directory of them)",
+        )
+        .into());
+    }
+    let keys = crambench::manifest::keys::load_public_keys(&paths)?;
     let tracks = match &a.tracks {
         Some(p) => Tracks::load(p)?,
         None => Tracks::embedded(),
@@ -72,7 +83,7 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
         keys,
         tracks,
         track: a.track,
-        glue_data: a.glue_data,
+        glue_data: a.glue_data.glue_data,
         gold: match a.gold {
             Gold::Trusted => GoldPolicy::Trusted,
             Gold::Column => GoldPolicy::Column,
@@ -80,7 +91,7 @@ fn build(a: BuildArgs) -> Result<ExitCode> {
     };
     let site = leaderboard::build(&entries, &opts)?;
     let written = leaderboard::write_site(&site, &a.out)?;
-    if a.json {
+    if a.json.enabled {
         outln!("{}", serde_json::to_string_pretty(&site)?);
         return Ok(ExitCode::Ok);
     }

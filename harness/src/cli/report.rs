@@ -1,5 +1,6 @@
 //! `crambench report RUN`: write a run's report (`report.md` and a self-contained
 //! `report.html`) against a reference row of the paper, and print where they are.
+use super::args::JsonArg;
 use anyhow::Result;
 use clap::Args;
 use crambench::record::RunRecord;
@@ -17,9 +18,8 @@ pub struct ReportArgs {
     /// Output directory (default: the run directory, or the manifest file's directory).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Print the paths as JSON.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub json: JsonArg,
 }
 
 pub fn run(a: ReportArgs) -> Result<ExitCode> {
@@ -38,17 +38,12 @@ pub fn run(a: ReportArgs) -> Result<ExitCode> {
         },
     };
     let (md, html) = crambench::report::write(&record, reference, &out)?;
-    let text = if a.json {
-        let mut s = serde_json::to_string_pretty(&serde_json::json!({
-            "markdown": md.display().to_string(),
-            "html": html.display().to_string(),
-            "reference": reference.id,
-        }))?;
-        s.push('\n');
-        s
-    } else {
-        format!("{}\n{}\n", md.display(), html.display())
-    };
-    super::print(&text)?;
+    let paths = serde_json::json!({
+        "markdown": md.display().to_string(),
+        "html": html.display().to_string(),
+        "reference": reference.id,
+    });
+    a.json
+        .emit(&paths, || format!("{}\n{}\n", md.display(), html.display()))?;
     Ok(ExitCode::Ok)
 }

@@ -7,6 +7,7 @@
 //! completed stage's outputs changed on disk, or training diverged; 2 bad recipe or argument;
 //! 3 I/O failure (e.g. disk full — what was written before stays intact); 4 the run directory
 //! belongs to another recipe or hardware class (override with --force) or another seed.
+use super::args::{BudgetArg, DataDirArg, DeviceArg, GlueDataArg, JsonArg, SeedArg};
 use anyhow::Result;
 use clap::Args;
 use crambench::run::{run as run_pipeline, RunOptions, RunOutcome};
@@ -17,10 +18,8 @@ use std::path::PathBuf;
 pub struct RunArgs {
     /// The recipe (TOML in baselines/).
     pub recipe: PathBuf,
-    /// Pretraining budget in device time (`90s`, `10m`, `24h`); overrides train.budget and
-    /// becomes part of the run's identity.
-    #[arg(long)]
-    pub budget: Option<String>,
+    #[command(flatten)]
+    pub budget: BudgetArg,
     /// Parent of run directories; the run lives in OUT/<recipe name>/.
     #[arg(long, value_name = "DIR", default_value = "runs")]
     pub out: PathBuf,
@@ -32,53 +31,44 @@ pub struct RunArgs {
     /// class, or redo a stage whose outputs changed (recorded in run.json and the manifest).
     #[arg(long)]
     pub force: bool,
-    /// Master seed of a new run (default: drawn from the OS and recorded).
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// cpu, cuda or cuda:N (default: CUDA when available).
-    #[arg(long)]
-    pub device: Option<String>,
-    /// Dataset cache (default: $CRAMBENCH_DATA_DIR, else ./data-cache).
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// GLUE data root (TSV or Parquet layout) for recipes with GLUE tasks.
-    #[arg(long, value_name = "DIR")]
-    pub glue_data: Option<PathBuf>,
+    #[command(flatten)]
+    pub seed: SeedArg,
+    #[command(flatten)]
+    pub device: DeviceArg,
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
+    #[command(flatten)]
+    pub glue_data: GlueDataArg,
     /// Data-preparation threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
     /// Record host identifiers (host name, user, addresses) in the fingerprint.
     #[arg(long)]
     pub include_host: bool,
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub json: JsonArg,
 }
 
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let stop = super::stop_on_signals()?;
-    let device = super::device(args.device.as_deref())?;
-    let data_root = crambench::data::prepare::data_root(args.data_dir.clone());
+    let device = args.device.resolve();
+    let data_root = args.data_dir.root();
     let outcome = run_pipeline(&RunOptions {
         recipe: args.recipe.clone(),
         out_root: args.out.clone(),
-        budget: args.budget.clone(),
+        budget: args.budget.budget.clone(),
         key: args.key.clone(),
         force: args.force,
-        seed: args.seed,
+        seed: args.seed.seed,
         device,
         data_root,
-        glue_data: args.glue_data.clone(),
+        glue_data: args.glue_data.glue_data.clone(),
         threads: args.threads,
         include_host: args.include_host,
         progress: true,
         stop,
     })?;
-    let text = if args.json {
-        super::json_text(&outcome)?
-    } else {
-        table(&outcome)
-    };
-    super::print(&text)?;
+    args.json.emit(&outcome, || table(&outcome))?;
     Ok(ExitCode::Ok)
 }
 
@@ -147,7 +137,7 @@ fn table(o: &RunOutcome) -> String {
         row(
             "verify",
             format!(
-                "crambench verify {} --key {}",
+                "crambench verify {} --trust {}",
                 o.envelope.display(),
                 p.display()
             ),

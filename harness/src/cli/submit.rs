@@ -1,5 +1,6 @@
 //! `crambench submit RUN_DIR --out ENTRY`: pack a signed run into a leaderboard bundle
 //! (see `crambench::leaderboard::submit`).
+use super::args::JsonArg;
 use anyhow::Result;
 use clap::Args;
 use crambench::leaderboard::submit::{self, SubmitOptions};
@@ -13,14 +14,13 @@ pub struct SubmitArgs {
     /// The entry directory to create (never overwritten).
     #[arg(long, value_name = "ENTRY")]
     pub out: PathBuf,
-    /// Print the bundle's index as JSON instead of a summary.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub json: JsonArg,
 }
 
 pub fn run(a: SubmitArgs) -> Result<ExitCode> {
     let b = submit::submit(&a.run_dir, &a.out, &SubmitOptions::default())?;
-    if a.json {
+    if a.json.enabled {
         outln!("{}", serde_json::to_string_pretty(&b)?);
         return Ok(ExitCode::Ok);
     }

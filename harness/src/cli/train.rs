@@ -9,6 +9,7 @@
 //! 1 the loss stayed non-finite (the message names the micro-step; the last good checkpoint is
 //! kept) or a checkpoint failed its digest check; 2 bad recipe or argument (names file and key);
 //! 3 I/O failure; 4 `--out` already holds a run and `--resume` was not given; 130 second signal.
+use super::args::{BudgetArg, DataDirArg, DeviceArg, JsonArg, SeedArg};
 use anyhow::{Context, Result};
 use clap::Args;
 use crambench::train::run::PretrainData;
@@ -20,38 +21,33 @@ use std::path::PathBuf;
 pub struct PretrainArgs {
     /// Recipe file, e.g. baselines/crammed-bert.toml.
     pub recipe: PathBuf,
-    /// Budget in device-hours: 24h, 90m, 2.5h, 2m, 30s (default: the recipe's `train.budget`).
-    #[arg(long)]
-    pub budget: Option<String>,
+    #[command(flatten)]
+    pub budget: BudgetArg,
     /// Output directory (checkpoints/, metrics.jsonl, mllog.log); default runs/<recipe name>.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Continue the run in --out from its latest checkpoint.
     #[arg(long)]
     pub resume: bool,
-    /// Master seed (default: drawn from the OS, or the checkpoint's on --resume).
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// cpu, cuda or cuda:N (default: cuda if available).
-    #[arg(long)]
-    pub device: Option<String>,
+    #[command(flatten)]
+    pub seed: SeedArg,
+    #[command(flatten)]
+    pub device: DeviceArg,
     /// A prepared dataset directory (`crambench data prepare`). Default: the recipe's [data]
     /// table, prepared into (or reused from) the dataset cache.
-    #[arg(long, value_name = "DIR", conflicts_with = "synthetic")]
-    pub data: Option<PathBuf>,
+    #[arg(long, value_name = "DIR", conflicts_with = "synthetic", alias = "data")]
+    pub dataset: Option<PathBuf>,
     /// Train on the synthetic random-token stream instead of a corpus (tests and benchmarks;
     /// never a real result). The only way to pretrain a recipe without a [data] table.
     #[arg(long)]
     pub synthetic: bool,
-    /// Dataset cache for the recipe's [data] (default: $CRAMBENCH_DATA_DIR, else ./data-cache).
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub data_dir: DataDirArg,
     /// CPU threads for libtorch's intra-op parallelism (default: libtorch's choice).
     #[arg(long)]
     pub threads: Option<i32>,
-    /// Print the summary as JSON.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub json: JsonArg,
 }
 
 pub fn run(args: PretrainArgs) -> Result<ExitCode> {
@@ -62,7 +58,7 @@ pub fn run(args: PretrainArgs) -> Result<ExitCode> {
         }
         tch::set_num_threads(n);
     }
-    let device = super::device(args.device.as_deref())?;
+    let device = args.device.resolve();
     let out = args.out.clone().unwrap_or_else(|| {
         let stem = args
             .recipe
@@ -75,29 +71,24 @@ pub fn run(args: PretrainArgs) -> Result<ExitCode> {
     let summary = pretrain_recipe(
         &args.recipe,
         &PretrainOptions {
-            budget: args.budget.clone(),
+            budget: args.budget.budget.clone(),
             out,
             resume: args.resume,
-            seed: args.seed,
+            seed: args.seed.seed,
             device,
-            progress: !args.json,
+            progress: !args.json.enabled,
             stop,
             data,
         },
     )?;
-    let text = if args.json {
-        super::json_text(&summary)?
-    } else {
-        table(&summary)
-    };
-    super::print(&text)?;
+    args.json.emit(&summary, || table(&summary))?;
     Ok(ExitCode::Ok)
 }
 
 /// `--data DIR`, `--synthetic`, or the recipe's own `[data]` (prepared or reused); a recipe
 /// without `[data]` and neither flag is refused before anything is trained.
 fn pretrain_data(args: &PretrainArgs) -> Result<PretrainData> {
-    if let Some(d) = &args.data {
+    if let Some(d) = &args.dataset {
         return Ok(PretrainData::Dataset(d.clone()));
     }
     if args.synthetic {
@@ -105,7 +96,7 @@ fn pretrain_data(args: &PretrainArgs) -> Result<PretrainData> {
     }
     let recipe = crambench::recipe::Recipe::load(&args.recipe)?;
     // The whole recipe is checked before any data is prepared.
-    crambench::train::run::resolved(&recipe, args.budget.as_deref(), None)?;
+    crambench::train::run::resolved(&recipe, args.budget.budget.as_deref(), None)?;
     if !recipe.has_section("data") {
         return Err(crambench::Error::input(
             args.recipe.display(),
@@ -117,15 +108,15 @@ fn pretrain_data(args: &PretrainArgs) -> Result<PretrainData> {
     let cfg: crambench::data::config::DataConfig = recipe.section("data")?;
     let opts = crambench::data::prepare::PrepareOptions::for_recipe(
         &args.recipe,
-        crambench::data::prepare::data_root(args.data_dir.clone()),
+        args.data_dir.root(),
         None,
-        !args.json,
+        !args.json.enabled,
     );
     let p = crambench::data::prepare(&cfg, &args.recipe.display().to_string(), &opts).context(
         "preparing the recipe's [data] (pass --data DIR for a prepared dataset, or \
              --synthetic for random tokens in tests and benchmarks)",
     )?;
-    if !args.json {
+    if !args.json.enabled {
         eprintln!(
             "pretraining on {} ({} dataset {})",
             p.dir.display(),

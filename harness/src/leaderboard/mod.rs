@@ -2,7 +2,7 @@
 //! every entry against trusted keys and its track ([`verify`]) and the static site
 //! ([`render`]).
 //!
-//! `crambench leaderboard build ENTRIES --keys DIR --out site/` ([`build`]) trusts nothing an
+//! `crambench leaderboard build ENTRIES --trust DIR --out site/` ([`build`]) trusts nothing an
 //! entry says without checking it: the DSSE signature must verify under a trusted key; the
 //! numbers are read from the signed statement only; every predictions file must hash to the
 //! signed `predictions_sha256` and re-score to the signed per-trial metrics; the per-set
@@ -82,7 +82,7 @@ pub fn build(entries: &[PathBuf], opts: &BuildOptions) -> Result<Site> {
         return Err(Error::input("ENTRIES", "no entries given").into());
     }
     if opts.keys.is_empty() {
-        return Err(Error::input("--keys", "no trusted public keys (*.pub, *.pem)").into());
+        return Err(Error::input("--trust", "no trusted public keys (*.pub, *.pem)").into());
     }
     if let Some(t) = &opts.track {
         if opts.tracks.get(t).is_none() {
@@ -109,7 +109,7 @@ pub fn build(entries: &[PathBuf], opts: &BuildOptions) -> Result<Site> {
 }
 
 /// The submitter of an entry: the names (file stems) of the trusted keys that signed it, in
-/// the order of `--keys`, joined by ` + `.
+/// the order of `--trust`, joined by ` + `.
 fn submitter_name(signers: &[String], keys: &[crate::manifest::keys::PublicKey]) -> Option<String> {
     let mut names: Vec<String> = Vec::new();
     for k in keys {

@@ -59,7 +59,7 @@ pub struct EntryReport {
     /// name). Tables show [`EntryReport::submitter`].
     pub name: String,
     /// Who submitted it: the names of the trusted keys that signed it (their file stems in
-    /// `--keys`), `None` without a valid trusted signature.
+    /// `--trust`), `None` without a valid trusted signature.
     pub submitter: Option<String>,
     /// The dirHash of the signed `predictions` subject.
     pub predictions_digest: Option<String>,

@@ -359,17 +359,23 @@ fn new_pair(dir: &Path, name: &str, algorithm: Algorithm) -> Result<KeyPairFiles
     })
 }
 
+/// The public keys in `paths`: PEM files, or directories of `.pub`/`.pem` files (possibly none).
+pub fn load_public_keys(paths: &[PathBuf]) -> Result<Vec<PublicKey>> {
+    let mut keys = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            keys.extend(load_public_key_dir(p)?);
+        } else {
+            keys.push(load_public_key(p)?);
+        }
+    }
+    Ok(keys)
+}
+
 /// Trusted public keys from `paths`, each a `.pub` file or a directory of them; an empty
 /// result is bad input naming `what` (the option).
 pub fn load_trusted(paths: &[PathBuf], what: &str) -> Result<Vec<PublicKey>> {
-    let mut trusted = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            trusted.extend(load_public_key_dir(p)?);
-        } else {
-            trusted.push(load_public_key(p)?);
-        }
-    }
+    let trusted = load_public_keys(paths)?;
     if trusted.is_empty() {
         return Err(Error::input(what, "no public keys found").into());
     }

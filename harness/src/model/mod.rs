@@ -7,7 +7,8 @@
 //!   presets `crammed-bert`, `bert-c5`, `bert-original`, `izsak` (and `-tiny` variants).
 //! * [`layers`] — Linear, LayerNorm, embeddings, fused-QKV attention, (GLU) FFN, blocks.
 //! * [`crammed_bert`] — the MLM transformer that all four kinds are switch settings of.
-//! * [`flops`] — model FLOPs of a training step (for MFU).
+//! * [`flops`] — model FLOPs of a training step, GPU datasheet peaks and MFU.
+//! * [`step_bench`] — timing one training step, and the protocol of its PyTorch reference.
 //!
 //! Variable names equal the reference state-dict names (recipe.md §1.1), e.g.
 //! `encoder.layers.0.attn.self_attention.query_key_value.weight`, so `VarStore::save` to a
@@ -19,6 +20,7 @@ pub mod config;
 pub mod crammed_bert;
 pub mod flops;
 pub mod layers;
+pub mod step_bench;
 
 pub use config::{
     ArchConfig, ArchKind, HeadTransform, Nonlin, NormScheme, Positions, QkvLayout, PRESETS,

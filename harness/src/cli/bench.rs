@@ -1,6 +1,7 @@
 //! `crambench bench …`: speed measured side by side with a reference tool, in one run, on one
 //! machine. Runs alternate between the two tools so that drift (thermal, page cache, other
 //! load) hits both alike; every run's time is kept and summarised as median and spread.
+use super::args::JsonArg;
 use anyhow::{Context, Result};
 use clap::Subcommand;
 use crambench::error::{Error, ExitCode};
@@ -22,8 +23,8 @@ pub enum BenchCmd {
         /// Directory for the test file (deleted afterwards).
         #[arg(long, default_value = "/tmp")]
         dir: PathBuf,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        json: JsonArg,
     },
     /// The trainer's optimizer step (loader, autocast, accumulation, flat AdamW), optionally
     /// side by side with the PyTorch reference: tokens/s, step time, MFU.
@@ -48,8 +49,8 @@ pub enum BenchCmd {
         /// The Python with `tokenizers` installed.
         #[arg(long, default_value = ".venv-interop/bin/python")]
         python: PathBuf,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        json: JsonArg,
     },
     // [bench:commands] other benchmarks add their variant above this line
 }
@@ -61,7 +62,7 @@ pub fn run(cmd: BenchCmd) -> Result<ExitCode> {
             runs,
             dir,
             json,
-        } => bench_hash(&size, runs, &dir, json),
+        } => bench_hash(&size, runs, &dir, json.enabled),
         BenchCmd::TrainStep(args) => crate::cli::bench_train::run(args),
         BenchCmd::Optim(args) => crate::cli::bench_optim::run(args),
         BenchCmd::Data {
@@ -71,7 +72,7 @@ pub fn run(cmd: BenchCmd) -> Result<ExitCode> {
             vocab,
             python,
             json,
-        } => crate::cli::bench_data::run(copies, runs, threads, vocab, &python, json), // [bench:dispatch] other benchmarks add their match arm above this line
+        } => crate::cli::bench_data::run(copies, runs, threads, vocab, &python, json.enabled), // [bench:dispatch] other benchmarks add their match arm above this line
     }
 }
 
