@@ -94,7 +94,11 @@ pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
                 recipe.name(),
             )
         }
-        (None, Some(name)) => (ArchConfig::preset(name)?, TrainConfig::default(), name.clone()),
+        (None, Some(name)) => (
+            ArchConfig::preset(name)?,
+            TrainConfig::default(),
+            name.clone(),
+        ),
         (None, None) => return Err(Error::input("arguments", "give --recipe or --arch").into()),
     };
     let device = args.device.resolve();

@@ -192,7 +192,7 @@ pub fn bench_optimizer(
             for (p, g) in handles.iter().zip(&grads) {
                 let mut pg = p.grad();
                 if pg.defined() {
-                    let _ = pg.copy_(g);
+                    pg.copy_(g);
                 }
             }
         })
