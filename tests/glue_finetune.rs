@@ -715,3 +715,76 @@ fn controls_and_intervals_are_recorded_beside_the_run() {
         serde_json::json!({"lo": "x"});
     assert!(!validator.is_valid(&bad));
 }
+
+/// `--attention` and `--bucket-batches` (issue #15 items 7 and 8): a backend the device cannot
+/// run is refused by name before the first trial; a supported one runs and is recorded, with
+/// the bucketing pool, in glue.json; bucketed runs are reproducible.
+#[test]
+fn attention_backend_and_length_bucketing() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = tiny_checkpoint(dir.path());
+    let recipe = dir.path().join("r.toml");
+    std::fs::write(&recipe, RECIPE).unwrap();
+    let tsv = gen::tsv_root();
+    let run = |out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "glue",
+            "run",
+            "--checkpoint",
+            ck.to_str().unwrap(),
+            "--tasks",
+            "rte",
+            "--glue-data",
+            tsv.to_str().unwrap(),
+            "--recipe",
+            recipe.to_str().unwrap(),
+            "--trials",
+            "1",
+            "--seed",
+            "5",
+            "--device",
+            "cpu",
+            "--out",
+            out,
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        run_in(dir.path(), &args)
+    };
+    // The memory-efficient and cuDNN kernels are CUDA-only.
+    for b in ["efficient", "cudnn"] {
+        let (code, _, err) = run(b, &["--attention", b]);
+        assert_eq!(code, 2, "{err}");
+        assert!(
+            err.contains(&format!("attention backend `{b}` cannot run on the CPU")),
+            "{err}"
+        );
+        assert!(
+            !dir.path().join(b).join("predictions").exists(),
+            "no trial ran"
+        );
+    }
+    let (code, _, err) = run("bad", &["--attention", "fast"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("auto, flash, efficient, cudnn, math"), "{err}");
+    // math runs; it and the pool are recorded.
+    let (code, out, err) = run("math", &["--attention", "math", "--bucket-batches", "3"]);
+    assert_eq!(code, 0, "{err}");
+    let math: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(math["attention"], "math");
+    assert_eq!(math["config"]["attention"], "math");
+    assert_eq!(math["config"]["bucket_batches"], 3);
+    // The default records auto and leaves the keys out of the resolved configuration.
+    let (code, out, err) = run("auto", &[]);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["attention"], "auto");
+    assert!(v["config"].get("attention").is_none() && v["config"].get("bucket_batches").is_none());
+    // Bucketed runs with the same seed give the same predictions and losses.
+    let (code, out2, err) = run("math2", &["--attention", "math", "--bucket-batches", "3"]);
+    assert_eq!(code, 0, "{err}");
+    let b: Value = serde_json::from_str(&out2).unwrap();
+    let t = |v: &Value, k: &str| v["tasks"]["rte"]["trials"][0][k].clone();
+    assert_eq!(t(&math, "predictions_sha256"), t(&b, "predictions_sha256"));
+    assert_eq!(t(&math, "last_epoch_loss"), t(&b, "last_epoch_loss"));
+}

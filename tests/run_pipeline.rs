@@ -223,6 +223,19 @@ fn micro_recipe_end_to_end() {
     );
     assert!(p["pretraining"]["final_mlm_loss"].as_f64().unwrap() < 8.0);
     assert!(p["budget"]["uncounted_phases"].to_string().contains("GLUE"));
+    // GPU energy per phase (#15 item 9): a CPU run records it as unavailable, with reasons.
+    let energy = &p["budget"]["energy"];
+    assert_eq!(energy["available"], false, "{energy}");
+    assert_eq!(energy["source"], "nvml:total_energy_consumption");
+    assert!(energy["kwh"].as_object().unwrap().is_empty());
+    let why = energy["unavailable"].to_string();
+    assert!(
+        why.contains("pretraining: ") && why.contains("not a GPU"),
+        "{why}"
+    );
+    // The attention backends that ran.
+    assert_eq!(p["pretraining"]["attention"], "auto");
+    assert_eq!(p["glue"]["attention"], "auto");
     let roles: Vec<&str> = m["subject"]
         .as_array()
         .unwrap()

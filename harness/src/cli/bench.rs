@@ -52,6 +52,10 @@ pub enum BenchCmd {
         #[command(flatten)]
         json: JsonArg,
     },
+    /// The models on a device (default: CUDA when available) against the CPU goldens of the
+    /// PyTorch reference, per attention backend and precision (fp32 within 1e-4; bf16 within
+    /// 3e-2, gradients 1e-1). Exit 1 when a supported case fails.
+    Conformance(crate::cli::conformance::ConformanceArgs),
     // [bench:commands] other benchmarks add their variant above this line
 }
 
@@ -65,6 +69,7 @@ pub fn run(cmd: BenchCmd) -> Result<ExitCode> {
         } => bench_hash(&size, runs, &dir, json.enabled),
         BenchCmd::TrainStep(args) => crate::cli::bench_train::run(args),
         BenchCmd::Optim(args) => crate::cli::bench_optim::run(args),
+        BenchCmd::Conformance(args) => crate::cli::conformance::run(args),
         BenchCmd::Data {
             copies,
             runs,

@@ -53,6 +53,15 @@ pub struct RunArgs {
     pub out: PathBuf,
     #[command(flatten)]
     pub device: DeviceArg,
+    /// Attention kernel: auto, flash, efficient, cudnn or math (default: the recipe's
+    /// `glue.attention`, else auto). Checked on the device before the first trial.
+    #[arg(long, value_name = "BACKEND")]
+    pub attention: Option<crambench::model::attention::AttentionBackend>,
+    /// Length bucketing: sort pools of N training batches by length (0 = off; default: the
+    /// recipe's `glue.bucket_batches`, else off). Same examples per epoch; other batches, so
+    /// other results.
+    #[arg(long, value_name = "N")]
+    pub bucket_batches: Option<usize>,
     #[command(flatten)]
     pub json: JsonArg,
 }
@@ -175,6 +184,12 @@ fn run_glue(a: RunArgs) -> Result<ExitCode> {
     }
     if a.control {
         cfg.control_no_pretraining = Some(true);
+    }
+    if let Some(b) = a.attention {
+        cfg.attention = b;
+    }
+    if let Some(n) = a.bucket_batches {
+        cfg.bucket_batches = n;
     }
     let tasks = match (&a.tasks, &a.recipe) {
         (Some(list), _) => tasks::Task::parse_list(list)?,

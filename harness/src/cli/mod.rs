@@ -31,6 +31,7 @@ pub mod bench_optim;
 pub mod bench_train;
 pub mod checkpoint;
 pub mod compare;
+pub mod conformance;
 pub mod data;
 pub mod gate;
 pub mod glue;

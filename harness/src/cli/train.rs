@@ -12,6 +12,7 @@
 use super::args::{BudgetArg, DataDirArg, DeviceArg, JsonArg, SeedArg};
 use anyhow::{Context, Result};
 use clap::Args;
+use crambench::model::attention::AttentionBackend;
 use crambench::train::run::PretrainData;
 use crambench::train::{pretrain_recipe, PretrainOptions, PretrainSummary};
 use crambench::ExitCode;
@@ -46,6 +47,10 @@ pub struct PretrainArgs {
     /// CPU threads for libtorch's intra-op parallelism (default: libtorch's choice).
     #[arg(long)]
     pub threads: Option<i32>,
+    /// Attention kernel: auto, flash, efficient, cudnn or math (default: the recipe's
+    /// `train.attention`, else auto). Checked on the device before training starts.
+    #[arg(long, value_name = "BACKEND")]
+    pub attention: Option<AttentionBackend>,
     #[command(flatten)]
     pub json: JsonArg,
 }
@@ -68,6 +73,9 @@ pub fn run(args: PretrainArgs) -> Result<ExitCode> {
         PathBuf::from("runs").join(stem)
     });
     let data = pretrain_data(&args)?;
+    // GPU energy of the pretraining (NVML's counter; unavailable on a CPU).
+    let mut energy = crambench::provenance::energy::EnergyMeter::for_device(device);
+    let phase = energy.start("pretraining");
     let summary = pretrain_recipe(
         &args.recipe,
         &PretrainOptions {
@@ -79,9 +87,29 @@ pub fn run(args: PretrainArgs) -> Result<ExitCode> {
             progress: !args.json.enabled,
             stop,
             data,
+            attention: args.attention,
         },
     )?;
-    args.json.emit(&summary, || table(&summary))?;
+    energy.stop(phase);
+    // The summary, with the energy (kWh, or why it is unavailable).
+    let mut v = serde_json::to_value(&summary)?;
+    v["energy"] = serde_json::to_value(energy.record())?;
+    args.json.emit(&v, || {
+        let e = energy.record();
+        let line = match e.kwh.get("pretraining") {
+            Some(k) => format!(
+                "{:<22} {k:.6} kWh ({})\n",
+                "energy",
+                e.device.as_deref().unwrap_or("GPU")
+            ),
+            None => format!(
+                "{:<22} unavailable: {}\n",
+                "energy",
+                e.unavailable.join("; ")
+            ),
+        };
+        table(&summary) + &line
+    })?;
     Ok(ExitCode::Ok)
 }
 

@@ -16,6 +16,8 @@
 //! | `dropout` (dropout on while fine-tuning) | true | true |
 //! | `max_seq_len` | 128 | 128 |
 //! | `trials` (seeds per task; median reported) | 5 | 5 |
+//! | `attention` (kernel: `auto`, `flash`, `efficient`, `cudnn`, `math`) | `auto` | same |
+//! | `bucket_batches` (length bucketing pool in batches; 0 = off) | 0 | same |
 //! | `control_no_pretraining` (also fine-tune the untrained architecture as a control) | on for the demo tasks, off for GLUE | same |
 //!
 //! Sources: recipe.md §4.2 (`eval/GLUE_sane.yaml`; `eval/GLUE.yaml` @v1 for `glue-bert`: bs
@@ -49,6 +51,7 @@
 //! More than 5 epochs is refused: the cramming rule caps downstream fine-tuning.
 use crate::error::Error;
 use crate::glue::aggregate::Rule;
+use crate::model::attention::AttentionBackend;
 use crate::model::config::{ArchConfig, ArchKind};
 use crate::train::amp::Precision;
 use anyhow::Result;
@@ -57,6 +60,10 @@ use std::collections::BTreeMap;
 
 /// The cramming rule: fine-tuning may run at most this many epochs.
 pub const MAX_EPOCHS: u32 = 5;
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
 
 /// A fine-tuning protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -110,6 +117,8 @@ struct GlueOverrides {
     tasks: Option<Vec<String>>,
     aggregate: Option<Rule>,
     precision: Option<Precision>,
+    attention: Option<AttentionBackend>,
+    bucket_batches: Option<usize>,
     pins: Option<BTreeMap<String, String>>,
 }
 
@@ -160,6 +169,19 @@ pub struct GlueConfig {
     pub aggregate: Rule,
     /// Mixed precision on CUDA (fp32 on CPU).
     pub precision: Precision,
+    /// Attention kernel while fine-tuning and evaluating ([`crate::model::attention`]); `auto`
+    /// is left out of the resolved table, so configurations without it keep their digests.
+    #[serde(skip_serializing_if = "AttentionBackend::is_auto")]
+    pub attention: AttentionBackend,
+    /// Length bucketing of the training batches, in batches per pool (0 = off, the default;
+    /// see [`crate::glue::finetune::epoch_batches`]): each epoch's shuffled examples are taken
+    /// `bucket_batches` batches at a time, sorted by length within the pool, cut into batches,
+    /// and the batches shuffled. Every epoch still trains on the same examples as without it
+    /// (the same incomplete tail is dropped), with the same step count and schedule; batches
+    /// mix fewer lengths, so less padding runs through the encoder. Results change (other batch
+    /// compositions, as another shuffle would), so it is opt-in.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub bucket_batches: usize,
     /// SHA-256 pins of the GLUE files (path relative to the data root → `sha256:<hex>`);
     /// empty: files are hashed and recorded but not checked.
     pub pins: BTreeMap<String, String>,
@@ -213,6 +235,8 @@ impl TryFrom<GlueOverrides> for GlueConfig {
             tasks: o.tasks.unwrap_or_else(|| vec!["all".into()]),
             aggregate: o.aggregate.unwrap_or_default(),
             precision: o.precision.unwrap_or(Precision::Bf16),
+            attention: o.attention.unwrap_or_default(),
+            bucket_batches: o.bucket_batches.unwrap_or(0),
             pins: o.pins.unwrap_or_default(),
         };
         c.validate()?;
@@ -333,5 +357,22 @@ mod tests {
         // The resolved table round-trips through the recipe format.
         let t = toml::to_string(&b).unwrap();
         assert_eq!(GlueConfig::from_toml(&t, "t").unwrap(), b);
+        // The attention and bucketing keys: absent from the resolved table at their defaults
+        // (digests of existing configurations unchanged), round-tripped when set.
+        assert!(
+            !t.contains("attention") && !t.contains("bucket_batches"),
+            "{t}"
+        );
+        let a = GlueConfig::from_toml("attention = \"math\"\nbucket_batches = 50", "t").unwrap();
+        assert_eq!(
+            (a.attention, a.bucket_batches),
+            (AttentionBackend::Math, 50)
+        );
+        let t = toml::to_string(&a).unwrap();
+        assert_eq!(GlueConfig::from_toml(&t, "t").unwrap(), a);
+        let e = GlueConfig::from_toml("attention = \"fast\"", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("attention"), "{e}");
     }
 }

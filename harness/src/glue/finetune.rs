@@ -17,6 +17,12 @@
 //! output for STS-B. On CUDA the forward pass runs under the same autocast as pretraining
 //! (bf16 by default; fp16 with dynamic loss scaling).
 //!
+//! On the device: a trial holds its encoded training and dev sets on the device and uploads
+//! each epoch's batch plan once, so a step copies nothing from the host and waits for nothing
+//! (the epoch's loss is summed on the device and read at the epoch's end; predictions come back
+//! once per dev set). Batches are exactly those the host-side [`collate`] builds. With
+//! `[glue] bucket_batches` the batches of an epoch are drawn by length ([`epoch_batches`]).
+//!
 //! Seeds: trial `k` of task `t` uses `provenance::seeds::derive(master, "finetune/<t>/<k>")` for
 //! torch's RNG (head init, dropout) and the shuffling order. Fine-tuning time is measured and
 //! recorded; it is not part of the pretraining budget.
@@ -28,7 +34,7 @@ use crate::glue::data::{DataFile, TaskData};
 use crate::glue::head::{ClassifierHead, HEAD_PREFIXES};
 use crate::glue::predictions::{self, Row};
 use crate::glue::tasks::{self, EvalSet, Example, Metrics, Target, Task};
-use crate::model::{self, ArchConfig, MlmModel};
+use crate::model::{self, attention, ArchConfig, MlmModel};
 use crate::provenance::seeds;
 use crate::train::amp::{Amp, LossScaler, Precision};
 use anyhow::{Context, Result};
@@ -388,6 +394,8 @@ pub struct GlueResults {
     pub data: BTreeMap<String, TaskSource>,
     pub device: String,
     pub precision: String,
+    /// The attention backend fine-tuning and evaluation ran with ([`crate::model::attention`]).
+    pub attention: crate::model::attention::AttentionBackend,
     /// `max_seq_len` after clamping to the model's positions.
     pub max_seq_len: usize,
     /// Width of the classification head used ([`GlueConfig::head_width`]).
@@ -429,6 +437,7 @@ impl GlueResults {
         }
         Ok(serde_json::json!({
             "protocol": self.protocol,
+            "attention": self.attention,
             "tasks": self.tasks,
             "aggregate": agg,
             "uncertainty": self.uncertainty,
@@ -523,7 +532,50 @@ fn load_kept_trial(
 }
 
 /// Run the protocol on every task and write results and predictions under `opts.out`.
+///
+/// The steps, top to bottom: [`plan`] the run (task order, precision, attention backend,
+/// what kept trials must match) and [`prune_kept_trials`]; then per task [`load_task`] its
+/// data and [`encode_task`] it; per variant (the run, the no-pretraining control) and trial,
+/// [`trial`] reuses a kept trial or runs one ([`run_trial`]) and records it; finally
+/// [`summarise`] takes the medians, aggregates, intervals and controls and writes `glue.json`.
 pub fn run(cfg: &GlueConfig, opts: &RunOptions) -> Result<GlueResults> {
+    let plan = plan(cfg, opts)?;
+    std::fs::create_dir_all(opts.out).map_err(|e| Error::io(opts.out, e))?;
+    prune_kept_trials(cfg, opts, &plan)?;
+    let started = Instant::now();
+    let mut acc = Collected::default();
+    let mut warmups = WarmupPlan::default();
+    let pins = (!cfg.pins.is_empty()).then_some(&cfg.pins);
+    for &task in &plan.tasks {
+        let data = load_task(task, opts.data, pins)?;
+        let inputs = encode_task(cfg, opts, &plan, task, &data, &mut warmups, &mut acc)?;
+        for v in &plan.variants {
+            for k in 0..cfg.trials {
+                trial(cfg, opts, &plan, v, &inputs, k, &mut acc)?;
+            }
+        }
+    }
+    summarise(cfg, opts, &plan, acc, started)
+}
+
+/// What the whole run fixes before the first task.
+struct Plan {
+    /// Tasks in the order they run.
+    tasks: Vec<Task>,
+    /// GLUE tasks (false: the demo tasks).
+    glue: bool,
+    /// `max_seq_len` clamped to the model's positions.
+    max_len: usize,
+    amp: Amp,
+    /// sha256 over the checkpoint's files (what a kept trial must match).
+    ck_sha: String,
+    /// The run, then (when configured) the no-pretraining control.
+    variants: Vec<Variant>,
+}
+
+/// Order the tasks, set up precision and the attention backend (checked on the device),
+/// and name the variants with the configuration digests their kept trials must carry.
+fn plan(cfg: &GlueConfig, opts: &RunOptions) -> Result<Plan> {
     let ck = opts.checkpoint;
     let max_len = cfg.max_seq_len.min(ck.arch.max_seq_len as usize);
     let amp = Amp::setup(cfg.precision, true, opts.device);
@@ -541,16 +593,30 @@ pub fn run(cfg: &GlueConfig, opts: &RunOptions) -> Result<GlueResults> {
         )
         .into());
     }
-    std::fs::create_dir_all(opts.out).map_err(|e| Error::io(opts.out, e))?;
-    // What a kept trial must match to be reused.
+    // The attention backend, on this device with fine-tuning's dtype and mask, before any work.
+    attention::check(
+        cfg.attention,
+        &attention::Probe {
+            device: opts.device,
+            kind: amp.precision.kind(),
+            heads: ck.arch.heads,
+            head_dim: ck.arch.head_dim(),
+            masked: cfg.masks_padding(&ck.arch),
+            backward: true,
+            dropout: if cfg.dropout {
+                ck.arch.attention_dropout
+            } else {
+                0.0
+            },
+        },
+        "glue.attention (--attention)",
+    )?;
     let ck_sha = json_sha256(&ck.files)?;
     // Whether the control runs does not change a trial: it is left out of the key.
     let cfg_sha = json_sha256(&GlueConfig {
         control_no_pretraining: None,
         ..cfg.clone()
     })?;
-    // The run itself, then (when configured) the no-pretraining control: the same trials from
-    // the untrained initialisation, kept and written under their own directory.
     let mut variants = vec![Variant {
         prefix: "",
         pretrained: true,
@@ -565,19 +631,30 @@ pub fn run(cfg: &GlueConfig, opts: &RunOptions) -> Result<GlueResults> {
             ),
         });
     }
-    // Kept trials that will not be reused (another configuration or checkpoint, or a trial no
-    // longer asked for) are removed with their predictions, so that nothing a trial of this run
-    // does not name ends up in its signed predictions directory.
+    Ok(Plan {
+        tasks,
+        glue,
+        max_len,
+        amp,
+        ck_sha,
+        variants,
+    })
+}
+
+/// Remove kept trials that will not be reused (another configuration or checkpoint, or a trial
+/// no longer asked for) with their predictions, so that nothing a trial of this run does not
+/// name ends up in its signed predictions directory.
+fn prune_kept_trials(cfg: &GlueConfig, opts: &RunOptions, plan: &Plan) -> Result<()> {
     let mut keep_files: std::collections::BTreeSet<std::path::PathBuf> = Default::default();
-    for v in &variants {
-        for &task in &tasks {
+    for v in &plan.variants {
+        for &task in &plan.tasks {
             for trial in 0..cfg.trials {
                 let p = kept_trial_path(opts.out, v.prefix, task, trial);
                 let Ok(b) = crate::io::read_limited(&p, 16 << 20) else {
                     continue;
                 };
                 if let Ok(k) = serde_json::from_slice::<KeptTrial>(&b) {
-                    if k.checkpoint_sha256 == ck_sha && k.config_sha256 == v.cfg_sha {
+                    if k.checkpoint_sha256 == plan.ck_sha && k.config_sha256 == v.cfg_sha {
                         keep_files.insert(p);
                         for (_, r) in &k.records {
                             keep_files.insert(opts.out.join(&r.predictions));
@@ -604,200 +681,277 @@ pub fn run(cfg: &GlueConfig, opts: &RunOptions) -> Result<GlueResults> {
             }
         }
     }
-    let mut kept_seconds = 0.0;
-    let mut results = BTreeMap::new();
-    let mut control_results: BTreeMap<String, SetResult> = BTreeMap::new();
-    let mut constants: BTreeMap<String, Target> = BTreeMap::new();
-    let mut data_info = BTreeMap::new();
-    let mut warmups = WarmupPlan::default();
-    let mut ignored = Vec::new();
-    let started = Instant::now();
-    let pins = (!cfg.pins.is_empty()).then_some(&cfg.pins);
-    for &task in &tasks {
-        let data = if task.is_glue() {
-            let root = opts
-                .data
-                .ok_or_else(|| Error::input("--data", "GLUE tasks need --data DIR"))?;
-            crate::glue::data::load(root, task, pins)?
+    Ok(())
+}
+
+/// What the trials of a run have produced so far.
+#[derive(Default)]
+struct Collected {
+    /// Per evaluation set: the run's trials, and the no-pretraining control's.
+    results: BTreeMap<String, SetResult>,
+    control_results: BTreeMap<String, SetResult>,
+    /// Per evaluation set: the constant control's prediction.
+    constants: BTreeMap<String, Target>,
+    data_info: BTreeMap<String, TaskSource>,
+    /// Checkpoint tensors no trial used.
+    ignored: Vec<String>,
+    /// Fine-tuning seconds of the kept trials reused (they count as in an uninterrupted run).
+    kept_seconds: f64,
+}
+
+impl Collected {
+    /// The per-set trials of the run (`pretrained`) or of the no-pretraining control.
+    fn sets(&mut self, pretrained: bool) -> &mut BTreeMap<String, SetResult> {
+        if pretrained {
+            &mut self.results
         } else {
-            crate::glue::demo::load(task)?
-        };
-        if task.num_labels() > 1 && data.train.iter().any(|e| e.label.is_none()) {
-            return Err(Error::input(task.id(), "training examples without labels").into());
-        }
-        data_info.insert(
-            task.id().to_string(),
-            TaskSource {
-                layout: data.layout,
-                files: data.files.clone(),
-                train_examples: data.train.len(),
-                skipped_rows: data.skipped.len(),
-                skipped_examples: data
-                    .skipped
-                    .iter()
-                    .take(10)
-                    .map(|s| format!("{} ({})", s.at, s.reason))
-                    .collect(),
-            },
-        );
-        let steps_per_epoch = (data.train.len() / cfg.batch_size) as u64;
-        if steps_per_epoch == 0 {
-            return Err(Error::input(
-                task.id(),
-                format!(
-                    "{} training examples: fewer than one batch of {}",
-                    data.train.len(),
-                    cfg.batch_size
-                ),
-            )
-            .into());
-        }
-        let total = steps_per_epoch * cfg.epochs as u64;
-        let warmup = warmups.next(cfg, total);
-        let train = encode(&ck.tokenizer, &data.train, max_len)?;
-        let dev: Vec<(EvalSet, Vec<Encoded>)> = data
-            .dev
-            .iter()
-            .map(|(s, ex)| Ok((*s, encode(&ck.tokenizer, ex, max_len)?)))
-            .collect::<Result<_>>()?;
-        let data_sha = json_sha256(&data.files)?;
-        let constant = crate::glue::controls::constant_prediction(task, &data.train)?;
-        for (set, _) in &data.dev {
-            constants.insert(set.id.to_string(), constant);
-        }
-        for v in &variants {
-            let results = if v.pretrained {
-                &mut results
-            } else {
-                &mut control_results
-            };
-            let what = if v.pretrained {
-                ""
-            } else {
-                " (no pretraining)"
-            };
-            for trial in 0..cfg.trials {
-                let key = KeptKey {
-                    checkpoint: &ck_sha,
-                    config: &v.cfg_sha,
-                    data: &data_sha,
-                    seed: seeds::derive(
-                        opts.master_seed,
-                        &format!("finetune/{}/{trial}", task.id()),
-                    ),
-                };
-                if let Some(k) = load_kept_trial(opts.out, v.prefix, task, trial, &key) {
-                    if opts.progress {
-                        eprintln!(
-                            "glue {} trial {trial}{what}: kept from the stopped run",
-                            task.id()
-                        );
-                    }
-                    kept_seconds += k.records.first().map_or(0.0, |(_, r)| r.finetune_seconds);
-                    for (set, r) in k.records {
-                        results
-                            .entry(set)
-                            .or_insert_with(|| SetResult {
-                                metrics: Metrics::new(),
-                                trials: Vec::new(),
-                            })
-                            .trials
-                            .push(r);
-                    }
-                    continue;
-                }
-                if crate::error::stop_requested(opts.stop) {
-                    return Err(crate::error::Stopped.into());
-                }
-                let mut kept = Vec::new();
-                let label = format!("finetune/{}/{trial}", task.id());
-                let seed = seeds::derive(opts.master_seed, &label);
-                let t = TrialSetup {
-                    cfg,
-                    task,
-                    seed,
-                    total,
-                    warmup,
-                    max_len,
-                    amp,
-                    device: opts.device,
-                    stop: opts.stop,
-                    pretrained: v.pretrained,
-                };
-                let out = run_trial(ck, &t, &train, &dev, &mut ignored)?;
-                for (set, preds, eval_s) in out.evals {
-                    let gold: Vec<Target> = preds
-                        .iter()
-                        .map(|r| r.gold.expect("dev examples have labels"))
-                        .collect();
-                    let pred: Vec<Target> = preds.iter().map(|r| r.prediction).collect();
-                    let metrics = tasks::score(&set, &pred, &gold)?;
-                    let rel = if v.pretrained {
-                        format!("predictions/{}/trial-{trial}.tsv", set.id)
-                    } else {
-                        format!("{}/predictions/{}/trial-{trial}.tsv", v.prefix, set.id)
-                    };
-                    let path = opts.out.join(&rel);
-                    if let Some(parent) = path.parent() {
-                        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-                    }
-                    let sha = predictions::write(&path, &preds)?;
-                    crate::io::crash_point("glue-trial");
-                    if opts.progress {
-                        let m: Vec<String> = metrics
-                            .iter()
-                            .map(|(k, v)| format!("{k} {:.4}", v))
-                            .collect();
-                        eprintln!(
-                        "glue {} trial {trial}{what}: {} (fine-tune {:.1}s, {:.1} ex/s; eval {:.2}s)",
-                        set.id,
-                        m.join(", "),
-                        out.finetune_s,
-                        out.examples_seen as f64 / out.finetune_s.max(1e-9),
-                        eval_s
-                    );
-                    }
-                    let entry = results
-                        .entry(set.id.to_string())
-                        .or_insert_with(|| SetResult {
-                            metrics: Metrics::new(),
-                            trials: Vec::new(),
-                        });
-                    let record = TrialRecord {
-                        trial,
-                        seed,
-                        metrics,
-                        predictions: rel,
-                        predictions_sha256: sha,
-                        train_examples: train.len(),
-                        optimizer_steps: total,
-                        warmup_steps: warmup,
-                        last_epoch_loss: out.last_epoch_loss,
-                        finetune_seconds: out.finetune_s,
-                        eval_seconds: eval_s,
-                        finetune_examples_per_second: out.examples_seen as f64
-                            / out.finetune_s.max(1e-9),
-                        eval_examples_per_second: preds.len() as f64 / eval_s.max(1e-9),
-                        dev_examples: preds.len(),
-                    };
-                    kept.push((set.id.to_string(), record.clone()));
-                    entry.trials.push(record);
-                }
-                // The trial is complete: keep it, so a stopped run continues after it.
-                let kp = kept_trial_path(opts.out, v.prefix, task, trial);
-                if let Some(parent) = kp.parent() {
-                    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-                }
-                let k = KeptTrial {
-                    checkpoint_sha256: ck_sha.clone(),
-                    config_sha256: v.cfg_sha.clone(),
-                    data_sha256: data_sha.clone(),
-                    records: kept,
-                };
-                crate::io::write_atomic(&kp, &serde_json::to_vec_pretty(&k)?, None)?;
-            }
+            &mut self.control_results
         }
     }
+}
+
+/// One task, ready for its trials.
+struct TaskInputs {
+    task: Task,
+    /// Optimizer steps of a trial and its warm-up steps.
+    total: u64,
+    warmup: u64,
+    train: Vec<Encoded>,
+    dev: Vec<(EvalSet, Vec<Encoded>)>,
+    /// sha256 over the task's data files (what a kept trial must match).
+    data_sha: String,
+}
+
+/// Check a task's data, work out its steps and warm-up, tokenize its training and dev sets,
+/// and record where its data came from and its constant control.
+fn encode_task(
+    cfg: &GlueConfig,
+    opts: &RunOptions,
+    plan: &Plan,
+    task: Task,
+    data: &TaskData,
+    warmups: &mut WarmupPlan,
+    acc: &mut Collected,
+) -> Result<TaskInputs> {
+    let tok = &opts.checkpoint.tokenizer;
+    if task.num_labels() > 1 && data.train.iter().any(|e| e.label.is_none()) {
+        return Err(Error::input(task.id(), "training examples without labels").into());
+    }
+    acc.data_info.insert(
+        task.id().to_string(),
+        TaskSource {
+            layout: data.layout,
+            files: data.files.clone(),
+            train_examples: data.train.len(),
+            skipped_rows: data.skipped.len(),
+            skipped_examples: data
+                .skipped
+                .iter()
+                .take(10)
+                .map(|s| format!("{} ({})", s.at, s.reason))
+                .collect(),
+        },
+    );
+    let steps_per_epoch = (data.train.len() / cfg.batch_size) as u64;
+    if steps_per_epoch == 0 {
+        return Err(Error::input(
+            task.id(),
+            format!(
+                "{} training examples: fewer than one batch of {}",
+                data.train.len(),
+                cfg.batch_size
+            ),
+        )
+        .into());
+    }
+    let total = steps_per_epoch * cfg.epochs as u64;
+    let warmup = warmups.next(cfg, total);
+    let train = encode(tok, &data.train, plan.max_len)?;
+    let dev: Vec<(EvalSet, Vec<Encoded>)> = data
+        .dev
+        .iter()
+        .map(|(s, ex)| Ok((*s, encode(tok, ex, plan.max_len)?)))
+        .collect::<Result<_>>()?;
+    let data_sha = json_sha256(&data.files)?;
+    let constant = crate::glue::controls::constant_prediction(task, &data.train)?;
+    for (set, _) in &data.dev {
+        acc.constants.insert(set.id.to_string(), constant);
+    }
+    Ok(TaskInputs {
+        task,
+        total,
+        warmup,
+        train,
+        dev,
+        data_sha,
+    })
+}
+
+/// Trial `k` of a task for one variant: reuse it when kept from a stopped run, else run it,
+/// score and write its predictions, and keep it (so a stopped run continues after it).
+fn trial(
+    cfg: &GlueConfig,
+    opts: &RunOptions,
+    plan: &Plan,
+    v: &Variant,
+    inputs: &TaskInputs,
+    k: u32,
+    acc: &mut Collected,
+) -> Result<()> {
+    let task = inputs.task;
+    let trial = k;
+    let what = if v.pretrained {
+        ""
+    } else {
+        " (no pretraining)"
+    };
+    let label = format!("finetune/{}/{trial}", task.id());
+    let seed = seeds::derive(opts.master_seed, &label);
+    let key = KeptKey {
+        checkpoint: &plan.ck_sha,
+        config: &v.cfg_sha,
+        data: &inputs.data_sha,
+        seed,
+    };
+    if let Some(kept) = load_kept_trial(opts.out, v.prefix, task, trial, &key) {
+        if opts.progress {
+            eprintln!(
+                "glue {} trial {trial}{what}: kept from the stopped run",
+                task.id()
+            );
+        }
+        acc.kept_seconds += kept
+            .records
+            .first()
+            .map_or(0.0, |(_, r)| r.finetune_seconds);
+        for (set, r) in kept.records {
+            acc.sets(v.pretrained)
+                .entry(set)
+                .or_insert_with(|| SetResult {
+                    metrics: Metrics::new(),
+                    trials: Vec::new(),
+                })
+                .trials
+                .push(r);
+        }
+        return Ok(());
+    }
+    if crate::error::stop_requested(opts.stop) {
+        return Err(crate::error::Stopped.into());
+    }
+    let t = TrialSetup {
+        cfg,
+        task,
+        seed,
+        total: inputs.total,
+        warmup: inputs.warmup,
+        max_len: plan.max_len,
+        amp: plan.amp,
+        device: opts.device,
+        stop: opts.stop,
+        pretrained: v.pretrained,
+    };
+    let out = run_trial(
+        opts.checkpoint,
+        &t,
+        &inputs.train,
+        &inputs.dev,
+        &mut acc.ignored,
+    )?;
+    let mut kept = Vec::new();
+    for (set, preds, eval_s) in out.evals {
+        let gold: Vec<Target> = preds
+            .iter()
+            .map(|r| r.gold.expect("dev examples have labels"))
+            .collect();
+        let pred: Vec<Target> = preds.iter().map(|r| r.prediction).collect();
+        let metrics = tasks::score(&set, &pred, &gold)?;
+        let rel = if v.pretrained {
+            format!("predictions/{}/trial-{trial}.tsv", set.id)
+        } else {
+            format!("{}/predictions/{}/trial-{trial}.tsv", v.prefix, set.id)
+        };
+        let path = opts.out.join(&rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        let sha = predictions::write(&path, &preds)?;
+        crate::io::crash_point("glue-trial");
+        if opts.progress {
+            let m: Vec<String> = metrics
+                .iter()
+                .map(|(k, v)| format!("{k} {:.4}", v))
+                .collect();
+            eprintln!(
+                "glue {} trial {trial}{what}: {} (fine-tune {:.1}s, {:.1} ex/s, {:.1} steps/s; \
+                 eval {:.2}s)",
+                set.id,
+                m.join(", "),
+                out.finetune_s,
+                out.examples_seen as f64 / out.finetune_s.max(1e-9),
+                inputs.total as f64 / out.finetune_s.max(1e-9),
+                eval_s
+            );
+        }
+        let record = TrialRecord {
+            trial,
+            seed,
+            metrics,
+            predictions: rel,
+            predictions_sha256: sha,
+            train_examples: inputs.train.len(),
+            optimizer_steps: inputs.total,
+            warmup_steps: inputs.warmup,
+            last_epoch_loss: out.last_epoch_loss,
+            finetune_seconds: out.finetune_s,
+            eval_seconds: eval_s,
+            finetune_examples_per_second: out.examples_seen as f64 / out.finetune_s.max(1e-9),
+            eval_examples_per_second: preds.len() as f64 / eval_s.max(1e-9),
+            dev_examples: preds.len(),
+        };
+        kept.push((set.id.to_string(), record.clone()));
+        acc.sets(v.pretrained)
+            .entry(set.id.to_string())
+            .or_insert_with(|| SetResult {
+                metrics: Metrics::new(),
+                trials: Vec::new(),
+            })
+            .trials
+            .push(record);
+    }
+    // The trial is complete: keep it, so a stopped run continues after it.
+    let kp = kept_trial_path(opts.out, v.prefix, task, trial);
+    if let Some(parent) = kp.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    let k = KeptTrial {
+        checkpoint_sha256: plan.ck_sha.clone(),
+        config_sha256: v.cfg_sha.clone(),
+        data_sha256: inputs.data_sha.clone(),
+        records: kept,
+    };
+    crate::io::write_atomic(&kp, &serde_json::to_vec_pretty(&k)?, None)?;
+    Ok(())
+}
+
+/// Per-set medians over trials, the aggregates, the bootstrap intervals and the controls (from
+/// the predictions as written, kept trials included); writes `glue.json`.
+fn summarise(
+    cfg: &GlueConfig,
+    opts: &RunOptions,
+    plan: &Plan,
+    acc: Collected,
+    started: Instant,
+) -> Result<GlueResults> {
+    let Collected {
+        mut results,
+        mut control_results,
+        constants,
+        data_info,
+        mut ignored,
+        kept_seconds,
+    } = acc;
+    let glue = plan.glue;
     for r in results.values_mut().chain(control_results.values_mut()) {
         let names: Vec<String> = r.trials[0].metrics.keys().cloned().collect();
         for n in names {
@@ -863,6 +1017,7 @@ pub fn run(cfg: &GlueConfig, opts: &RunOptions) -> Result<GlueResults> {
     )?;
     ignored.sort();
     ignored.dedup();
+    let ck = opts.checkpoint;
     let res = GlueResults {
         protocol: if glue {
             cfg.protocol.name().to_string()
@@ -879,8 +1034,9 @@ pub fn run(cfg: &GlueConfig, opts: &RunOptions) -> Result<GlueResults> {
         ignored_weights: ignored,
         data: data_info,
         device: format!("{:?}", opts.device),
-        precision: format!("{:?}", amp.precision).to_lowercase(),
-        max_seq_len: max_len,
+        precision: format!("{:?}", plan.amp.precision).to_lowercase(),
+        attention: cfg.attention,
+        max_seq_len: plan.max_len,
         head_dim: cfg.head_width(&ck.arch),
         key_padding_mask: cfg.masks_padding(&ck.arch),
         // Kept trials' fine-tuning counts as in an uninterrupted run.
@@ -929,6 +1085,175 @@ struct TrialOut {
     last_epoch_loss: f64,
 }
 
+/// The optimizer of a fine-tuning trial: AdamW with decoupled weight decay over every
+/// trainable variable, its learning rate set before each step.
+///
+/// HOOK (#15 item 5): today libtorch's C++ `torch::optim::AdamW`, which launches ~10 kernels per
+/// parameter tensor. When the flat optimizer of `crate::train::optim` lands (parameters and
+/// gradients as views of flat buffers, one update over each buffer), build it here instead,
+/// with one decay group (`weight_decay` for every tensor, as now) and these hyperparameters;
+/// nothing else in the trial changes.
+struct TrialOptimizer {
+    inner: nn::Optimizer,
+}
+
+impl TrialOptimizer {
+    fn adamw(vs: &nn::VarStore, cfg: &GlueConfig) -> Result<Self> {
+        let inner = nn::AdamW {
+            beta1: cfg.betas[0],
+            beta2: cfg.betas[1],
+            wd: cfg.weight_decay,
+            eps: cfg.eps,
+            amsgrad: false,
+        }
+        .build(vs, cfg.lr)
+        .context("building AdamW")?;
+        Ok(TrialOptimizer { inner })
+    }
+
+    fn zero_grad(&mut self) {
+        self.inner.zero_grad();
+    }
+
+    fn set_lr(&mut self, lr: f64) {
+        self.inner.set_lr(lr);
+    }
+
+    fn step(&mut self) {
+        self.inner.step();
+    }
+}
+
+/// The padded length of a batch whose longest example has `longest` tokens: a multiple of
+/// [`PAD_MULTIPLE`], at most `cap` (unless an example is longer), as [`collate`] pads.
+fn padded_len(longest: usize, cap: usize) -> usize {
+    let len = longest.div_ceil(PAD_MULTIPLE) * PAD_MULTIPLE;
+    len.min(cap.max(longest))
+}
+
+/// The training batches of one epoch, as indices into the training set, from the epoch's
+/// shuffled `order`.
+///
+/// Without bucketing (`pool_batches` = 0) they are consecutive runs of `batch` examples of
+/// `order`, the incomplete tail dropped (the reference's `drop_last`). With bucketing the same
+/// examples (the same tail dropped) are taken `pool_batches` batches at a time, sorted by
+/// length within the pool (stable: ties keep the shuffled order), cut into batches of `batch`,
+/// and all batches of the epoch are shuffled with `rng` (a stream of its own, so the example
+/// order — and so which examples an epoch drops — is the same as without bucketing). Batches then
+/// hold examples of similar length and are padded less; the step count and the examples seen
+/// per epoch do not change.
+pub fn epoch_batches(
+    order: &[usize],
+    lens: &[usize],
+    batch: usize,
+    pool_batches: usize,
+    rng: &mut crate::rng::SplitMix64,
+) -> Vec<Vec<usize>> {
+    let batch = batch.max(1);
+    let used = &order[..order.len() / batch * batch];
+    if pool_batches == 0 {
+        return used.chunks_exact(batch).map(<[usize]>::to_vec).collect();
+    }
+    let mut batches: Vec<Vec<usize>> = Vec::with_capacity(used.len() / batch);
+    for pool in used.chunks(pool_batches * batch) {
+        let mut pool = pool.to_vec();
+        pool.sort_by_key(|&i| lens[i]);
+        batches.extend(pool.chunks_exact(batch).map(<[usize]>::to_vec));
+    }
+    rng.shuffle(&mut batches);
+    batches
+}
+
+/// Encoded examples held on the device for a whole trial, so that a step copies nothing from
+/// the host: ids padded with `<pad>` to the longest padded batch, true lengths, and targets.
+/// A batch is gathered on the device ([`DeviceSet::batch`]) and equals what [`collate`] builds
+/// on the host for the same examples.
+struct DeviceSet {
+    /// `[N, W]` Int64.
+    ids: Tensor,
+    /// `[N]` Int64.
+    lens: Tensor,
+    host_lens: Vec<usize>,
+    /// `[N]`: class ids (Int64, -100 without a label) or scores (Float, NaN without one).
+    targets: Tensor,
+    cap: usize,
+}
+
+impl DeviceSet {
+    fn new(examples: &[Encoded], cap: usize, regression: bool, device: Device) -> Self {
+        let host_lens: Vec<usize> = examples.iter().map(|e| e.ids.len()).collect();
+        let width = padded_len(host_lens.iter().copied().max().unwrap_or(1), cap).max(1);
+        let mut ids = vec![PAD; examples.len() * width];
+        for (i, e) in examples.iter().enumerate() {
+            ids[i * width..i * width + e.ids.len()].copy_from_slice(&e.ids);
+        }
+        let lens: Vec<i64> = host_lens.iter().map(|&l| l as i64).collect();
+        let targets = if regression {
+            let y: Vec<f32> = examples
+                .iter()
+                .map(|e| match e.label {
+                    Some(Target::Score(s)) => s as f32,
+                    _ => f32::NAN,
+                })
+                .collect();
+            Tensor::from_slice(&y)
+        } else {
+            let y: Vec<i64> = examples
+                .iter()
+                .map(|e| match e.label {
+                    Some(Target::Class(c)) => c as i64,
+                    _ => -100,
+                })
+                .collect();
+            Tensor::from_slice(&y)
+        };
+        DeviceSet {
+            ids: Tensor::from_slice(&ids)
+                .view([examples.len() as i64, width as i64])
+                .to_device(device),
+            lens: Tensor::from_slice(&lens).to_device(device),
+            host_lens,
+            targets: targets.to_device(device),
+            cap,
+        }
+    }
+
+    /// The padded length of the batch of examples `idx` (host-side lengths: no device read).
+    fn batch_len(&self, idx: &[usize]) -> usize {
+        padded_len(
+            idx.iter().map(|&i| self.host_lens[i]).max().unwrap_or(1),
+            self.cap,
+        )
+    }
+
+    /// Ids `[B, len]`, mask `[B, len]` (Int64, 1 = real token) and targets `[B]` of the
+    /// examples at `rows` (an Int64 index tensor on the device).
+    fn batch(&self, rows: &Tensor, len: usize) -> (Tensor, Tensor, Tensor) {
+        let ids = self.ids.narrow(1, 0, len as i64).index_select(0, rows);
+        let mask = self.mask(&self.lens.index_select(0, rows), len);
+        (ids, mask, self.targets.index_select(0, rows))
+    }
+
+    /// Ids and mask of the consecutive examples `start..start + n` (evaluation).
+    fn range(&self, start: usize, n: usize, len: usize) -> (Tensor, Tensor) {
+        let ids = self
+            .ids
+            .narrow(0, start as i64, n as i64)
+            .narrow(1, 0, len as i64)
+            .contiguous();
+        let mask = self.mask(&self.lens.narrow(0, start as i64, n as i64), len);
+        (ids, mask)
+    }
+
+    /// `mask[b, p] = p < lens[b]` as Int64.
+    fn mask(&self, lens: &Tensor, len: usize) -> Tensor {
+        Tensor::arange(len as i64, (Kind::Int64, lens.device()))
+            .unsqueeze(0)
+            .lt_tensor(&lens.unsqueeze(1))
+            .to_kind(Kind::Int64)
+    }
+}
+
 fn run_trial(
     ck: &Checkpoint,
     t: &TrialSetup,
@@ -950,35 +1275,44 @@ fn run_trial(
     if t.pretrained {
         ignored.extend(ck.load_into(&vs)?);
     }
-    let mut opt = nn::AdamW {
-        beta1: cfg.betas[0],
-        beta2: cfg.betas[1],
-        wd: cfg.weight_decay,
-        eps: cfg.eps,
-        amsgrad: false,
-    }
-    .build(&vs, cfg.lr)
-    .context("building AdamW")?;
+    let mut opt = TrialOptimizer::adamw(&vs, cfg)?;
     let mut scaler = LossScaler::new(t.amp.precision == Precision::Fp16);
     let params = vs.trainable_variables();
+    let regression = t.task.is_regression();
+    let set = DeviceSet::new(train, t.max_len, regression, t.device);
     let mut order: Vec<usize> = (0..train.len()).collect();
     // splitmix64: the per-epoch shuffling order is device-independent.
     let mut shuffler = crate::rng::SplitMix64(t.seed);
-    let regression = t.task.is_regression();
+    // Length bucketing's batch order: a stream of its own (see `epoch_batches`).
+    let mut bucket_rng = crate::rng::SplitMix64(seeds::derive(t.seed, "glue/length-buckets"));
     let started = Instant::now();
     let mut step = 0u64;
     let mut seen = 0u64;
     let mut last_epoch_loss = f64::NAN;
     for _epoch in 0..cfg.epochs {
         shuffler.shuffle(&mut order);
-        let mut loss_sum = 0.0;
+        let batches = epoch_batches(
+            &order,
+            &set.host_lens,
+            cfg.batch_size,
+            cfg.bucket_batches,
+            &mut bucket_rng,
+        );
+        // The epoch's batch plan goes to the device in one copy; a step then reads nothing from
+        // the host and waits for nothing: its loss is summed on the device (in f64, in step
+        // order, as the host sum was) and read once per epoch.
+        let flat: Vec<i64> = batches.iter().flatten().map(|&i| i as i64).collect();
+        let plan = Tensor::from_slice(&flat).to_device(t.device);
+        let mut loss_sum = Tensor::zeros([], (Kind::Double, t.device));
         let mut n = 0usize;
-        for chunk in order.chunks_exact(cfg.batch_size) {
+        let mut offset = 0i64;
+        for batch in &batches {
             if crate::error::stop_requested(t.stop) {
                 return Err(crate::error::Stopped.into());
             }
-            let batch: Vec<&Encoded> = chunk.iter().map(|&i| &train[i]).collect();
-            let (ids, mask) = collate(&batch, t.max_len, t.device);
+            let rows = plan.narrow(0, offset, batch.len() as i64);
+            offset += batch.len() as i64;
+            let (ids, mask, y) = set.batch(&rows, set.batch_len(batch));
             let logits = t
                 .amp
                 .forward(|| {
@@ -993,34 +1327,22 @@ fn run_trial(
                 })
                 .to_kind(Kind::Float);
             let loss = if regression {
-                let y: Vec<f32> = batch
-                    .iter()
-                    .map(|e| match e.label {
-                        Some(Target::Score(s)) => s as f32,
-                        _ => f32::NAN,
-                    })
-                    .collect();
-                let y = Tensor::from_slice(&y).to_device(t.device);
                 logits.squeeze_dim(-1).mse_loss(&y, tch::Reduction::Mean)
             } else {
-                let y: Vec<i64> = batch
-                    .iter()
-                    .map(|e| match e.label {
-                        Some(Target::Class(c)) => c as i64,
-                        _ => -100,
-                    })
-                    .collect();
-                let y = Tensor::from_slice(&y).to_device(t.device);
                 logits.cross_entropy_for_logits(&y)
             };
             opt.zero_grad();
             scaler.scale_loss(&loss).backward();
-            let grads: Vec<Tensor> = params
-                .iter()
-                .filter(|p| p.grad().defined())
-                .map(|p| p.grad())
-                .collect();
-            let finite = scaler.unscale(&grads, false);
+            let finite = if scaler.enabled {
+                let grads: Vec<Tensor> = params
+                    .iter()
+                    .filter(|p| p.grad().defined())
+                    .map(|p| p.grad())
+                    .collect();
+                scaler.unscale(&grads, false)
+            } else {
+                true
+            };
             opt.set_lr(cfg.lr * lr_factor(cfg.schedule, step, t.warmup, t.total));
             if finite {
                 opt.step();
@@ -1028,10 +1350,12 @@ fn run_trial(
             scaler.update(!finite);
             step += 1;
             seen += batch.len() as u64;
-            loss_sum += loss.double_value(&[]);
+            tch::no_grad(|| {
+                let _ = loss_sum.g_add_(&loss.detach().to_kind(Kind::Double));
+            });
             n += 1;
         }
-        last_epoch_loss = loss_sum / n.max(1) as f64;
+        last_epoch_loss = loss_sum.double_value(&[]) / n.max(1) as f64;
     }
     let finetune_s = started.elapsed().as_secs_f64();
     let mut evals = Vec::new();
@@ -1069,7 +1393,8 @@ pub fn classify(
     head.forward(&model.encode(ids, mask, train), train)
 }
 
-/// Batched evaluation under no_grad with dropout off.
+/// Batched evaluation under no_grad with dropout off. The set goes to the device once, the
+/// predictions of every batch stay there, and one copy brings them all back.
 fn predict(
     model: &dyn MlmModel,
     head: &ClassifierHead,
@@ -1078,32 +1403,47 @@ fn predict(
     regression: bool,
     key_padding_mask: bool,
 ) -> Result<Vec<Row>> {
-    let mut rows = Vec::with_capacity(examples.len());
-    tch::no_grad(|| {
-        for chunk in examples.chunks(t.cfg.eval_batch_size) {
-            let batch: Vec<&Encoded> = chunk.iter().collect();
-            let (ids, mask) = collate(&batch, t.max_len, t.device);
-            let logits = t
-                .amp
-                .forward(|| classify(model, head, &ids, &mask, key_padding_mask, false))
-                .to_kind(Kind::Float)
-                .to_device(Device::Cpu);
-            let preds: Vec<Target> = if regression {
-                let v: Vec<f32> = Vec::try_from(logits.squeeze_dim(-1)).unwrap_or_default();
-                v.into_iter().map(|x| Target::Score(x as f64)).collect()
-            } else {
-                let v: Vec<i64> = Vec::try_from(logits.argmax(-1, false)).unwrap_or_default();
-                v.into_iter().map(|c| Target::Class(c as usize)).collect()
-            };
-            for (e, p) in chunk.iter().zip(preds) {
-                rows.push(Row {
-                    idx: e.idx,
-                    prediction: p,
-                    gold: e.label,
-                });
-            }
-        }
+    let set = DeviceSet::new(examples, t.max_len, regression, t.device);
+    let bs = t.cfg.eval_batch_size.max(1);
+    let outputs: Vec<Tensor> = tch::no_grad(|| {
+        (0..examples.len())
+            .step_by(bs)
+            .map(|start| {
+                let n = bs.min(examples.len() - start);
+                let idx: Vec<usize> = (start..start + n).collect();
+                let (ids, mask) = set.range(start, n, set.batch_len(&idx));
+                let logits = t
+                    .amp
+                    .forward(|| classify(model, head, &ids, &mask, key_padding_mask, false))
+                    .to_kind(Kind::Float);
+                if regression {
+                    logits.squeeze_dim(-1)
+                } else {
+                    logits.argmax(-1, false)
+                }
+            })
+            .collect()
     });
+    let preds: Vec<Target> = if outputs.is_empty() {
+        Vec::new()
+    } else if regression {
+        let v: Vec<f32> =
+            Vec::try_from(Tensor::cat(&outputs, 0).to_device(Device::Cpu)).unwrap_or_default();
+        v.into_iter().map(|x| Target::Score(x as f64)).collect()
+    } else {
+        let v: Vec<i64> =
+            Vec::try_from(Tensor::cat(&outputs, 0).to_device(Device::Cpu)).unwrap_or_default();
+        v.into_iter().map(|c| Target::Class(c as usize)).collect()
+    };
+    let rows: Vec<Row> = examples
+        .iter()
+        .zip(preds)
+        .map(|(e, p)| Row {
+            idx: e.idx,
+            prediction: p,
+            gold: e.label,
+        })
+        .collect();
     if rows.len() != examples.len() {
         return Err(anyhow::anyhow!(
             "internal: {} predictions for {} examples",
@@ -1125,5 +1465,111 @@ pub fn load_task(
         crate::glue::data::load(root, task, pins)
     } else {
         crate::glue::demo::load(task)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::SplitMix64;
+
+    fn examples(lens: &[usize]) -> Vec<Encoded> {
+        lens.iter()
+            .enumerate()
+            .map(|(i, &n)| Encoded {
+                idx: i as u64,
+                ids: (0..n as i64).map(|t| 6 + (t * 7 + i as i64) % 50).collect(),
+                label: Some(Target::Class(i % 3)),
+            })
+            .collect()
+    }
+
+    /// Lengths 3..=60 in a scrambled order.
+    fn lens(n: usize) -> Vec<usize> {
+        (0..n).map(|i| 3 + (i * 37) % 58).collect()
+    }
+
+    #[test]
+    fn without_bucketing_batches_are_the_old_chunks() {
+        let order: Vec<usize> = (0..103).rev().collect();
+        let b = epoch_batches(&order, &lens(103), 16, 0, &mut SplitMix64(1));
+        let old: Vec<Vec<usize>> = order.chunks_exact(16).map(|c| c.to_vec()).collect();
+        assert_eq!(b, old);
+    }
+
+    #[test]
+    fn bucketing_keeps_the_epochs_examples_and_cuts_padding() {
+        let n = 203;
+        let lens = lens(n);
+        let mut order: Vec<usize> = (0..n).collect();
+        SplitMix64(9).shuffle(&mut order);
+        let plain = epoch_batches(&order, &lens, 16, 0, &mut SplitMix64(2));
+        let bucketed = epoch_batches(&order, &lens, 16, 4, &mut SplitMix64(2));
+        // Same number of steps, the same examples (the same tail dropped), full batches.
+        assert_eq!(plain.len(), bucketed.len());
+        let mut a: Vec<usize> = plain.iter().flatten().copied().collect();
+        let mut b: Vec<usize> = bucketed.iter().flatten().copied().collect();
+        a.sort();
+        b.sort();
+        assert_eq!(a, b);
+        assert!(bucketed.iter().all(|x| x.len() == 16));
+        // Deterministic for a given stream; another stream orders the batches otherwise.
+        assert_eq!(
+            bucketed,
+            epoch_batches(&order, &lens, 16, 4, &mut SplitMix64(2))
+        );
+        assert_ne!(
+            bucketed,
+            epoch_batches(&order, &lens, 16, 4, &mut SplitMix64(3))
+        );
+        // Fewer padded tokens through the encoder.
+        let padded = |bs: &[Vec<usize>]| -> usize {
+            bs.iter()
+                .map(|x| x.len() * padded_len(x.iter().map(|&i| lens[i]).max().unwrap(), 128))
+                .sum()
+        };
+        let (p, q) = (padded(&plain), padded(&bucketed));
+        assert!(q * 10 < p * 8, "bucketed {q} padded tokens vs {p}");
+    }
+
+    #[test]
+    fn device_batches_equal_collate() {
+        let lens = lens(40);
+        let ex = examples(&lens);
+        for cap in [128, 24] {
+            let set = DeviceSet::new(&ex, cap, false, Device::Cpu);
+            for rows in [
+                vec![3usize, 17, 5, 39],
+                vec![0],
+                vec![21, 22, 23, 24, 25, 26],
+            ] {
+                let batch: Vec<&Encoded> = rows.iter().map(|&i| &ex[i]).collect();
+                let (ids, mask) = collate(&batch, cap, Device::Cpu);
+                let idx = Tensor::from_slice(&rows.iter().map(|&i| i as i64).collect::<Vec<_>>());
+                let (ids2, mask2, y) = set.batch(&idx, set.batch_len(&rows));
+                assert_eq!(ids.size(), ids2.size(), "cap {cap} rows {rows:?}");
+                assert!(
+                    ids.equal(&ids2) && mask.equal(&mask2),
+                    "cap {cap} rows {rows:?}"
+                );
+                assert_eq!(ids2.kind(), Kind::Int64);
+                assert_eq!(mask2.kind(), Kind::Int64);
+                let want: Vec<i64> = rows.iter().map(|&i| (i % 3) as i64).collect();
+                assert!(y.equal(&Tensor::from_slice(&want)));
+                // The evaluation path over consecutive rows.
+                let (ids3, mask3) = set.range(21, 6, set.batch_len(&[21, 22, 23, 24, 25, 26]));
+                let batch: Vec<&Encoded> = (21..27).map(|i| &ex[i]).collect();
+                let (ids4, mask4) = collate(&batch, cap, Device::Cpu);
+                assert!(ids3.equal(&ids4) && mask3.equal(&mask4));
+            }
+        }
+        // Regression targets: scores, NaN without a label.
+        let mut ex = examples(&[4, 5]);
+        ex[0].label = Some(Target::Score(2.5));
+        ex[1].label = None;
+        let set = DeviceSet::new(&ex, 128, true, Device::Cpu);
+        let v: Vec<f32> = Vec::try_from(&set.targets).unwrap();
+        assert_eq!(v[0], 2.5);
+        assert!(v[1].is_nan());
     }
 }

@@ -228,16 +228,10 @@ impl SelfAttention {
         let (q, k, v) = (q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2));
         let softmax_scale = 1.0 / (head_dim as f64).sqrt();
         let dropout_p = if train { self.dropout } else { 0.0 };
-        let y = Tensor::scaled_dot_product_attention(
-            &q,
-            &k,
-            &v,
-            additive_mask,
-            dropout_p,
-            false, // not causal
-            softmax_scale,
-            false, // no grouped-query attention
-        );
+        // Through the one attention call of the models (the backend is libtorch's switches,
+        // checked by `attention::check` before a phase starts).
+        let y = super::attention::attend(&q, &k, &v, additive_mask, dropout_p, softmax_scale)
+            .unwrap_or_else(|e| panic!("scaled_dot_product_attention failed: {e}"));
         // [B, heads, S, head_dim] → [B, S, H], heads concatenated.
         let y = y.transpose(1, 2).reshape([b, s, h]);
         self.dense.forward(&y)

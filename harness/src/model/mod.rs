@@ -5,6 +5,7 @@
 //!
 //! * [`config`] — the `[arch]` table ([`ArchConfig`]): every switch of recipe.md §1 and the
 //!   presets `crammed-bert`, `bert-c5`, `bert-original`, `izsak` (and `-tiny` variants).
+//! * [`attention`] — the attention backend (`auto`, `flash`, `efficient`, `cudnn`, `math`).
 //! * [`layers`] — Linear, LayerNorm, embeddings, fused-QKV attention, (GLU) FFN, blocks.
 //! * [`crammed_bert`] — the MLM transformer that all four kinds are switch settings of.
 //! * [`flops`] — model FLOPs of a training step, GPU datasheet peaks and MFU.
@@ -16,6 +17,7 @@
 //! (`decoder.weight` is absent when tied, as the reference loader allows). The persistent
 //! `norm_factor` buffers are non-trainable variables: optimisers must use
 //! `VarStore::trainable_variables()`.
+pub mod attention;
 pub mod config;
 pub mod crammed_bert;
 pub mod flops;

@@ -25,6 +25,7 @@
 mod compare;
 mod envvars;
 mod gpu;
+pub(crate) use gpu::cuda_device_uuid;
 mod system;
 
 pub use compare::{diff, load, Change, FingerprintDiff, VOLATILE};

@@ -15,7 +15,8 @@
 //!
 //! Budget accounting extends pretraining's own (`counted_phases` = pretraining) with the
 //! phases the rules leave out: data preparation and GLUE fine-tuning/evaluation, with their
-//! wall seconds.
+//! wall seconds, and the GPU energy of each phase in kWh (`budget.energy`; unavailable, with
+//! the reason, on a CPU or without NVML).
 use super::state::RunState;
 use crate::error::Error;
 use crate::glue::{config::GlueConfig, tasks::Task};
@@ -66,6 +67,47 @@ fn oms_subject(run_dir: &Path, ckpt_rel: &str) -> Result<ResourceDescriptor> {
         media_type: None,
         annotations: Some(json!({ "role": oms::SUBJECT_ROLE })),
     })
+}
+
+/// GPU energy per phase (`budget.energy`, kWh from NVML's energy counter, as cramming records
+/// it; [`crate::provenance::energy`]) from the stages' records: `available` when at least
+/// one phase was measured, the reasons for any that was not.
+fn energy(st: &RunState) -> Value {
+    let mut kwh = serde_json::Map::new();
+    let mut unavailable = Vec::new();
+    let mut device = Value::Null;
+    for (stage, phase) in [
+        ("data", "data_preparation"),
+        ("pretrain", "pretraining"),
+        ("glue", "glue_finetuning_and_evaluation"),
+    ] {
+        let e = st.stage(stage).map(|r| &r.info["energy"]);
+        match e.and_then(|e| e["kwh"].as_f64()) {
+            Some(k) => {
+                kwh.insert(phase.into(), json!(k));
+                if device.is_null() {
+                    device = e.map(|e| e["device"].clone()).unwrap_or_default();
+                }
+            }
+            None => unavailable.push(format!(
+                "{phase}: {}",
+                e.and_then(|e| e["unavailable"].as_str())
+                    .unwrap_or("not measured")
+            )),
+        }
+    }
+    let mut v = json!({
+        "available": !kwh.is_empty(),
+        "source": "nvml:total_energy_consumption",
+        "kwh": kwh,
+    });
+    if !device.is_null() {
+        v["device"] = device;
+    }
+    if !unavailable.is_empty() {
+        v["unavailable"] = json!(unavailable);
+    }
+    v
 }
 
 /// Build the statement.
@@ -170,6 +212,7 @@ pub fn statement(inp: &Inputs) -> Result<Statement> {
     let seconds = |stage: &str| st.stage(stage).map(|r| r.seconds).unwrap_or(0.0);
     budget["phase_seconds"]["data_preparation"] = json!(seconds("data"));
     budget["phase_seconds"]["glue_finetuning_and_evaluation"] = json!(seconds("glue"));
+    budget["energy"] = energy(st);
     if let Some(u) = budget["uncounted_phases"].as_array_mut() {
         u.push(json!("data preparation (tokenizer, packing)"));
         u.push(json!("GLUE fine-tuning and evaluation"));
@@ -201,4 +244,76 @@ pub fn statement(inp: &Inputs) -> Result<Statement> {
         "forced": st.forced,
     }));
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::state::StageRecord;
+
+    fn state(infos: &[(&str, Value)]) -> RunState {
+        let mut st: RunState = serde_json::from_value(json!({
+            "schema": "x", "recipe_name": "r", "recipe_path": "r.toml", "recipe_sha256": "0",
+            "hardware_class": "h", "master_seed": 1, "master_from_os": false, "created": "t",
+            "invocations": [], "stages": {}
+        }))
+        .unwrap();
+        for (stage, info) in infos {
+            st.stages.insert(
+                stage.to_string(),
+                StageRecord {
+                    completed: "t".into(),
+                    seconds: 1.0,
+                    outputs: Default::default(),
+                    info: info.clone(),
+                },
+            );
+        }
+        st
+    }
+
+    #[test]
+    fn energy_per_phase_from_the_stages() {
+        let st = state(&[
+            (
+                "data",
+                json!({"energy": {"kwh": 0.001, "device": "NVIDIA H200"}}),
+            ),
+            (
+                "pretrain",
+                json!({"energy": {"kwh": 0.25, "device": "NVIDIA H200"}}),
+            ),
+            (
+                "glue",
+                json!({"energy": {"unavailable": "glue: NVML: GPU lost"}}),
+            ),
+        ]);
+        let e = energy(&st);
+        assert_eq!(e["available"], true);
+        assert_eq!(e["device"], "NVIDIA H200");
+        assert_eq!(
+            e["kwh"],
+            json!({"data_preparation": 0.001, "pretraining": 0.25})
+        );
+        assert_eq!(
+            e["unavailable"],
+            json!(["glue_finetuning_and_evaluation: glue: NVML: GPU lost"])
+        );
+        // A CPU run (and stages recorded before energy was): unavailable, with reasons.
+        let st = state(&[("pretrain", json!({"energy": {"unavailable": "not a GPU"}}))]);
+        let e = energy(&st);
+        assert_eq!(e["available"], false);
+        assert!(e.get("device").is_none());
+        assert_eq!(e["unavailable"].as_array().unwrap().len(), 3);
+        // The schema's budget.energy accepts both.
+        let schema: Value = serde_json::from_str(crate::manifest::schema::SCHEMA_V0_1).unwrap();
+        let def = &schema["$defs"]["budget"]["properties"]["energy"];
+        let v = jsonschema::validator_for(def).unwrap();
+        assert!(v.is_valid(&e), "{e}");
+        assert!(v.is_valid(&energy(&state(&[(
+            "pretrain",
+            json!({"energy": {"kwh": 0.5, "device": "g"}})
+        )]))));
+        assert!(!v.is_valid(&json!({"available": "no", "kwh": {}})));
+    }
 }

@@ -281,12 +281,14 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         fingerprint: serde_json::to_value(&fp)?,
     };
     let mut key_info = KeyInfo::default();
+    let mut energy = crate::provenance::energy::EnergyMeter::for_device(opts.device);
     for stage in state::STAGES {
         if ctx.st.stage(stage).is_some() {
             continue;
         }
         stderr_line(opts.progress, &format!("== {stage}"));
         let t = Instant::now();
+        let phase = energy.start(stage);
         let result = match stage {
             "fingerprint" => ctx.stage_fingerprint(),
             "data" => ctx.stage_data(),
@@ -299,14 +301,19 @@ pub fn run(opts: &RunOptions) -> Result<RunOutcome> {
         }
         .with_context(|| format!("stage `{stage}` of {}", dir.display()))?;
         let seconds = t.elapsed().as_secs_f64();
+        let kwh = energy.stop(phase);
         match result {
             StageResult::Done {
                 outputs,
-                info,
+                mut info,
                 detail,
                 seconds: s,
             } => {
                 let seconds = s.unwrap_or(seconds);
+                if let Some(o) = info.as_object_mut() {
+                    // GPU energy of this stage in this invocation (crate::provenance::energy).
+                    o.insert("energy".into(), stage_energy(&energy, kwh));
+                }
                 let mut recorded = BTreeMap::new();
                 for key in outputs {
                     let d = state::digest_of(&state::output_path(&dir, &key))?;
@@ -636,6 +643,7 @@ impl Ctx<'_> {
                 progress: self.opts.progress,
                 stop: self.opts.stop.clone(),
                 data: crate::train::run::PretrainData::Dataset(data_dir),
+                attention: None,
             },
         )?;
         if summary.stop_reason == crate::train::trainer::StopReason::Signal {
@@ -658,6 +666,11 @@ impl Ctx<'_> {
             .to_string();
         let seconds = summary.budget.phase_seconds.get("pretraining").copied();
         let mut pretraining = summary.predicate_pretraining();
+        // The attention backend pretraining ran with (absent from the resolved recipe: auto).
+        pretraining["attention"] = self.resolved["train"]
+            .get("attention")
+            .cloned()
+            .unwrap_or_else(|| json!("auto"));
         if summary.resumed_from.is_some() {
             // The trainer's tokens/s covers only its own process; a resumed run reports the
             // throughput of the whole pretraining (tokens over counted seconds), so an
@@ -927,6 +940,18 @@ impl Ctx<'_> {
             detail: format!("against reference row `{}`", reference.id),
             seconds: None,
         })
+    }
+}
+
+/// A stage's energy as kept in `run.json` (`info.energy`): `{"kwh", "device"}`, or
+/// `{"unavailable"}` with the reason. A stage stopped and completed by a later invocation
+/// counts the completing invocation's energy only.
+fn stage_energy(m: &crate::provenance::energy::EnergyMeter, kwh: Option<f64>) -> Value {
+    let r = m.record();
+    match kwh {
+        Some(k) => json!({"kwh": k, "device": r.device}),
+        None => json!({"unavailable": r.unavailable.last().cloned()
+            .unwrap_or_else(|| "not measured".into())}),
     }
 }
 

@@ -56,6 +56,17 @@ extern "C" {
     fn at_ctx_set_allow_tf32_cublas(ctx: *mut std::ffi::c_void, b: bool);
 }
 
+impl Precision {
+    /// The dtype activations (and attention's queries) have under this precision.
+    pub fn kind(&self) -> tch::Kind {
+        match self {
+            Precision::Bf16 => tch::Kind::BFloat16,
+            Precision::Fp16 => tch::Kind::Half,
+            Precision::Fp32 => tch::Kind::Float,
+        }
+    }
+}
+
 /// c10::DeviceType::CPU / CUDA (c10/core/DeviceType.h).
 const C10_CPU: i8 = 0;
 const C10_CUDA: i8 = 1;

@@ -4,6 +4,7 @@ use super::amp::Precision;
 use super::masking::MaskingKind;
 use super::optim::OptimizerKind;
 use super::schedule::SchedulerKind;
+use crate::model::attention::AttentionBackend;
 use serde::{Deserialize, Serialize};
 
 /// Pretraining hyperparameters (`[train]`).
@@ -53,6 +54,11 @@ pub struct TrainConfig {
     pub precision: Precision,
     /// TF32 matmuls on CUDA (reference: on).
     pub tf32: bool,
+    /// Attention kernel (`auto`, `flash`, `efficient`, `cudnn`, `math`;
+    /// [`crate::model::attention`]); `auto` is not written into the resolved recipe, so recipes
+    /// without the key keep their digests.
+    #[serde(skip_serializing_if = "AttentionBackend::is_auto")]
+    pub attention: AttentionBackend,
     /// Minutes between intermediate checkpoints (0 = only the final one).
     pub checkpoint_every_minutes: f64,
     /// Checkpoints kept on disk (the newest; at least 1).
@@ -96,6 +102,7 @@ impl Default for TrainConfig {
             masking: MaskingKind::V2Exact,
             precision: Precision::Bf16,
             tf32: true,
+            attention: AttentionBackend::Auto,
             checkpoint_every_minutes: 30.0,
             keep_checkpoints: 2,
             log_every: 10,

@@ -14,6 +14,7 @@ use super::config::TrainConfig;
 use super::synthetic::{BlockSource, SyntheticStream};
 use super::trainer::{pretrain, Pretrain, PretrainSummary};
 use crate::error::Error;
+use crate::model::attention::{self, AttentionBackend};
 use crate::model::ArchConfig;
 use crate::provenance::seeds;
 use crate::recipe::Recipe;
@@ -43,6 +44,9 @@ pub struct PretrainOptions {
     pub stop: Arc<AtomicBool>,
     /// What to train on.
     pub data: PretrainData,
+    /// `--attention`: overrides `train.attention` (and so becomes part of the resolved recipe
+    /// the checkpoints are pinned to).
+    pub attention: Option<AttentionBackend>,
 }
 
 /// The data a pretraining run reads.
@@ -156,11 +160,38 @@ pub fn pretrain_recipe(recipe_path: &Path, opts: &PretrainOptions) -> Result<Pre
     let shape = dataset
         .as_ref()
         .map(|d| (d.seq_len(), d.vocab_size() as usize, origin.as_str()));
-    let (arch, train, resolved) = resolved(&recipe, opts.budget.as_deref(), shape)?;
+    let (arch, mut train, mut resolved) = resolved(&recipe, opts.budget.as_deref(), shape)?;
+    if let Some(a) = opts.attention {
+        train.attention = a;
+        resolved["train"] = serde_json::to_value(&train)?;
+    }
     let budget_hours = train.budget_hours()?;
     if opts.device.is_cuda() && !tch::Cuda::is_available() {
         return Err(Error::input("--device", "CUDA is not available on this machine").into());
     }
+    // The attention backend, checked on this device with pretraining's shapes before any work.
+    let what = match opts.attention {
+        Some(_) => "--attention".to_string(),
+        None => format!("{}: train.attention", recipe.path.display()),
+    };
+    let amp = super::amp::Amp::setup_autocast(train.precision, train.tf32, opts.device);
+    attention::check(
+        train.attention,
+        &attention::Probe {
+            device: opts.device,
+            kind: amp.precision.kind(),
+            heads: arch.heads,
+            head_dim: arch.head_dim(),
+            masked: false,
+            backward: true,
+            dropout: if train.pretrain_in_train_mode {
+                arch.attention_dropout
+            } else {
+                0.0
+            },
+        },
+        &what,
+    )?;
     let master_seed = match (opts.seed, opts.resume) {
         (Some(s), _) => {
             if s > seeds::MAX_SEED {

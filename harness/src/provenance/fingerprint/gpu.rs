@@ -157,6 +157,23 @@ fn cuda_device(ordinal: i32, dev: sys::CUdevice) -> Gpu {
     }
 }
 
+/// The UUID, in NVML's spelling, of CUDA device `ordinal` as the driver API enumerates it (so
+/// honouring `CUDA_VISIBLE_DEVICES`): what NVML's handle of the same GPU is looked up by.
+pub(crate) fn cuda_device_uuid(ordinal: i32) -> Result<String, String> {
+    let probe = || -> Result<String, String> {
+        // SAFETY: only tries to load libcuda; does not panic when it is absent.
+        if !unsafe { sys::is_culib_present() } {
+            return Err("CUDA driver library (libcuda) not found".into());
+        }
+        result::init().map_err(|e| driver_error("cuInit", e))?;
+        let dev = result::device::get(ordinal).map_err(|e| driver_error("cuDeviceGet", e))?;
+        result::device::get_uuid(dev)
+            .map(|u| format_uuid(&u.bytes))
+            .map_err(|e| driver_error("cuDeviceGetUuid", e))
+    };
+    catch_unwind(probe).unwrap_or_else(|_| Err("CUDA driver: probing panicked".into()))
+}
+
 /// NVML's spelling of a device UUID: `GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`.
 fn format_uuid(bytes: &[std::ffi::c_char; 16]) -> String {
     let h: Vec<String> = bytes.iter().map(|b| format!("{:02x}", *b as u8)).collect();
