@@ -3,16 +3,18 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: demo test lint fuzz libtorch pyenv torchenv build release bench-hash bench-data bench-train
+.PHONY: demo test lint fuzz libtorch pyenv torchenv chromium build release bench-hash bench-data bench-train
 
 ## demo: the main job on the embedded demo data: data → pretrain → fine-tune → signed manifest.
 demo: libtorch
 	scripts/demo.sh
 
-## test: the whole suite (unit, integration, interop with Python reference implementations).
-test: libtorch pyenv torchenv
+## test: the whole suite (unit, integration, interop with Python reference implementations, the
+## report in headless Chromium: screenshots in target/report-screenshot.png and
+## target/compare-screenshot.png).
+test: libtorch pyenv torchenv chromium
 	$(CARGO) build --all-targets
-	CRAMBENCH_REQUIRE_INTEROP=1 CRAMBENCH_REQUIRE_TORCH=1 $(CARGO) test --all-targets
+	CRAMBENCH_REQUIRE_INTEROP=1 CRAMBENCH_REQUIRE_TORCH=1 CRAMBENCH_REQUIRE_BROWSER=1 $(CARGO) test --all-targets
 
 ## fuzz: the property-based fuzz targets of tests/fuzz.rs at length (20000 cases each; make test
 ## runs 256 per target).
@@ -32,6 +34,10 @@ pyenv:
 
 torchenv:
 	scripts/torchenv.sh
+
+## chromium: Debian's headless browser for tests/report_browser.rs (apt-get, when missing).
+chromium:
+	scripts/chromium.sh >/dev/null
 
 build: libtorch
 	$(CARGO) build

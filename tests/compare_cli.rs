@@ -409,6 +409,9 @@ fn html_page_overlays_curves_and_sets_tables_side_by_side() {
     // Two curves and their two legend marks.
     assert!(first.matches("<polyline").count() >= 4, "{first}");
     assert!(first.contains("[1]") && first.contains("[2]"));
+    // Against budget time, as in the paper (the fake logs record their budget fraction).
+    assert!(first.contains("budget used (device-minutes)"), "{first}");
+    assert!(first.contains("MLM loss (smoothed)"), "{first}");
     // Run data is escaped; the task table has the delta with its interval.
     assert!(h.contains("other &lt;b&gt;recipe&lt;/b&gt;") && !h.contains("<b>recipe"));
     assert!(
@@ -418,4 +421,59 @@ fn html_page_overlays_curves_and_sets_tables_side_by_side() {
     assert!(h.contains("4.2500"), "final loss of [2]");
     // Identical predictions: the verdict says 0.00 ± 0.00 points.
     assert!(h.contains("is 0.00 ± 0.00 points above [1]"), "{h}");
+}
+
+#[test]
+fn protocol_differences_from_the_reference_row_are_warned() {
+    let (dir, key) = setup();
+    let mut glue = FakeRun {
+        rule: "cramming".into(),
+        protocol: "glue-sane".into(),
+        glue_settings: Some(serde_json::json!({
+            "frozen_warmup": false, "key_padding_mask": true, "epochs": 5, "trials": 3
+        })),
+        ..FakeRun::default()
+    };
+    glue.sets.clear();
+    glue.sets.insert("sst2".into(), trials(&[20, 18, 22]));
+    write_fake_run(&dir.path().join("g"), &glue, &key);
+    let c = compare_json(dir.path(), &["g", "--reference", "crammed-bert-v1"]);
+    let w: Vec<&str> = c["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap())
+        .collect();
+    let line = w
+        .iter()
+        .find(|x| x.contains("protocol differs from the reference row `crammed-bert-v1`"))
+        .unwrap_or_else(|| panic!("{w:?}"));
+    for part in [
+        "frozen warm-up off (the row: on)",
+        "key-padding mask on (the row: off)",
+        "3 trials per task (the row: 5)",
+    ] {
+        assert!(line.contains(part), "{line}");
+    }
+    // The same run against v2's row: only the trial count differs (v2 masks padding).
+    let c = compare_json(
+        dir.path(),
+        &["g", "--reference", "crammed-bert-v2-best-of-5"],
+    );
+    let w = c["warnings"].to_string();
+    assert!(
+        w.contains("frozen warm-up off") && !w.contains("key-padding mask"),
+        "{w}"
+    );
+    // And the report says it.
+    let (code, _, err) = run_in(
+        dir.path(),
+        &["report", "g", "--reference", "crammed-bert-v1"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let md = std::fs::read_to_string(dir.path().join("g/report.md")).unwrap();
+    assert!(
+        md.contains("Protocol differs from the row's: frozen warm-up off (the row: on)"),
+        "{md}"
+    );
 }

@@ -27,7 +27,11 @@ fn writes_into_the_run_directory_and_prints_paths() {
         "{md}"
     );
     let html = std::fs::read_to_string(run.join("report.html")).unwrap();
-    assert_eq!(html.matches("<svg").count(), 3);
+    assert_eq!(
+        html.matches("<svg").count(),
+        4,
+        "three curves and the GLUE chart"
+    );
 }
 
 #[test]
@@ -80,4 +84,50 @@ fn unusable_input_exits_2() {
     std::fs::write(run.join("manifest.dsse.json"), "{not json").unwrap();
     let (code, _, err) = run_in(d.path(), &["report", "run"]);
     assert_eq!(code, 2, "{err}");
+}
+
+/// The status `crambench verify --json` gives the metrics-log subject (`None`: not a subject).
+fn metrics_log_status(dir: &Path, run: &str, public: &str) -> Option<String> {
+    let (_, out, err) = run_in(dir, &["verify", run, "--key", public, "--json"]);
+    let v: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}"));
+    v["artifacts"]["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["kind"] == "subject" && i["role"] == "metrics-log")
+        .map(|i| {
+            assert_eq!(i["name"], "pretrain/metrics.jsonl");
+            i["status"].as_str().unwrap().to_string()
+        })
+}
+
+#[test]
+fn an_edited_metrics_log_fails_verify_where_it_is_a_subject() {
+    let d = tempfile::tempdir().unwrap();
+    let (key, public) = keypair(d.path(), "k");
+    let run = d.path().join("run");
+    let spec = FakeRun {
+        metrics_subject: true,
+        ..FakeRun::default()
+    };
+    write_fake_run(&run, &spec, &key);
+    let public = public.to_str().unwrap();
+    assert_eq!(
+        metrics_log_status(d.path(), "run", public).as_deref(),
+        Some("verified")
+    );
+    // One loss value changed: the signature is still valid, the subject is not (and a
+    // mismatch is what `verify` exits 1 for).
+    let log = run.join("pretrain/metrics.jsonl");
+    let text = std::fs::read_to_string(&log).unwrap();
+    std::fs::write(&log, text.replacen("\"loss\":8", "\"loss\":1", 1)).unwrap();
+    assert_eq!(
+        metrics_log_status(d.path(), "run", public).as_deref(),
+        Some("mismatch")
+    );
+    // A run made before the log was a subject has no such item (and nothing to fail).
+    let old = d.path().join("old");
+    write_fake_run(&old, &FakeRun::default(), &key);
+    assert_eq!(metrics_log_status(d.path(), "old", public), None);
 }

@@ -1,6 +1,7 @@
 //! The run report against hand-computed numbers: reference cells and deltas, empty cells left
-//! empty, the aggregate compared only under its own rule, HTML self-contained with three SVG
-//! charts and escaped text, and a missing or corrupt metrics log still rendering.
+//! empty, the aggregate compared only under its own rule, HTML self-contained with four SVG
+//! charts (three curves, the GLUE sets) and escaped text, a missing or corrupt metrics log
+//! still rendering, the panels after the summary, and what is signed.
 mod common;
 use common::fake_run::{keypair, write_fake_run, FakeRun};
 use crambench::record::RunRecord;
@@ -146,6 +147,10 @@ fn demo_aggregate_is_never_compared() {
         !md.contains("80.70"),
         "the reference average leaked into a demo report"
     );
+    assert!(
+        md.contains("| Against reference | not compared: the demo aggregate is not a GLUE score |"),
+        "{md}"
+    );
     // Demo sets have no reference column: reference and delta cells are empty.
     for line in md.lines().filter(|l| l.starts_with("| demo")) {
         assert!(line.ends_with("|  |  |"), "{line}");
@@ -153,13 +158,17 @@ fn demo_aggregate_is_never_compared() {
 }
 
 #[test]
-fn html_is_self_contained_with_three_charts() {
+fn html_is_self_contained_with_four_charts() {
     let d = tempfile::tempdir().unwrap();
     let rec = make(d.path(), &FakeRun::default());
     let h = report::render(&rec, reference::default_for_recipe("demo-cpu"))
         .unwrap()
         .html;
-    assert_eq!(h.matches("<svg").count(), 3, "three charts");
+    assert_eq!(
+        h.matches("<svg").count(),
+        4,
+        "three curves and the GLUE chart"
+    );
     for bad in [
         "src=", "href=", "url(", "@import", "<script", "<link", "<iframe", "<img",
     ] {
@@ -223,20 +232,20 @@ fn missing_or_corrupt_metrics_log_still_renders() {
         "{}",
         r.markdown
     );
-    assert_eq!(r.html.matches("<svg").count(), 3);
+    assert_eq!(r.html.matches("<svg").count(), 4);
 
     // Only garbage: no curves, a clear note.
     std::fs::write(&log, "not json\n").unwrap();
     let r = report::render(&rec, reference).unwrap();
     assert!(r.markdown.contains("No metrics log:"), "{}", r.markdown);
     assert!(r.html.contains("No metrics log:"));
-    assert_eq!(r.html.matches("<svg").count(), 0);
+    assert_eq!(r.html.matches("<svg").count(), 1, "only the GLUE chart");
 
     // Missing.
     std::fs::remove_file(&log).unwrap();
     let r = report::render(&rec, reference).unwrap();
     assert!(r.markdown.contains("No metrics log:") && r.markdown.contains("does not exist"));
-    assert_eq!(r.html.matches("<svg").count(), 0);
+    assert_eq!(r.html.matches("<svg").count(), 1, "only the GLUE chart");
     assert!(r.markdown.contains("| demo-sentiment |"));
 }
 
@@ -263,7 +272,7 @@ fn long_curves_are_thinned() {
         "{}",
         r.markdown
     );
-    assert_eq!(r.html.matches("<svg").count(), 3);
+    assert_eq!(r.html.matches("<svg").count(), 4);
     // 3 curves × ≤ 2000 points of ~20 bytes each, plus tables: well under 400 kB.
     assert!(r.html.len() < 400_000, "HTML is {} bytes", r.html.len());
 }
@@ -376,4 +385,161 @@ fn controls_and_intervals_lead_the_report() {
         "{h}"
     );
     assert!(h.contains("<td class=\"n\">[80.00, 87.50]</td>"), "{h}");
+    // The GLUE chart marks the control and the reference per set.
+    let glue = &h[h.rfind("<svg").unwrap()..];
+    assert!(glue.contains("GLUE per evaluation set"), "{glue}");
+    assert!(glue.contains("control (no-pretraining)") && glue.contains("reference"));
+    assert!(glue.contains("sst2 (accuracy)") && glue.contains("rte (accuracy)"));
+}
+
+/// A fake run with the resolved recipe, data record and phases `crambench run` writes (values
+/// of the demo recipe, with round data counts).
+fn panel_run(dir: &Path, metrics_subject: bool) -> RunRecord {
+    let mut rec = make(
+        dir,
+        &FakeRun {
+            metrics_subject,
+            ..FakeRun::default()
+        },
+    );
+    let p = &mut rec.statement["predicate"];
+    p["recipe"]["resolved"] = serde_json::json!({
+        "arch": {"kind": "crammed-bert", "layers": 2, "hidden": 64, "heads": 4,
+                 "intermediate": 256, "tie_weights": true},
+        "train": {"batch_size": 64, "microbatch_size": 16, "seq_len": 64, "budget": "2m",
+                  "scheduler": "budget-triangle2", "lr": 0.001, "optimizer": "adamw",
+                  "betas": [0.9, 0.98], "weight_decay": 0.01},
+        "glue": {"epochs": 5, "trials": 3}
+    });
+    p["data"] = serde_json::json!({
+        "name": "wp4096x64-demo", "num_blocks": 400, "seq_len": 64, "vocab_size": 4096,
+        "root_digest": "ab".repeat(32),
+        "sources": [{"name": "embedded:sotu"}],
+        "processing": {"counts": {"documents": 233, "documents_kept": 233, "tokens": 25_639}}
+    });
+    // Manifest order (alphabetical, as serde_json writes objects), not pipeline order.
+    p["budget"]["phase_seconds"] = serde_json::json!({
+        "data_preparation": 1.5, "final_checkpoint": 0.25,
+        "glue_finetuning_and_evaluation": 110.0, "pretraining": 90.0, "setup": 0.5
+    });
+    rec
+}
+
+#[test]
+fn panels_follow_the_summary_in_the_papers_order() {
+    let d = tempfile::tempdir().unwrap();
+    let rec = panel_run(d.path(), true);
+    let r = report::render(&rec, reference::default_for_recipe("demo-cpu")).unwrap();
+    let md = &r.markdown;
+    let at = |s: &str| md.find(s).unwrap_or_else(|| panic!("no {s:?} in\n{md}"));
+    let order = [
+        "## Summary",
+        "## Recipe",
+        "### Architecture",
+        "### Batch",
+        "### Schedule",
+        "### Optimizer",
+        "### Fine-tuning",
+        "## Data",
+        "## Pretraining",
+        "## GLUE",
+        "## Budget",
+        "### What is signed",
+    ];
+    for w in order.windows(2) {
+        assert!(at(w[0]) < at(w[1]), "{} after {}", w[0], w[1]);
+    }
+    assert!(md.contains("| Layers | 2 |\n| Hidden size | 64 |"), "{md}");
+    assert!(md.contains("| Tokens per batch | 4,096 |"), "{md}");
+    assert!(md.contains("| Betas | 0.9, 0.98 |"), "{md}");
+    assert!(md.contains("| Documents | 233 read, all kept |"), "{md}");
+    // 51,200 tokens seen over 400 blocks × 64 tokens = 25,600: two epochs.
+    assert!(
+        md.contains(
+            "| Epochs over the corpus | 2.00 (51,200 tokens seen ÷ 25,600 in the blocks) |"
+        ),
+        "{md}"
+    );
+    // Phases in pipeline order, with human names.
+    let phases = [
+        "| Data preparation (tokenizer, packing) | 1.5 s",
+        "| Setup (model build, data open) | 0.5 s",
+        "| Pretraining (counted against the budget) | 90.0 s",
+        "| Final checkpoint | 0.2 s",
+        "| GLUE fine-tuning and evaluation | 110.0 s",
+    ];
+    for w in phases.windows(2) {
+        assert!(at(w[0]) < at(w[1]), "{} after {}", w[0], w[1]);
+    }
+    // The fake log's first loss is 5.5 + 3 e^(-1/10).
+    let l0 = 5.5 + 3.0 * (-0.1f64).exp();
+    assert!(
+        md.contains(&format!("Initial MLM loss (first logged step): {l0:.4}.")),
+        "{md}"
+    );
+
+    // The HTML: the same panels, and the loss against budget time (0.025 h allowed: minutes)
+    // with the smoothed line and the initial loss.
+    let h = &r.html;
+    assert!(h.contains("<div class=\"panel\">"), "{h}");
+    assert!(h.contains("<h3>Optimizer</h3>"));
+    assert_eq!(
+        h.matches("<svg").count(),
+        4,
+        "three curves and the GLUE chart"
+    );
+    assert!(h.contains("MLM loss against budget time"));
+    assert!(h.contains("budget used (device-minutes)"));
+    assert!(
+        h.contains(&format!("initial loss {l0:.2}")),
+        "no initial loss"
+    );
+    assert!(h.contains("moving average"), "no smoothed line");
+}
+
+#[test]
+fn the_page_says_which_inputs_are_signed_and_checks_the_metrics_log() {
+    let d = tempfile::tempdir().unwrap();
+    let signed_row = |md: &str| -> String {
+        md.lines()
+            .find(|l| l.starts_with("| Metrics log (the curves) |"))
+            .unwrap_or_else(|| panic!("no metrics-log row in\n{md}"))
+            .to_string()
+    };
+    let reference = reference::default_for_recipe("demo-cpu");
+    let rec = panel_run(&d.path().join("a"), true);
+    let md = report::render(&rec, reference).unwrap().markdown;
+    assert!(
+        signed_row(&md).starts_with("| Metrics log (the curves) | yes | by digest, in the signed statement; the log drawn here matches"),
+        "{md}"
+    );
+    assert!(md.contains("| GLUE predictions of every trial: glue/predictions | yes |"));
+    assert!(md.contains("| Reference row | no |"), "{md}");
+
+    // An edited log: the curves are not the signed ones, and the page says so.
+    let log = rec.metrics_log().unwrap();
+    let mut text = std::fs::read_to_string(&log).unwrap();
+    text = text.replacen("\"loss\":8", "\"loss\":1", 1);
+    text += "{\"kind\":\"step\",\"optimizer_step\":51,\"loss\":0.1}\n";
+    std::fs::write(&log, text).unwrap();
+    let md = report::render(&rec, reference).unwrap().markdown;
+    assert!(
+        signed_row(&md).contains("| no | DOES NOT MATCH the digest in the statement"),
+        "{md}"
+    );
+
+    // A manifest from before the metrics log was a subject: unsigned curves, said plainly.
+    let old = panel_run(&d.path().join("b"), false);
+    let md = report::render(&old, reference).unwrap().markdown;
+    assert!(
+        signed_row(&md).contains("| no | not a subject of this statement"),
+        "{md}"
+    );
+    // An unsigned statement signs nothing.
+    let alone = RunRecord::open(&d.path().join("a/run/manifest.json")).unwrap();
+    let md = report::render(&alone, reference).unwrap().markdown;
+    assert!(
+        md.contains("| in the statement, which is unsigned |"),
+        "{md}"
+    );
 }

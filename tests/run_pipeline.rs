@@ -251,7 +251,8 @@ fn micro_recipe_end_to_end() {
             "tokenizer",
             "dataset",
             "predictions",
-            "control-predictions"
+            "control-predictions",
+            "metrics-log"
         ]
     );
     let g = &p["glue"];
@@ -365,6 +366,21 @@ fn micro_recipe_end_to_end() {
         ],
     );
     assert_eq!(code, 0, "{out}{err}");
+    // The metrics log is a signed subject: a copy of the run with one logged loss edited fails
+    // verification (exit 1) although the signature is valid.
+    copy_dir(&good, &w.join("edited-log"));
+    let log = w.join("edited-log/pretrain/metrics.jsonl");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let edited = text.replacen("\"loss\":", "\"loss\":0.5,\"was\":", 1);
+    assert_ne!(edited, text);
+    std::fs::write(&log, edited).unwrap();
+    let (code, out, err) = cb(w, &[], &["verify", "edited-log", "--key", "keys/alice.pub"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.contains("pretrain/metrics.jsonl") && l.contains("mismatch")),
+        "{out}"
+    );
 
     // 4. The worse candidate: 5 s of pretraining, signed with the default key (created on first
     //    use). Its run meets a full disk while checkpointing, a SIGTERM in pretraining and a full

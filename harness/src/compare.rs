@@ -17,7 +17,10 @@
 //! Nothing incomparable is mixed silently: runs with a different aggregate rule, fine-tuning
 //! protocol or hardware class than the first are listed in `warnings`. Deltas are never
 //! computed across different aggregate rules (aggregate delta) or protocols (every GLUE delta
-//! of that run); hardware differences are flagged but deltas are still shown.
+//! of that run); hardware differences are flagged but deltas are still shown. With a reference
+//! row, every run whose recorded fine-tuning settings (protocol, frozen warm-up, key-padding
+//! mask, epochs, trials, aggregate rule) differ from the row's protocol gets a warning naming
+//! each setting ([`reference::protocol_differences`]).
 use crate::glue::aggregate::{self, Rule};
 use crate::glue::bootstrap::{self, Paired};
 use crate::glue::controls::{self, Difference, Interval};
@@ -116,6 +119,7 @@ fn num(v: &Value) -> Option<f64> {
 /// Compare `records` (the first is the base of the deltas), optionally against `reference`.
 /// Every record must be a `crambench run` manifest.
 pub fn compare(records: &[RunRecord], reference: Option<&ReferenceRow>) -> Result<Comparison> {
+    let reference_row = reference;
     for r in records {
         r.require_run()?;
     }
@@ -339,6 +343,22 @@ pub fn compare(records: &[RunRecord], reference: Option<&ReferenceRow>) -> Resul
         source: row.source.clone(),
         aggregate: first_rule.as_ref().and_then(|r| row.glue.get(r).copied()),
     });
+    // Each run's fine-tuning settings against the protocol the reference row was made with.
+    if let Some(row) = reference_row {
+        for r in records {
+            if let Some(g) = r.glue() {
+                let d = reference::protocol_differences(row, g);
+                if !d.is_empty() {
+                    warnings.push(format!(
+                        "{}: protocol differs from the reference row `{}`: {}",
+                        r.source,
+                        row.id,
+                        d.join("; ")
+                    ));
+                }
+            }
+        }
+    }
     if let (Some(rc), Some(rule)) = (&reference, &first_rule) {
         if rule == "demo" {
             warnings.push(format!(
@@ -554,10 +574,43 @@ impl Comparison {
 }
 
 impl Comparison {
+    /// Every run's loss, learning-rate and throughput curves against budget time in one unit
+    /// (x = budget fraction × the run's allowance, in the unit of
+    /// [`crate::report::panels::budget_axis`] for the largest allowance); `None` unless every
+    /// log records its budget fraction and every run its allowance.
+    fn budget_curves(
+        &self,
+        logs: &[crate::report::metrics_log::MetricsLog],
+    ) -> Option<Vec<[crate::report::metrics_log::Curve; 3]>> {
+        if logs.is_empty() || logs.len() != self.runs.len() {
+            return None;
+        }
+        let allowed: Vec<f64> = self
+            .runs
+            .iter()
+            .map(|r| r.allowed_device_hours.filter(|a| *a > 0.0))
+            .collect::<Option<_>>()?;
+        let max = allowed.iter().copied().reduce(f64::max)?;
+        let (_, per_hour) = crate::report::panels::budget_axis(Some(max));
+        let unit = per_hour / max; // units per device-hour
+        logs.iter()
+            .zip(&allowed)
+            .map(|(m, a)| {
+                let b = m.by_budget.as_ref()?;
+                let k = a * unit;
+                let scale = |c: &crate::report::metrics_log::Curve| {
+                    c.iter().map(|&(x, y)| (x * k, y)).collect()
+                };
+                Some([scale(&b.loss_smooth), scale(&b.lr), scale(&b.throughput)])
+            })
+            .collect()
+    }
+
     /// One self-contained HTML page (inline CSS and SVG, no script, nothing loaded): the runs,
-    /// the verdicts, the curves of every run overlaid (MLM loss and learning rate against the
-    /// optimizer step, throughput against elapsed seconds; `logs[i]` is run `i`'s metrics log),
-    /// and the task table side by side with intervals.
+    /// the verdicts, the curves of every run overlaid (`logs[i]` is run `i`'s metrics log):
+    /// against budget time when every log records it (the loss smoothed, as in the report),
+    /// else MLM loss and learning rate against the optimizer step and throughput against
+    /// elapsed seconds; and the task table side by side with intervals.
     pub fn to_html(&self, logs: &[crate::report::metrics_log::MetricsLog]) -> Result<String> {
         use crate::escape::html as esc;
         use std::fmt::Write;
@@ -609,6 +662,38 @@ impl Comparison {
         }
         h += "</table>\n<h2>Curves</h2>\n";
         let label = |i: usize| format!("[{}]", i + 1);
+        if let Some(curves) = self.budget_curves(logs) {
+            // Against budget time, as the paper draws them (every run's log records it).
+            let (x, _) = crate::report::panels::budget_axis(
+                self.runs
+                    .iter()
+                    .filter_map(|r| r.allowed_device_hours)
+                    .reduce(f64::max),
+            );
+            for (k, (title, y)) in [
+                ("MLM loss (smoothed)", "loss"),
+                ("Learning rate", "learning rate"),
+                ("Throughput", "tokens per second"),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let series: Vec<(String, &crate::report::metrics_log::Curve)> = curves
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (label(i), &c[k]))
+                    .collect();
+                if let Some(svg) = crate::report::charts::lines_svg(title, x, y, &series)? {
+                    let _ = writeln!(
+                        h,
+                        "<figure>\n{svg}\n<figcaption>{} against {}, every run</figcaption>\n</figure>",
+                        esc(y),
+                        esc(x)
+                    );
+                }
+            }
+        }
+        let by_step = self.budget_curves(logs).is_none();
         for (title, x, y, pick) in [
             (
                 "MLM loss",
@@ -625,7 +710,10 @@ impl Comparison {
             ("Throughput", "elapsed seconds", "tokens per second", |m| {
                 &m.throughput
             }),
-        ] {
+        ]
+        .into_iter()
+        .filter(|_| by_step)
+        {
             let series: Vec<(String, &crate::report::metrics_log::Curve)> = logs
                 .iter()
                 .enumerate()

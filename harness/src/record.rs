@@ -33,6 +33,8 @@ use std::path::{Path, PathBuf};
 pub const ENVELOPE_FILE: &str = "manifest.dsse.json";
 pub const STATEMENT_FILE: &str = "manifest.json";
 pub const METRICS_LOG: &str = "pretrain/metrics.jsonl";
+/// `annotations.role` of the run manifest's subject for [`METRICS_LOG`].
+pub const METRICS_LOG_ROLE: &str = "metrics-log";
 pub const GLUE_DIR: &str = "glue";
 
 /// Resume bookkeeping of a run directory (written by `crambench run`).

@@ -27,6 +27,92 @@ pub struct ReferenceRow {
     pub glue: BTreeMap<String, f64>,
     pub source: String,
     pub caveats: String,
+    /// The published checkpoint the row was measured on (`None`: none was published).
+    #[serde(default)]
+    pub checkpoint: Option<PublishedCheckpoint>,
+    /// The fine-tuning protocol the row was made with.
+    #[serde(default)]
+    pub protocol: Option<RowProtocol>,
+}
+
+/// A published checkpoint and how crambench imports it (`crambench checkpoint import`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishedCheckpoint {
+    /// Hugging Face hub repository (`OWNER/NAME`).
+    pub hub: String,
+    /// Its layout (`upstream-v2-hub`, `upstream-v1-hub`, `hf-bert`).
+    pub layout: String,
+    /// The import command.
+    pub import: String,
+    pub note: String,
+}
+
+/// The fine-tuning settings a reference row was made with; `None`: the source does not say.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RowProtocol {
+    /// `glue-sane` or `glue-bert`.
+    pub name: String,
+    pub frozen_warmup: Option<bool>,
+    pub key_padding_mask: Option<bool>,
+    pub epochs: Option<u32>,
+    pub trials: Option<u32>,
+    /// Aggregate rule of the published average.
+    pub aggregate: Option<String>,
+}
+
+/// Every recorded setting of a run's GLUE stage (the manifest's `glue` object: `protocol`,
+/// `aggregate.rule`, and `settings` where recorded) that differs from `row`'s protocol, one
+/// phrase each ("frozen warm-up off (the row: on)"). Settings the row or the run does not
+/// record are not compared.
+pub fn protocol_differences(row: &ReferenceRow, glue: &serde_json::Value) -> Vec<String> {
+    let Some(p) = &row.protocol else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let onoff = |b: bool| if b { "on" } else { "off" };
+    if let Some(name) = glue["protocol"].as_str() {
+        // "glue-sane (demo tasks)": the demo rule has its own warning wherever a row is shown.
+        if name.split(" (").next() != Some(p.name.as_str()) {
+            out.push(format!("protocol {name} (the row: {})", p.name));
+        }
+    }
+    let st = &glue["settings"];
+    if let (Some(want), Some(got)) = (p.frozen_warmup, st["frozen_warmup"].as_bool()) {
+        if want != got {
+            out.push(format!(
+                "frozen warm-up {} (the row: {})",
+                onoff(got),
+                onoff(want)
+            ));
+        }
+    }
+    if let (Some(want), Some(got)) = (p.key_padding_mask, st["key_padding_mask"].as_bool()) {
+        if want != got {
+            out.push(format!(
+                "key-padding mask {} (the row: {})",
+                onoff(got),
+                onoff(want)
+            ));
+        }
+    }
+    if let (Some(want), Some(got)) = (p.epochs, st["epochs"].as_u64()) {
+        if u64::from(want) != got {
+            out.push(format!("{got} epochs (the row: {want})"));
+        }
+    }
+    if let (Some(want), Some(got)) = (p.trials, st["trials"].as_u64()) {
+        if u64::from(want) != got {
+            out.push(format!("{got} trials per task (the row: {want})"));
+        }
+    }
+    if let (Some(want), Some(got)) = (&p.aggregate, glue["aggregate"]["rule"].as_str()) {
+        if want != got {
+            out.push(format!("aggregate rule {got} (the row: {want})"));
+        }
+    }
+    out
 }
 
 /// A published pretraining-loss figure.
@@ -111,5 +197,50 @@ mod tests {
         assert!(row("nope").is_err());
         assert_eq!(default_for_recipe("crammed-bert-v1").id, "crammed-bert-v1");
         assert_eq!(default_for_recipe("bert-original").id, "bert-base");
+        // Which published checkpoint each row belongs to.
+        let hub = |id: &str| row(id).unwrap().checkpoint.as_ref().map(|c| c.hub.as_str());
+        assert_eq!(
+            hub("crammed-bert-v2-best-of-5"),
+            Some("JonasGeiping/crammed-bert")
+        );
+        assert_eq!(
+            hub("crammed-bert-v1"),
+            Some("JonasGeiping/crammed-bert-legacy")
+        );
+        assert_eq!(hub("bert-base"), Some("google-bert/bert-base-uncased"));
+        assert_eq!(hub("crammed-bert-v2-a6000"), None);
+        assert!(
+            t.rows.iter().all(|r| r.protocol.is_some()),
+            "every row names its protocol"
+        );
+    }
+
+    #[test]
+    fn protocol_differences_name_each_setting() {
+        let v1 = row("crammed-bert-v1").unwrap();
+        let same = serde_json::json!({"protocol": "glue-sane", "aggregate": {"rule": "cramming"},
+            "settings": {"frozen_warmup": true, "key_padding_mask": false, "epochs": 5, "trials": 5}});
+        assert!(protocol_differences(v1, &same).is_empty());
+        let other = serde_json::json!({"protocol": "glue-sane", "aggregate": {"rule": "bert-paper"},
+            "settings": {"frozen_warmup": false, "key_padding_mask": true, "epochs": 3, "trials": 5}});
+        let d = protocol_differences(v1, &other);
+        assert_eq!(d.len(), 4, "{d:?}");
+        assert!(d[0].contains("frozen warm-up off (the row: on)"), "{d:?}");
+        assert!(
+            d.iter()
+                .any(|x| x.contains("key-padding mask on (the row: off)")),
+            "{d:?}"
+        );
+        assert!(d.iter().any(|x| x.contains("3 epochs")), "{d:?}");
+        assert!(
+            d.iter().any(|x| x.contains("aggregate rule bert-paper")),
+            "{d:?}"
+        );
+        // A manifest made before `settings` was recorded compares only what it has.
+        let old = serde_json::json!({"protocol": "glue-bert", "aggregate": {"rule": "cramming"}});
+        assert_eq!(
+            protocol_differences(v1, &old),
+            vec!["protocol glue-bert (the row: glue-sane)"]
+        );
     }
 }

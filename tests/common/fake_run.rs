@@ -32,6 +32,11 @@ pub struct FakeRun {
     /// Write the run's predictions again as a no-pretraining control under `glue/controls/`
     /// (a signed `control-predictions` subject), as `glue run` does for the demo tasks.
     pub control_files: bool,
+    /// Sign `pretrain/metrics.jsonl` as a `metrics-log` subject, as `crambench run` does since
+    /// the curves became signed (older manifests lack it).
+    pub metrics_subject: bool,
+    /// The manifest's `glue.settings` (fine-tuning settings), when given.
+    pub glue_settings: Option<Value>,
 }
 
 impl Default for FakeRun {
@@ -66,6 +71,8 @@ impl Default for FakeRun {
             epochs: 5,
             dataset_root_digest: "ab".repeat(32),
             control_files: false,
+            metrics_subject: false,
+            glue_settings: None,
         }
     }
 }
@@ -118,11 +125,14 @@ pub fn write_fake_run(dir: &Path, spec: &FakeRun, key: &Path) -> Value {
         );
     }
     let aggregate = 100.0 * set_medians.iter().sum::<f64>() / set_medians.len() as f64;
-    let glue = json!({
+    let mut glue = json!({
         "protocol": spec.protocol,
         "tasks": tasks,
         "aggregate": {"rule": spec.rule, "value": aggregate},
     });
+    if let Some(st) = &spec.glue_settings {
+        glue["settings"] = st.clone();
+    }
     std::fs::write(
         dir.join("glue/glue.json"),
         serde_json::to_vec_pretty(&glue).unwrap(),
@@ -163,6 +173,13 @@ pub fn write_fake_run(dir: &Path, spec: &FakeRun, key: &Path) -> Value {
         let c = hash::hash_path(&dir.join("glue/controls"), &|_| {}).unwrap();
         subjects.push(json!({"name": "glue/controls", "digest": c.digest_set(),
                              "annotations": {"role": "control-predictions"}}));
+    }
+    if spec.metrics_subject {
+        let d = hash::hash_path(&dir.join("pretrain/metrics.jsonl"), &|_| {}).unwrap();
+        subjects.push(
+            json!({"name": "pretrain/metrics.jsonl", "digest": d.digest_set(),
+                             "annotations": {"role": "metrics-log"}}),
+        );
     }
     let statement = json!({
         "_type": "https://in-toto.io/Statement/v1",

@@ -112,8 +112,8 @@ pub enum Command {
     /// Create or validate manifests (in-toto Statements with the crambench predicate).
     #[command(subcommand)]
     Manifest(manifest::ManifestCmd),
-    /// Sign a checkpoint directory in the OpenSSF model-signing format (model.sig), which
-    /// `model_signing verify key` checks.
+    /// Checkpoints: sign (OpenSSF model signing, model.sig, which `model_signing verify key`
+    /// checks), import from upstream cramming / Hugging Face BERT, export to them.
     #[command(subcommand)]
     Checkpoint(checkpoint::CheckpointCmd),
     /// Benchmarks measured side by side with a reference tool.

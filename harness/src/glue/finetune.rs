@@ -111,7 +111,25 @@ impl Checkpoint {
                     sha256: e.sha256.clone(),
                 }
             })
-            .collect();
+            .collect::<Vec<_>>();
+        // An imported checkpoint (`crambench checkpoint import`) names its source: import.json
+        // and every source file with its digest are materials of whatever uses it.
+        let mut files = files;
+        if let (Some(e), Some(rec)) = (
+            meta.files.get("import.json"),
+            crate::train::transfer::import_record(dir)?,
+        ) {
+            files.push(DataFile {
+                path: "import.json".into(),
+                size: e.size,
+                sha256: e.sha256.clone(),
+            });
+            files.extend(rec.source_files.iter().map(|f| DataFile {
+                path: format!("source:{}/{}", rec.source, f.path),
+                size: f.size,
+                sha256: f.sha256.clone(),
+            }));
+        }
         Ok(Checkpoint {
             dir: dir.to_path_buf(),
             arch,
@@ -437,6 +455,13 @@ impl GlueResults {
         }
         Ok(serde_json::json!({
             "protocol": self.protocol,
+            // What `compare` and `report` check against a reference row's protocol.
+            "settings": {
+                "frozen_warmup": self.config.frozen_warmup,
+                "key_padding_mask": self.key_padding_mask,
+                "epochs": self.config.epochs,
+                "trials": self.config.trials,
+            },
             "attention": self.attention,
             "tasks": self.tasks,
             "aggregate": agg,

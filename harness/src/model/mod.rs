@@ -23,6 +23,7 @@ pub mod crammed_bert;
 pub mod flops;
 pub mod layers;
 pub mod step_bench;
+pub mod upstream;
 
 pub use config::{
     ArchConfig, ArchKind, HeadTransform, Nonlin, NormScheme, Positions, QkvLayout, PRESETS,

@@ -1,6 +1,8 @@
-//! Line charts as SVG strings, drawn with `plotters`' SVG backend, for inlining into the HTML
-//! report. Titles and axis labels are fixed text chosen by the caller (never run data); the
-//! SVG carries no script, no external reference and no font file (text is SVG `<text>`).
+//! Line charts and the GLUE dot plot as SVG strings, drawn with `plotters`' SVG backend, for
+//! inlining into the HTML report. Titles and axis labels are fixed text chosen by the caller,
+//! except the GLUE chart's row labels (evaluation-set ids from the manifest), which the SVG
+//! backend escapes like all text; the SVG carries no script, no external reference and no font
+//! file (text is SVG `<text>`).
 use crate::report::format;
 use crate::report::metrics_log::Curve;
 use anyhow::{anyhow, Result};
@@ -68,6 +70,224 @@ pub fn line_svg(chart: &Chart) -> Result<Option<String>> {
             RGBColor(31, 119, 180).stroke_width(2),
         ))
         .map_err(|e| err(&e))?;
+        root.present().map_err(|e| err(&e))?;
+    }
+    Ok(Some(svg))
+}
+
+/// The MLM loss as the paper draws it: every logged value as a faint line, the smoothed loss
+/// over it, and the initial loss as a dashed horizontal line, with a legend. `x_label` names
+/// the x unit (budget time); `window` is the smoothing window in records (for the legend).
+pub fn loss_svg(
+    x_label: &str,
+    raw: &Curve,
+    smooth: &Curve,
+    window: usize,
+    initial: Option<f64>,
+) -> Result<Option<String>> {
+    if raw.is_empty() {
+        return Ok(None);
+    }
+    let title = "MLM loss against budget time";
+    let (x0, x1) = range(raw.iter().map(|p| p.0), 0.0);
+    let (y0, y1) = range(
+        raw.iter().chain(smooth.iter()).map(|p| p.1).chain(initial),
+        0.05,
+    );
+    let blue = RGBColor(31, 119, 180);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        let err = |e: &dyn std::fmt::Display| anyhow!("drawing chart `{title}`: {e}");
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let mut c = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 16))
+            .margin(12)
+            .x_label_area_size(38)
+            .y_label_area_size(76)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(|e| err(&e))?;
+        c.configure_mesh()
+            .x_desc(x_label)
+            .y_desc("loss")
+            .x_labels(8)
+            .y_labels(6)
+            .x_label_formatter(&|v| format::axis(*v))
+            .y_label_formatter(&|v| format::axis(*v))
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw()
+            .map_err(|e| err(&e))?;
+        c.draw_series(LineSeries::new(raw.iter().copied(), blue.mix(0.3)))
+            .map_err(|e| err(&e))?
+            .label("logged loss")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], blue.mix(0.3)));
+        let smoothed = format!("smoothed ({window}-record moving average)");
+        c.draw_series(LineSeries::new(
+            smooth.iter().copied(),
+            blue.stroke_width(2),
+        ))
+        .map_err(|e| err(&e))?
+        .label(smoothed.as_str())
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], blue.stroke_width(2)));
+        if let Some(l0) = initial {
+            let grey = RGBColor(110, 110, 110);
+            let label = format!("initial loss {}", format::fixed(l0, 2));
+            c.draw_series(DashedLineSeries::new(
+                [(x0, l0), (x1, l0)],
+                6,
+                4,
+                grey.stroke_width(1),
+            ))
+            .map_err(|e| err(&e))?
+            .label(label.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], grey));
+        }
+        c.configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(RGBColor(200, 200, 200))
+            .draw()
+            .map_err(|e| err(&e))?;
+        root.present().map_err(|e| err(&e))?;
+    }
+    Ok(Some(svg))
+}
+
+/// One evaluation set on the GLUE chart: every trial, the median with its interval, the
+/// control and the reference, in percent points (`label` is the set and metric id).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskMarks {
+    pub label: String,
+    pub trials: Vec<f64>,
+    pub median: f64,
+    pub ci95: Option<(f64, f64)>,
+    pub control: Option<f64>,
+    pub reference: Option<f64>,
+}
+
+/// The GLUE results as a dot plot, one row per evaluation set: the 95% interval as a bar, the
+/// median as a diamond, every trial as a dot, the control as a cross and the reference as a
+/// triangle, with a legend. `None` without rows.
+pub fn tasks_svg(rows: &[TaskMarks], control_name: &str) -> Result<Option<String>> {
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let title = "GLUE per evaluation set (percent points)";
+    let values = rows.iter().flat_map(|r| {
+        r.trials
+            .iter()
+            .copied()
+            .chain([r.median])
+            .chain(r.ci95.into_iter().flat_map(|(a, b)| [a, b]))
+            .chain(r.control)
+            .chain(r.reference)
+    });
+    let (x0, x1) = range(values, 0.08);
+    // Room on the right for the legend, clear of the marks.
+    let x1 = x1 + 0.5 * (x1 - x0);
+    let n = rows.len();
+    let height = (90 + 50 * n as u32).max(230);
+    let label_width = rows
+        .iter()
+        .map(|r| r.label.chars().count() as u32)
+        .max()
+        .unwrap_or(0)
+        .clamp(6, 40)
+        * 7
+        + 16;
+    let (blue, red, green) = (
+        RGBColor(31, 119, 180),
+        RGBColor(214, 39, 40),
+        RGBColor(44, 160, 44),
+    );
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, height)).into_drawing_area();
+        let err = |e: &dyn std::fmt::Display| anyhow!("drawing chart `{title}`: {e}");
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let mut c = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 16))
+            .margin(12)
+            .x_label_area_size(30)
+            .y_label_area_size(label_width)
+            .build_cartesian_2d(x0..x1, -0.5..(n as f64 - 0.5))
+            .map_err(|e| err(&e))?;
+        let labels: Vec<String> = rows.iter().map(|r| r.label.clone()).collect();
+        let y_label = move |y: &f64| {
+            let i = y.round();
+            if (y - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < labels.len() {
+                labels[n - 1 - i as usize].clone()
+            } else {
+                String::new()
+            }
+        };
+        c.configure_mesh()
+            .x_labels(8)
+            .y_labels(2 * n + 1)
+            .disable_y_mesh()
+            .x_label_formatter(&|v| format::axis(*v))
+            .y_label_formatter(&y_label)
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw()
+            .map_err(|e| err(&e))?;
+        // Row i is drawn at y = n - 1 - i, so the first set is at the top.
+        let y = |i: usize| (n - 1 - i) as f64;
+        c.draw_series(rows.iter().enumerate().filter_map(|(i, r)| {
+            let (lo, hi) = r.ci95?;
+            Some(Rectangle::new(
+                [(lo, y(i) - 0.09), (hi, y(i) + 0.09)],
+                blue.mix(0.25).filled(),
+            ))
+        }))
+        .map_err(|e| err(&e))?
+        .label("95% interval")
+        .legend(move |(x, y)| {
+            Rectangle::new([(x, y - 3), (x + 16, y + 3)], blue.mix(0.25).filled())
+        });
+        c.draw_series(rows.iter().enumerate().flat_map(|(i, r)| {
+            r.trials
+                .iter()
+                .map(move |&t| Circle::new((t, y(i)), 3, blue.mix(0.6).filled()))
+        }))
+        .map_err(|e| err(&e))?
+        .label("trials")
+        .legend(move |(x, y)| Circle::new((x + 8, y), 3, blue.mix(0.6).filled()));
+        c.draw_series(rows.iter().enumerate().map(|(i, r)| {
+            PathElement::new(
+                vec![(r.median, y(i) - 0.22), (r.median, y(i) + 0.22)],
+                blue.stroke_width(3),
+            )
+        }))
+        .map_err(|e| err(&e))?
+        .label("median")
+        .legend(move |(x, y)| {
+            PathElement::new(vec![(x + 8, y - 6), (x + 8, y + 6)], blue.stroke_width(3))
+        });
+        if rows.iter().any(|r| r.control.is_some()) {
+            let label = format!("control ({control_name})");
+            c.draw_series(
+                rows.iter().enumerate().filter_map(|(i, r)| {
+                    Some(Cross::new((r.control?, y(i)), 6, red.stroke_width(2)))
+                }),
+            )
+            .map_err(|e| err(&e))?
+            .label(label.as_str())
+            .legend(move |(x, y)| Cross::new((x + 8, y), 5, red.stroke_width(2)));
+        }
+        if rows.iter().any(|r| r.reference.is_some()) {
+            c.draw_series(rows.iter().enumerate().filter_map(|(i, r)| {
+                Some(TriangleMarker::new((r.reference?, y(i)), 7, green.filled()))
+            }))
+            .map_err(|e| err(&e))?
+            .label("reference")
+            .legend(move |(x, y)| TriangleMarker::new((x + 8, y), 5, green.filled()));
+        }
+        c.configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(200, 200, 200))
+            .draw()
+            .map_err(|e| err(&e))?;
         root.present().map_err(|e| err(&e))?;
     }
     Ok(Some(svg))
@@ -181,5 +401,69 @@ mod tests {
         .unwrap()
         .is_none());
         assert_eq!(range([3.0].into_iter(), 0.0), (2.5, 3.5));
+    }
+
+    #[test]
+    fn task_chart_marks_trials_interval_control_and_reference() {
+        let rows = vec![
+            TaskMarks {
+                label: "demo-sentiment/accuracy".into(),
+                trials: vec![60.67, 58.33, 58.0],
+                median: 58.33,
+                ci95: Some((54.66, 62.5)),
+                control: Some(48.5),
+                reference: None,
+            },
+            TaskMarks {
+                label: "sst2/accuracy".into(),
+                trials: vec![90.0],
+                median: 90.0,
+                ci95: None,
+                control: None,
+                reference: Some(92.2),
+            },
+        ];
+        let svg = tasks_svg(&rows, "no-pretraining").unwrap().unwrap();
+        for text in [
+            "demo-sentiment/accuracy",
+            "sst2/accuracy",
+            "control (no-pretraining)",
+            "reference",
+            "95% interval",
+            "trials",
+        ] {
+            assert!(svg.contains(text), "no {text:?}");
+        }
+        // Four trial dots plus the legend's.
+        assert!(svg.matches("<circle").count() >= 5, "{svg}");
+        assert!(tasks_svg(&[], "x").unwrap().is_none());
+        // A hostile set id stays text.
+        let mut hostile = rows[..1].to_vec();
+        hostile[0].label = "<script>alert(1)</script>".into();
+        let svg = tasks_svg(&hostile, "c").unwrap().unwrap();
+        assert!(!svg.contains("<script") && svg.contains("&lt;script&gt;"));
+    }
+
+    #[test]
+    fn loss_chart_has_raw_smoothed_and_initial_lines() {
+        let raw: Curve = (0..100)
+            .map(|i| (i as f64 / 100.0, 8.0 - (i as f64).sqrt() / 4.0))
+            .collect();
+        let sm = crate::report::metrics_log::smooth(&raw, 5);
+        let svg = loss_svg("budget used (device-minutes)", &raw, &sm, 5, Some(8.25))
+            .unwrap()
+            .unwrap();
+        assert!(svg.contains("initial loss 8.25"), "no initial-loss legend");
+        assert!(
+            svg.contains("5-record moving average"),
+            "no smoothing legend"
+        );
+        assert!(svg.contains("budget used (device-minutes)"));
+        // The raw line, the smoothed line, the dashed initial loss (one path per dash) and
+        // the legend's samples.
+        assert!(svg.matches("<polyline").count() + svg.matches("<path").count() >= 6);
+        assert!(loss_svg("x", &Vec::new(), &Vec::new(), 1, None)
+            .unwrap()
+            .is_none());
     }
 }

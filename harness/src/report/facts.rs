@@ -10,6 +10,7 @@ use crate::record::RunRecord;
 use crate::reference::ReferenceRow;
 use crate::report::format;
 use crate::report::metrics_log::{self, MetricsLog};
+use crate::report::panels;
 use serde_json::Value;
 
 /// Everything a report shows.
@@ -21,6 +22,12 @@ pub struct Facts {
     pub glue: Glue,
     pub reference: ReferenceRow,
     pub metrics: MetricsLog,
+    /// The recipe's hyperparameters ([`panels::recipe`]).
+    pub recipe_panel: Vec<panels::Group>,
+    /// The data summary ([`panels::data`]).
+    pub data: Vec<(&'static str, String)>,
+    /// Which inputs of the page are signed ([`panels::inputs`]).
+    pub inputs: Vec<panels::Input>,
 }
 
 /// Which run this is.
@@ -89,6 +96,9 @@ pub struct Glue {
     /// The control the report sets the run against: the no-pretraining control when it ran,
     /// else the constant predictor (`None` for manifests made before controls were recorded).
     pub control: Option<ControlLine>,
+    /// Fine-tuning settings of the run that differ from the reference row's protocol
+    /// ([`crate::reference::protocol_differences`]).
+    pub protocol_differences: Vec<String>,
 }
 
 /// The control shown beside the run.
@@ -158,13 +168,18 @@ impl Facts {
     /// Gather the facts of `record` (a `kind = "run"` record) against `reference`.
     pub fn gather(record: &RunRecord, reference: &ReferenceRow) -> Facts {
         let p = record.predicate();
+        let identity = identity(record);
+        let metrics = metrics_log::read(record.metrics_log().as_deref());
         Facts {
-            identity: identity(record),
+            recipe_panel: panels::recipe(&p["recipe"]["resolved"]),
+            data: panels::data(&p["data"], p["pretraining"]["tokens_seen"].as_u64()),
+            inputs: panels::inputs(identity.signatures, &identity.subjects, &metrics),
+            identity,
             budget: budget(&p["budget"]),
             pretraining: pretraining(&p["pretraining"]),
             glue: glue(p, reference),
             reference: reference.clone(),
-            metrics: metrics_log::read(record.metrics_log().as_deref()),
+            metrics,
         }
     }
 }
@@ -347,6 +362,11 @@ fn glue(p: &Value, reference: &ReferenceRow) -> Glue {
     };
     Glue {
         present: g.is_object(),
+        protocol_differences: if g.is_object() {
+            crate::reference::protocol_differences(reference, g)
+        } else {
+            Vec::new()
+        },
         protocol: s(&g["protocol"]),
         epochs: p["recipe"]["resolved"]["glue"]["epochs"].as_f64(),
         rows,

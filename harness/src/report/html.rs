@@ -18,7 +18,10 @@ table{border-collapse:collapse;margin:.6rem 0}th,td{border:1px solid #ddd;paddin
 text-align:left;vertical-align:top}th{background:#f5f5f5}td.n{text-align:right;\
 font-variant-numeric:tabular-nums}code{font-size:.9em;word-break:break-all}\
 .pos{color:#17663a}.neg{color:#a11}.note{color:#555}figure{margin:1rem 0}\
-figure svg{max-width:100%;height:auto;border:1px solid #eee}";
+figure svg{max-width:100%;height:auto;border:1px solid #eee}\
+.panel{display:grid;grid-template-columns:repeat(auto-fit,minmax(17rem,1fr));gap:0 1rem}\
+.panel table{width:100%}.panel h3{margin:.8rem 0 .2rem;font-size:1rem}\
+td.yes{color:#17663a}td.no{color:#a11}";
 
 struct Page(String);
 
@@ -82,6 +85,69 @@ pub fn render(f: &Facts) -> Result<String> {
 
     pg.0 += "<h2>Summary</h2>\n";
     pg.key_values(&tables::headline(f));
+    pg.0 += "<h2>Recipe</h2>\n";
+    if f.recipe_panel.is_empty() {
+        pg.p("note", "The statement records no resolved recipe.");
+    } else {
+        pg.0 += "<div class=\"panel\">\n";
+        for g in &f.recipe_panel {
+            let _ = writeln!(pg.0, "<section><h3>{}</h3>", escape(g.title));
+            pg.key_values(&tables::group(g));
+            pg.0 += "</section>\n";
+        }
+        pg.0 += "</div>\n";
+    }
+    pg.0 += "<h2>Data</h2>\n";
+    if f.data.is_empty() {
+        pg.p("note", "The statement records no data summary.");
+    } else {
+        pg.key_values(&tables::data(f));
+    }
+
+    pg.0 += "<h2>Pretraining</h2>\n";
+    pg.key_values(&tables::pretraining(f));
+    pg.p(
+        "note",
+        &format!("Metrics log: {}", escape(&f.metrics.summary())),
+    );
+    curves(&mut pg, f)?;
+    let published = &crate::reference::table().pretraining_loss;
+    if !published.is_empty() {
+        pg.p(
+            "note",
+            "Published MLM-loss reference points (not comparable across recipes or budgets):",
+        );
+        pg.0 += "<ul>\n";
+        for p in published {
+            let _ = writeln!(
+                pg.0,
+                "<li>{}: {} ({})</li>",
+                escape(&p.what),
+                p.value,
+                escape(&p.source)
+            );
+        }
+        pg.0 += "</ul>\n";
+    }
+
+    glue(&mut pg, f)?;
+
+    pg.0 += "<h2>Budget</h2>\n";
+    pg.key_values(&tables::budget(f));
+    let phases = tables::phases(f);
+    if !phases.is_empty() {
+        pg.0 += "<table>\n<tr><th>Phase, in pipeline order (wall time as recorded)</th>\
+                 <th>Seconds</th></tr>\n";
+        for (phase, secs) in &phases {
+            let _ = writeln!(
+                pg.0,
+                "<tr><td>{}</td><td class=\"n\">{secs}</td></tr>",
+                escape(phase)
+            );
+        }
+        pg.0 += "</table>\n";
+    }
+
     pg.0 += "<h2>Run</h2>\n";
     pg.key_values(&tables::run(f));
     pg.0 += "<h3>Subjects</h3>\n";
@@ -105,106 +171,140 @@ pub fn render(f: &Facts) -> Result<String> {
         }
         pg.0 += "</table>\n";
     }
-
-    pg.0 += "<h2>Budget</h2>\n";
-    pg.key_values(&tables::budget(f));
-    let phases = tables::phases(f);
-    if !phases.is_empty() {
-        pg.0 += "<table>\n<tr><th>Phase (wall time as recorded)</th><th>Seconds</th></tr>\n";
-        for (phase, secs) in &phases {
-            let _ = writeln!(
-                pg.0,
-                "<tr><td>{}</td><td class=\"n\">{secs}</td></tr>",
-                escape(phase)
-            );
-        }
-        pg.0 += "</table>\n";
-    }
-
-    pg.0 += "<h2>Pretraining</h2>\n";
-    pg.key_values(&tables::pretraining(f));
-    pg.p(
-        "note",
-        &format!("Metrics log: {}", escape(&f.metrics.summary())),
-    );
-    let m = &f.metrics;
-    if m.missing.is_none() {
-        for chart in [
-            Chart {
-                title: "MLM loss",
-                x_label: "optimizer step",
-                y_label: "loss",
-                points: &m.loss,
-            },
-            Chart {
-                title: "Learning rate",
-                x_label: "optimizer step",
-                y_label: "learning rate",
-                points: &m.lr,
-            },
-            Chart {
-                title: "Throughput",
-                x_label: "elapsed seconds",
-                y_label: "tokens per second",
-                points: &m.throughput,
-            },
-        ] {
-            match charts::line_svg(&chart)? {
-                Some(svg) => {
-                    let _ = writeln!(
-                        pg.0,
-                        "<figure>\n{svg}\n<figcaption>{} against {}</figcaption>\n</figure>",
-                        escape(chart.y_label),
-                        escape(chart.x_label)
-                    );
-                }
-                None => pg.p(
-                    "note",
-                    &format!("No {} values in the metrics log.", escape(chart.y_label)),
-                ),
-            }
-        }
-    }
-    let published = &crate::reference::table().pretraining_loss;
-    if !published.is_empty() {
-        pg.p(
-            "note",
-            "Published MLM-loss reference points (not comparable across recipes or budgets):",
+    pg.0 += "<h3>What is signed</h3>\n";
+    pg.p("note", &escape(tables::INPUTS_NOTE));
+    pg.0 += "<table>\n<tr><th>Input</th><th>Signed</th><th>How</th></tr>\n";
+    for i in &f.inputs {
+        let (class, word) = if i.signed {
+            ("yes", "yes")
+        } else {
+            ("no", "no")
+        };
+        let _ = writeln!(
+            pg.0,
+            "<tr><td>{}</td><td class=\"{class}\">{word}</td><td>{}</td></tr>",
+            escape(&i.what),
+            escape(&i.how)
         );
-        pg.0 += "<ul>\n";
-        for p in published {
-            let _ = writeln!(
-                pg.0,
-                "<li>{}: {} ({})</li>",
-                escape(&p.what),
-                p.value,
-                escape(&p.source)
-            );
-        }
-        pg.0 += "</ul>\n";
     }
-
-    glue(&mut pg, f);
+    pg.0 += "</table>\n";
 
     let r = &f.reference;
     pg.0 += "<h2>Reference row</h2>\n";
-    pg.key_values(&vec![
+    let mut kv = vec![
         ("Id", Cell::Code(r.id.clone())),
         ("Model", Cell::Text(r.model.clone())),
         ("Source", Cell::Text(r.source.clone())),
         ("Caveats", Cell::Text(r.caveats.clone())),
-    ]);
+    ];
+    if !f.glue.protocol_differences.is_empty() {
+        kv.push((
+            "Protocol differs",
+            Cell::Text(f.glue.protocol_differences.join("; ")),
+        ));
+    }
+    pg.key_values(&kv);
     pg.0 += "</body>\n</html>\n";
     Ok(pg.0)
 }
 
-fn glue(pg: &mut Page, f: &Facts) {
+/// The pretraining curves: against budget time (the paper's figures) when the log records
+/// `budget_fraction`, else against the optimizer step and elapsed seconds as logged.
+fn curves(pg: &mut Page, f: &Facts) -> Result<()> {
+    let m = &f.metrics;
+    if m.missing.is_some() {
+        return Ok(());
+    }
+    let figure = |pg: &mut Page, svg: Option<String>, caption: String, what: &str| match svg {
+        Some(svg) => {
+            let _ = writeln!(
+                pg.0,
+                "<figure>\n{svg}\n<figcaption>{}</figcaption>\n</figure>",
+                escape(&caption)
+            );
+        }
+        None => pg.p(
+            "note",
+            &format!("No {} values in the metrics log.", escape(what)),
+        ),
+    };
+    if let Some(b) = &m.by_budget {
+        let (x_label, k) = crate::report::panels::budget_axis(f.budget.allowed_device_hours);
+        let scale = |c: &crate::report::metrics_log::Curve| -> crate::report::metrics_log::Curve {
+            c.iter().map(|&(x, y)| (x * k, y)).collect()
+        };
+        let svg = charts::loss_svg(
+            x_label,
+            &scale(&b.loss),
+            &scale(&b.loss_smooth),
+            b.window,
+            m.initial_loss,
+        )?;
+        let initial = m
+            .initial_loss
+            .map(|l| format!("; dashed: the initial loss ({})", format::fixed(l, 4)))
+            .unwrap_or_default();
+        figure(
+            pg,
+            svg,
+            format!(
+                "MLM loss against {x_label}: every logged value (faint), smoothed over {} \
+                 records{initial}",
+                b.window
+            ),
+            "loss",
+        );
+        for (title, y, points) in [
+            ("Learning rate", "learning rate", &b.lr),
+            ("Throughput", "tokens per second", &b.throughput),
+        ] {
+            let pts = scale(points);
+            let svg = charts::line_svg(&Chart {
+                title,
+                x_label,
+                y_label: y,
+                points: &pts,
+            })?;
+            figure(pg, svg, format!("{y} against {x_label}"), y);
+        }
+        return Ok(());
+    }
+    for chart in [
+        Chart {
+            title: "MLM loss",
+            x_label: "optimizer step",
+            y_label: "loss",
+            points: &m.loss,
+        },
+        Chart {
+            title: "Learning rate",
+            x_label: "optimizer step",
+            y_label: "learning rate",
+            points: &m.lr,
+        },
+        Chart {
+            title: "Throughput",
+            x_label: "elapsed seconds",
+            y_label: "tokens per second",
+            points: &m.throughput,
+        },
+    ] {
+        let caption = format!(
+            "{} against {} (this log records no budget fraction)",
+            chart.y_label, chart.x_label
+        );
+        figure(pg, charts::line_svg(&chart)?, caption, chart.y_label);
+    }
+    Ok(())
+}
+
+fn glue(pg: &mut Page, f: &Facts) -> Result<()> {
     let g = &f.glue;
     let r = &f.reference;
     pg.0 += "<h2>GLUE</h2>\n";
     if !g.present {
         pg.p("note", "This run has no GLUE results.");
-        return;
+        return Ok(());
     }
     pg.p(
         "",
@@ -248,6 +348,29 @@ fn glue(pg: &mut Page, f: &Facts) {
             );
         }
         pg.0 += "</table>\n";
+        let marks: Vec<charts::TaskMarks> = g
+            .rows
+            .iter()
+            .filter_map(|gr| {
+                Some(charts::TaskMarks {
+                    label: format!("{} ({})", gr.set, gr.metric),
+                    trials: gr.trials.iter().flatten().copied().collect(),
+                    median: gr.median?,
+                    ci95: gr.ci95.map(|i| (i.lo, i.hi)),
+                    control: gr.control,
+                    reference: gr.reference,
+                })
+            })
+            .collect();
+        let control = g.control.as_ref().map_or("", |c| c.name.as_str());
+        if let Some(svg) = charts::tasks_svg(&marks, control)? {
+            let _ = writeln!(
+                pg.0,
+                "<figure>\n{svg}\n<figcaption>Each set: every trial (dots), the median (bar) \
+                 and its 95% interval (band), the control (cross) and the reference \
+                 (triangle), where recorded.</figcaption>\n</figure>"
+            );
+        }
     }
     if !g.not_evaluated.is_empty() {
         let sets: Vec<String> = g.not_evaluated.iter().map(|s| escape(s)).collect();
@@ -290,6 +413,7 @@ fn glue(pg: &mut Page, f: &Facts) {
             }
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]

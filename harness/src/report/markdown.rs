@@ -45,42 +45,34 @@ pub fn render(f: &Facts) -> String {
 
     o += "## Summary\n\n";
     key_values(&mut o, &tables::headline(f));
-    o += "\n## Run\n\n";
-    key_values(&mut o, &tables::run(f));
-    o += "\n### Subjects\n\n";
-    if id.subjects.is_empty() {
-        o += "None recorded.\n";
-    } else {
-        row(&mut o, &["Role", "Name", "Digest"]);
-        row(&mut o, &["---", "---", "---"]);
-        for s in &id.subjects {
-            let digests: Vec<String> = s
-                .digests
-                .iter()
-                .map(|(a, h)| format!("{}:{}", escape(a), code(h)))
-                .collect();
-            let role = s.role.as_deref().map(escape).unwrap_or_default();
-            row(&mut o, &[&role, &escape(&s.name), &digests.join("<br>")]);
-        }
+    o += "\n## Recipe\n";
+    if f.recipe_panel.is_empty() {
+        o += "\nThe statement records no resolved recipe.\n";
     }
-
-    o += "\n## Budget\n\n";
-    key_values(&mut o, &tables::budget(f));
-    let phases = tables::phases(f);
-    if !phases.is_empty() {
-        o += "\n";
-        row(&mut o, &["Phase (wall time as recorded)", "Seconds"]);
-        row(&mut o, &["---", "---:"]);
-        for (phase, secs) in &phases {
-            row(&mut o, &[&escape(phase), secs]);
-        }
+    for g in &f.recipe_panel {
+        let _ = writeln!(o, "\n### {}\n", g.title);
+        key_values(&mut o, &tables::group(g));
+    }
+    o += "\n## Data\n\n";
+    if f.data.is_empty() {
+        o += "The statement records no data summary.\n";
+    } else {
+        key_values(&mut o, &tables::data(f));
     }
 
     o += "\n## Pretraining\n\n";
     key_values(&mut o, &tables::pretraining(f));
     let _ = writeln!(o, "\nMetrics log: {}", escape(&f.metrics.summary()));
+    if let Some(l) = f.metrics.initial_loss {
+        let _ = writeln!(
+            o,
+            "Initial MLM loss (first logged step): {}.",
+            format::fixed(l, 4)
+        );
+    }
     if f.metrics.missing.is_none() {
-        o += "Loss, learning-rate and throughput curves are in `report.html`.\n";
+        o += "The loss (raw and smoothed, against budget time), learning-rate and throughput \
+              curves are in `report.html`.\n";
     }
     let published = &crate::reference::table().pretraining_loss;
     if !published.is_empty() {
@@ -99,11 +91,69 @@ pub fn render(f: &Facts) -> String {
 
     glue(&mut o, f);
 
+    o += "\n## Budget\n\n";
+    key_values(&mut o, &tables::budget(f));
+    let phases = tables::phases(f);
+    if !phases.is_empty() {
+        o += "\n";
+        row(
+            &mut o,
+            &[
+                "Phase, in pipeline order (wall time as recorded)",
+                "Seconds",
+            ],
+        );
+        row(&mut o, &["---", "---:"]);
+        for (phase, secs) in &phases {
+            row(&mut o, &[&escape(phase), secs]);
+        }
+    }
+
+    o += "\n## Run\n\n";
+    key_values(&mut o, &tables::run(f));
+    o += "\n### Subjects\n\n";
+    if id.subjects.is_empty() {
+        o += "None recorded.\n";
+    } else {
+        row(&mut o, &["Role", "Name", "Digest"]);
+        row(&mut o, &["---", "---", "---"]);
+        for s in &id.subjects {
+            let digests: Vec<String> = s
+                .digests
+                .iter()
+                .map(|(a, h)| format!("{}:{}", escape(a), code(h)))
+                .collect();
+            let role = s.role.as_deref().map(escape).unwrap_or_default();
+            row(&mut o, &[&role, &escape(&s.name), &digests.join("<br>")]);
+        }
+    }
+    o += "\n### What is signed\n\n";
+    let _ = writeln!(o, "{}\n", escape(tables::INPUTS_NOTE));
+    row(&mut o, &["Input", "Signed", "How"]);
+    row(&mut o, &["---", "---", "---"]);
+    for i in &f.inputs {
+        row(
+            &mut o,
+            &[
+                &escape(&i.what),
+                if i.signed { "yes" } else { "no" },
+                &escape(&i.how),
+            ],
+        );
+    }
+
     let r = &f.reference;
     o += "\n## Reference row\n\n";
     let _ = writeln!(o, "{}: {}\n", code(&r.id), escape(&r.model));
     let _ = writeln!(o, "- Source: {}", escape(&r.source));
     let _ = writeln!(o, "- Caveats: {}", escape(&r.caveats));
+    if !f.glue.protocol_differences.is_empty() {
+        let _ = writeln!(
+            o,
+            "- Protocol differs from the row's: {}",
+            escape(&f.glue.protocol_differences.join("; "))
+        );
+    }
     o
 }
 

@@ -9,6 +9,12 @@
 //!
 //! Long runs log many thousands of steps; each curve is thinned to at most [`MAX_POINTS`]
 //! evenly spaced points, keeping the first and the last, so the HTML page stays small.
+//!
+//! The same values are also kept against budget time ([`ByBudget`]: x = the step record's
+//! `budget_fraction`, the share of the allowed device time used when the step ended), which is
+//! how the paper draws its loss curves; the loss there also comes smoothed ([`smooth`], a
+//! centred moving average computed before thinning), and the log's first loss is kept as the
+//! initial loss.
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -39,6 +45,41 @@ pub struct MetricsLog {
     /// Learning rate against `optimizer_step`.
     pub lr: Curve,
     /// Tokens per second against `elapsed_s`.
+    pub throughput: Curve,
+    /// The first finite loss of the log (the untrained model's loss).
+    pub initial_loss: Option<f64>,
+    /// The curves against budget time; `None` when no step record has a finite
+    /// `budget_fraction` (logs written before it was recorded).
+    pub by_budget: Option<ByBudget>,
+    /// SHA-256 (hex) of the bytes read, so the report can set the log beside the manifest's
+    /// `metrics-log` subject (`None` when the log was not read to its end).
+    pub sha256: Option<String>,
+}
+
+/// A reader that hashes what passes through it.
+struct Hashing<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use sha2::Digest;
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Curves against the share of the budget used (x = `budget_fraction`, 0–1).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ByBudget {
+    pub loss: Curve,
+    /// `loss` smoothed by [`smooth`] over [`ByBudget::window`] records.
+    pub loss_smooth: Curve,
+    /// Width of the smoothing window (records).
+    pub window: usize,
+    pub lr: Curve,
     pub throughput: Curve,
 }
 
@@ -94,10 +135,19 @@ pub fn read(path: Option<&Path>) -> MetricsLog {
         Ok(f) => f,
         Err(e) => return MetricsLog::missing(format!("cannot open {e:#}")),
     };
-    let mut log = match parse(BufReader::new(file)) {
+    let mut reader = BufReader::new(Hashing {
+        inner: file,
+        hasher: sha2::Sha256::default(),
+    });
+    let mut log = match parse(&mut reader) {
         Ok(l) => l,
         Err(e) => return MetricsLog::missing(format!("cannot read {}: {e}", path.display())),
     };
+    {
+        use sha2::Digest;
+        // `parse` reads to the end of the file.
+        log.sha256 = Some(hex::encode(reader.into_inner().hasher.finalize()));
+    }
     if log.steps == 0 {
         log.missing = Some(format!(
             "{} has no step records ({} malformed lines, {} records of other kinds)",
@@ -106,10 +156,32 @@ pub fn read(path: Option<&Path>) -> MetricsLog {
             log.other
         ));
     }
-    thin(&mut log.loss, MAX_POINTS);
-    thin(&mut log.lr, MAX_POINTS);
-    thin(&mut log.throughput, MAX_POINTS);
+    log.finish();
     log
+}
+
+/// Smoothing window for `n` points: about 2% of the curve, at least 5 (or `n`), odd.
+pub fn window_for(n: usize) -> usize {
+    (n / 50).max(n.min(5)) | 1
+}
+
+/// Centred moving average of the y values of `curve` over `window` points (shrunk at the ends,
+/// where fewer neighbours exist); the x values are kept.
+pub fn smooth(curve: &Curve, window: usize) -> Curve {
+    let n = curve.len();
+    let half = window.max(1) / 2;
+    let mut prefix = Vec::with_capacity(n + 1);
+    prefix.push(0.0);
+    for &(_, y) in curve {
+        prefix.push(prefix.last().copied().unwrap_or(0.0) + y);
+    }
+    (0..n)
+        .map(|i| {
+            let lo = i.saturating_sub(half);
+            let hi = (i + half + 1).min(n);
+            (curve[i].0, (prefix[hi] - prefix[lo]) / (hi - lo) as f64)
+        })
+        .collect()
 }
 
 /// Parse JSON lines from `reader` (no thinning).
@@ -162,9 +234,43 @@ pub fn parse(mut reader: impl BufRead) -> std::io::Result<MetricsLog> {
 }
 
 impl MetricsLog {
+    /// Smooth the budget-time loss, then thin every curve to [`MAX_POINTS`].
+    pub fn finish(&mut self) {
+        thin(&mut self.loss, MAX_POINTS);
+        thin(&mut self.lr, MAX_POINTS);
+        thin(&mut self.throughput, MAX_POINTS);
+        if let Some(b) = &mut self.by_budget {
+            b.window = window_for(b.loss.len());
+            b.loss_smooth = smooth(&b.loss, b.window);
+            for c in [
+                &mut b.loss,
+                &mut b.loss_smooth,
+                &mut b.lr,
+                &mut b.throughput,
+            ] {
+                thin(c, MAX_POINTS);
+            }
+        }
+    }
+
     fn add_step(&mut self, v: &Value) {
         self.steps += 1;
         let num = |k: &str| v[k].as_f64().filter(|x| x.is_finite());
+        if self.initial_loss.is_none() {
+            self.initial_loss = num("loss");
+        }
+        if let Some(f) = num("budget_fraction") {
+            let b = self.by_budget.get_or_insert_with(ByBudget::default);
+            for (y, c) in [
+                (num("loss"), &mut b.loss),
+                (num("lr"), &mut b.lr),
+                (num("tokens_per_second"), &mut b.throughput),
+            ] {
+                if let Some(y) = y {
+                    c.push((f, y));
+                }
+            }
+        }
         let step = num("optimizer_step");
         let pairs = [
             (step, num("loss"), 0),
@@ -231,6 +337,44 @@ mod tests {
         assert_eq!(log.lr, vec![(1.0, 0.001), (2.0, 0.002)]);
         assert_eq!(log.throughput, vec![(0.5, 100.0), (1.0, 120.0)]);
         assert_eq!(log.gaps, [1, 0, 0]);
+    }
+
+    #[test]
+    fn budget_curves_smoothing_and_initial_loss() {
+        let mut text = String::from("{\"kind\":\"step\",\"optimizer_step\":1,\"lr\":0.1}\n");
+        for s in 2..=101 {
+            let loss = if s % 2 == 0 { 9.0 } else { 7.0 };
+            text += &format!(
+                "{{\"kind\":\"step\",\"optimizer_step\":{s},\"loss\":{loss},\"budget_fraction\":{}}}\n",
+                s as f64 / 101.0
+            );
+        }
+        let mut log = parse(text.as_bytes()).unwrap();
+        log.finish();
+        // The first finite loss, not the first step's (which has none).
+        assert_eq!(log.initial_loss, Some(9.0));
+        let b = log.by_budget.unwrap();
+        assert_eq!(b.loss.len(), 100);
+        assert!(b.lr.is_empty(), "the one lr value has no budget_fraction");
+        assert_eq!(b.window, 5);
+        assert_eq!(b.loss_smooth.len(), 100);
+        // At the ends the window shrinks to three: (9 + 7 + 9) / 3 first, (7 + 9 + 7) / 3 last.
+        assert_eq!(b.loss_smooth[0], (b.loss[0].0, 25.0 / 3.0));
+        assert_eq!(b.loss_smooth[99], (b.loss[99].0, 23.0 / 3.0));
+        // Inside: (3 × 9 + 2 × 7) / 5 or (2 × 9 + 3 × 7) / 5; the alternation is flattened.
+        for (i, &(x, y)) in b.loss_smooth.iter().enumerate().skip(2).take(96) {
+            assert_eq!(x, b.loss[i].0);
+            assert!((y - 8.0).abs() < 0.21, "{i}: {y}");
+        }
+        assert_eq!((window_for(0), window_for(3), window_for(3933)), (1, 3, 79));
+        assert_eq!(
+            smooth(&vec![(0.0, 1.0), (1.0, 3.0)], 1),
+            vec![(0.0, 1.0), (1.0, 3.0)]
+        );
+        // Logs without budget_fraction have no budget curves.
+        let old = parse(&b"{\"kind\":\"step\",\"optimizer_step\":1,\"loss\":2.0}\n"[..]).unwrap();
+        assert!(old.by_budget.is_none());
+        assert_eq!(old.initial_loss, Some(2.0));
     }
 
     #[test]

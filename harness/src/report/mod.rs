@@ -1,18 +1,24 @@
 //! The run report: a Markdown file and a self-contained HTML page written beside a run's
 //! manifest (`report.md`, `report.html`).
 //!
-//! They show the run's identity (recipe and its hash, creation time, crambench version,
-//! hardware class, device kind, signature, subjects with digests), its budget accounting, the
-//! pretraining summary with the loss, learning-rate and throughput curves (HTML only, drawn
-//! from `pretrain/metrics.jsonl` as inline SVG), and the GLUE table — median and every trial
-//! per evaluation set — beside a reference row of the paper ([`crate::reference`]) with the
-//! deltas; the aggregate is compared only under the same rule name, and a `demo` aggregate
-//! never. Everything shown comes from the signed statement and the metrics log: nothing is
-//! computed that the manifest does not carry, and empty reference cells stay empty.
+//! They lead with the answer (recipe, hardware in words, precision used, the GLUE aggregate
+//! with its interval against the control and the reference row, final loss, budget used of
+//! allowed, signed), then show the recipe's hyperparameters, the data summary, the pretraining
+//! summary with its curves against budget time (HTML only, drawn from `pretrain/metrics.jsonl`
+//! as inline SVG: the MLM loss raw and smoothed with the initial loss, the learning rate, the
+//! throughput), the GLUE table — median, interval, every trial, control and reference per
+//! evaluation set, also as a chart — the phases in pipeline order, the run's identity and
+//! subjects, and which inputs are signed. The aggregate is compared with the reference only
+//! under the same rule name, and a `demo` aggregate never. Everything shown comes from the
+//! signed statement and the metrics log (whose digest is checked against the statement's
+//! `metrics-log` subject): nothing is computed that the manifest does not carry, except the
+//! epochs over the corpus and the smoothed loss, and empty reference cells stay empty.
 //!
 //! * [`facts`] — what the report says, gathered once from the record and the reference row.
-//! * [`metrics_log`] — reading and thinning the metrics log.
-//! * [`charts`] — line charts as SVG strings (`plotters`).
+//! * [`metrics_log`] — reading, smoothing and thinning the metrics log.
+//! * [`charts`] — line charts and the GLUE dot plot as SVG strings (`plotters`).
+//! * [`panels`] — the recipe's hyperparameters, the data summary, the phases in pipeline order
+//!   and which inputs are signed.
 //! * [`tables`] — the key–value tables and trial lists as plain text, shared by both renderings.
 //! * [`markdown`], [`html`] — the two renderings and their escaping.
 //! * [`format`] — number formatting shared by both.
@@ -22,6 +28,7 @@ pub mod format;
 pub mod html;
 pub mod markdown;
 pub mod metrics_log;
+pub mod panels;
 pub mod tables;
 
 use crate::error::Error;

@@ -22,6 +22,12 @@ impl Cell {
     }
 }
 
+/// What the "What is signed" table means, shared by both renderings.
+pub const INPUTS_NOTE: &str = "A signed input is one the DSSE-signed statement vouches for, \
+itself or by digest. This report reads the statement without checking its signature or the \
+digests (only the metrics log's digest is checked here, because the curves are drawn from \
+it): run crambench verify on the run directory to check them all.";
+
 /// A table of (label, value) rows.
 pub type KeyValues = Vec<(&'static str, Cell)>;
 
@@ -42,14 +48,20 @@ pub fn headline(f: &Facts) -> KeyValues {
             .unwrap_or_default();
         format!("{} ({} rule{ci})", format::pct(a.value), a.rule)
     });
-    let reference = g.aggregate.as_ref().and_then(|a| match &a.reference {
-        crate::report::facts::AggregateReference::Compared { value, delta } => Some(format!(
+    let reference = g.aggregate.as_ref().map(|a| match &a.reference {
+        crate::report::facts::AggregateReference::Compared { value, delta } => format!(
             "{} {}: Δ = {}",
             f.reference.id,
             format::pct(*value),
             format::delta(*delta)
-        )),
-        _ => None,
+        ),
+        crate::report::facts::AggregateReference::Demo => {
+            "not compared: the demo aggregate is not a GLUE score".to_string()
+        }
+        crate::report::facts::AggregateReference::NotPublished(_) => format!(
+            "not compared: {} publishes no average under the {} rule",
+            f.reference.id, a.rule
+        ),
     });
     let b = &f.budget;
     let budget = match (b.used_device_hours, b.allowed_device_hours) {
@@ -183,12 +195,11 @@ pub fn budget(f: &Facts) -> KeyValues {
     rows
 }
 
-/// Phase wall times: (phase, seconds as text).
+/// Phase wall times in pipeline order with human names: (phase, seconds as text).
 pub fn phases(f: &Facts) -> Vec<(String, String)> {
-    f.budget
-        .phase_seconds
-        .iter()
-        .map(|(p, s)| (p.clone(), format::seconds(*s)))
+    crate::report::panels::phases(&f.budget.phase_seconds)
+        .into_iter()
+        .map(|(p, s)| (p, format::seconds(s)))
         .collect()
 }
 
@@ -223,4 +234,27 @@ pub fn trials(row: &GlueRow) -> String {
         .map(|t| t.map(format::pct).unwrap_or_else(|| "–".into()))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The data summary as a key–value table (names and digests as code).
+pub fn data(f: &Facts) -> KeyValues {
+    f.data
+        .iter()
+        .map(|(k, v)| {
+            let cell = if matches!(*k, "Dataset" | "Root digest") {
+                Cell::Code(v.clone())
+            } else {
+                Cell::Text(v.clone())
+            };
+            (*k, cell)
+        })
+        .collect()
+}
+
+/// One recipe panel group as a key–value table.
+pub fn group(g: &crate::report::panels::Group) -> KeyValues {
+    g.rows
+        .iter()
+        .map(|(k, v)| (*k, Cell::Text(v.clone())))
+        .collect()
 }

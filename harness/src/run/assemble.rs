@@ -12,6 +12,9 @@
 //! * `predictions` — `glue/predictions` (dirHash), every per-example prediction of every trial.
 //! * `control-predictions` — `glue/controls` (dirHash), the no-pretraining control's
 //!   predictions and kept trials, when that control ran.
+//! * `metrics-log` — `pretrain/metrics.jsonl` (sha256), the per-step log the report's curves
+//!   are drawn from, so the curves are as signed as the numbers. Manifests made before it was a
+//!   subject lack it; they still verify (the audit checks the subjects a manifest has).
 //!
 //! Budget accounting extends pretraining's own (`counted_phases` = pretraining) with the
 //! phases the rules leave out: data preparation and GLUE fine-tuning/evaluation, with their
@@ -178,6 +181,14 @@ pub fn statement(inp: &Inputs) -> Result<Statement> {
     if glue_info["glue"]["controls"]["no_pretraining"].is_object() && controls.is_dir() {
         s.subject
             .push(subject("glue/controls", &controls, "control-predictions")?);
+    }
+    let log = inp.dir.join(crate::record::METRICS_LOG);
+    if log.is_file() {
+        s.subject.push(subject(
+            crate::record::METRICS_LOG,
+            &log,
+            crate::record::METRICS_LOG_ROLE,
+        )?);
     }
 
     // Materials: the recipe files, the corpus and tokenizer, the GLUE data files.

@@ -30,6 +30,7 @@ pub mod run;
 pub mod schedule;
 pub mod synthetic;
 pub mod trainer;
+pub mod transfer;
 
 pub use config::TrainConfig;
 pub use run::{pretrain_recipe, PretrainOptions};
