@@ -54,9 +54,11 @@ release: libtorch
 bench-hash: release
 	target/release/crambench bench hash --size 2G --runs 5
 
-## bench-train: one training step of full-size crammed-bert, tch against PyTorch eager, side by side.
+## bench-train: the trainer's step of full-size crammed-bert against PyTorch, side by side, and
+## the flat optimizer step against the per-parameter one.
 bench-train: release torchenv
 	target/release/crambench bench train-step --recipe baselines/crammed-bert.toml --micro-batch 8 --compare-python
+	target/release/crambench bench optim --recipe baselines/crammed-bert.toml --steps 7
 
 ## bench-hub: hub download throughput from a loopback hub, crambench against huggingface_hub, side by side.
 bench-hub: pyenv

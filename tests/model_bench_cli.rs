@@ -65,3 +65,77 @@ fn train_step_bench_rejects_bad_input() {
         assert_eq!(code, 2, "{args:?}: {err}");
     }
 }
+
+/// The benchmark times the trainer's own step (issue 15 item 6): the recipe's precision (bf16
+/// autocast) and `--accumulation` micro-batches per timed step; with PyTorch available, the
+/// reference runs the same accumulation, autocast and recipe AdamW.
+#[test]
+fn train_step_bench_times_the_trainers_step() {
+    let root = common::repo_root();
+    let recipe = root.join("baselines/crammed-bert-tiny.toml");
+    let torch = root.join(".venv-torch/bin/python");
+    let mut args = vec![
+        "bench",
+        "train-step",
+        "--recipe",
+        recipe.to_str().unwrap(),
+        "--micro-batch",
+        "2",
+        "--seq-len",
+        "32",
+        "--accumulation",
+        "2",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--json",
+    ];
+    let with_python = torch.exists() || std::env::var_os("CRAMBENCH_REQUIRE_TORCH").is_some();
+    if with_python {
+        args.push("--compare-python");
+    }
+    let (code, out, err) = common::run_in(&root, &args);
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["dtype"], "bf16", "the recipe's precision");
+    assert_eq!(v["accumulation"], 2);
+    let median = v["tch"]["median_s"].as_f64().unwrap();
+    let tps = v["tch"]["tokens_per_s"].as_f64().unwrap();
+    assert!((tps - 128.0 / median).abs() < 1e-6 * tps);
+    if with_python {
+        assert_eq!(v["pytorch_info"]["accumulation"], 2, "{out}");
+        assert_eq!(v["pytorch_info"]["dtype"], "bf16", "{out}");
+        assert_eq!(v["pytorch"]["times_s"].as_array().unwrap().len(), 2);
+    }
+}
+
+#[test]
+fn optim_bench_reports_both_optimizers() {
+    let root = common::repo_root();
+    let (code, out, err) = common::run_in(
+        &root,
+        &[
+            "bench",
+            "optim",
+            "--arch",
+            "crammed-bert-tiny",
+            "--steps",
+            "3",
+            "--warmup",
+            "1",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["per_parameter"]["times_s"].as_array().unwrap().len(), 3);
+    assert_eq!(v["flat"]["times_s"].as_array().unwrap().len(), 3);
+    assert_eq!(v["flat_groups"], 2);
+    assert_eq!(v["kernel"], "fused");
+    assert!(v["speedup_median"].as_f64().unwrap() > 0.0);
+}

@@ -4,8 +4,8 @@
 mod common;
 
 use crambench::train::optim::{
-    clip_coefficient, clip_grad_norm, global_grad_norm, is_no_decay, Adam, AdamConfig,
-    OptimizerKind,
+    clip_coefficient, clip_grad_norm, global_grad_norm, is_no_decay, Adam, AdamConfig, FlatAdam,
+    FlatKernel, OptimizerKind, StepOptions,
 };
 use tch::{Kind, Tensor};
 
@@ -282,4 +282,252 @@ fn optimizer_state_round_trips_through_safetensors() {
         Vec::<f32>::try_from(p1.detach()).unwrap(),
         Vec::<f32>::try_from(p2.detach()).unwrap()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The flat optimiser (issue 15 item 5) against the per-parameter one.
+
+/// Parameters of assorted sizes (odd ones, so that elements fall on libtorch's vectorised main
+/// loop and its scalar tails at different offsets than in the flat buffer), with names that
+/// put them in both decay groups.
+fn flat_setup(seed: i64) -> (Vec<(String, Tensor)>, Vec<Vec<Tensor>>) {
+    tch::manual_seed(seed);
+    let shapes: [&[i64]; 6] = [&[257, 33], &[100_003], &[7], &[31, 3], &[1], &[70_001]];
+    let names = [
+        "encoder.embedding.word_embedding.weight",
+        "encoder.layers.0.attn.dense.weight",
+        "encoder.layers.0.norm1.weight",
+        "encoder.layers.0.ffn.dense_in.weight",
+        "encoder.embedding.pos_embedding.scale_factor",
+        "encoder.layers.0.ffn.dense_in.bias",
+    ];
+    let params: Vec<(String, Tensor)> = names
+        .iter()
+        .zip(shapes)
+        .map(|(n, s)| {
+            (
+                n.to_string(),
+                Tensor::randn(s, (Kind::Float, tch::Device::Cpu)),
+            )
+        })
+        .collect();
+    let grads = (0..6)
+        .map(|_| {
+            shapes
+                .iter()
+                .map(|s| Tensor::randn(*s, (Kind::Float, tch::Device::Cpu)) * 0.05)
+                .collect()
+        })
+        .collect();
+    (params, grads)
+}
+
+fn cfg(kind: OptimizerKind) -> AdamConfig {
+    AdamConfig {
+        kind,
+        betas: [0.9, 0.98],
+        eps: 1e-12,
+        weight_decay: 0.01,
+        no_decay: v2_no_decay(),
+    }
+}
+
+fn leaves(params: &[(String, Tensor)]) -> Vec<(String, Tensor)> {
+    params
+        .iter()
+        .map(|(n, t)| (n.clone(), t.copy().set_requires_grad(true)))
+        .collect()
+}
+
+/// `Σ p·g` so that backward leaves exactly `g` in `p.grad`.
+fn backward_with(handles: &[Tensor], grads: &[Tensor]) {
+    handles
+        .iter()
+        .zip(grads)
+        .map(|(p, g)| (p * g).sum(Kind::Float))
+        .fold(
+            Tensor::zeros([], (Kind::Float, tch::Device::Cpu)),
+            |a, b| a + b,
+        )
+        .backward();
+}
+
+fn bits(t: &Tensor) -> Vec<u32> {
+    Vec::<f32>::try_from(t.detach().flatten(0, -1))
+        .unwrap()
+        .iter()
+        .map(|x| x.to_bits())
+        .collect()
+}
+
+/// The element-wise update of both flat kernels equals the per-parameter optimiser bit for bit
+/// (parameters and saved moments), for AdamW and coupled-L2 Adam, over six steps with changing
+/// learning rates.
+#[test]
+fn flat_optimizer_updates_bit_identical_to_per_parameter() {
+    for kind in [OptimizerKind::AdamW, OptimizerKind::AdamL2] {
+        for kernel in [FlatKernel::Fused, FlatKernel::Tensor] {
+            let (p0, grads) = flat_setup(3);
+            let old_params = leaves(&p0);
+            let old_handles: Vec<Tensor> =
+                old_params.iter().map(|(_, t)| t.shallow_clone()).collect();
+            let mut old = Adam::new(cfg(kind), old_params);
+            let new_params = leaves(&p0);
+            let new_handles: Vec<Tensor> =
+                new_params.iter().map(|(_, t)| t.shallow_clone()).collect();
+            let mut new = FlatAdam::with_kernel(cfg(kind), new_params, kernel).unwrap();
+            assert_eq!(new.num_groups(), 2, "decay and no-decay groups");
+            for (step, g) in grads.iter().enumerate() {
+                let lr = [1e-3, 4e-3, 2e-2, 1e-2, 7e-3, 3e-3][step];
+                old.zero_grad();
+                backward_with(&old_handles, g);
+                old.step(lr);
+                new.zero_grad();
+                backward_with(&new_handles, g);
+                let out = new.step(lr, &StepOptions::default());
+                assert!(!bool::try_from(&out.found_inf).unwrap());
+                for (i, (a, b)) in old_handles.iter().zip(&new_handles).enumerate() {
+                    assert!(
+                        bits(a) == bits(b),
+                        "{kind:?} {kernel:?}: parameter {i} differs after step {}",
+                        step + 1
+                    );
+                }
+            }
+            // Same moments, in the same file format.
+            let d = tempfile::tempdir().unwrap();
+            old.save(&d.path().join("old.safetensors")).unwrap();
+            new.save(&d.path().join("new.safetensors")).unwrap();
+            let read = |f: &str| -> std::collections::BTreeMap<String, Vec<u32>> {
+                Tensor::read_safetensors(d.path().join(f))
+                    .unwrap()
+                    .into_iter()
+                    .map(|(k, t)| (k, bits(&t)))
+                    .collect()
+            };
+            assert_eq!(read("old.safetensors"), read("new.safetensors"));
+        }
+    }
+}
+
+/// The global gradient norm of the flat buffers equals the per-parameter one within fp32
+/// rounding; clipping scales the update as `clip_grad_norm_` does.
+#[test]
+fn flat_grad_norm_and_clip_match_per_parameter() {
+    let (p0, grads) = flat_setup(4);
+    let params = leaves(&p0);
+    let handles: Vec<Tensor> = params.iter().map(|(_, t)| t.shallow_clone()).collect();
+    let mut flat = FlatAdam::new(cfg(OptimizerKind::AdamW), params).unwrap();
+    for g in &grads {
+        flat.zero_grad();
+        backward_with(&handles, g);
+        let want = global_grad_norm(g);
+        let got = f64::try_from(flat.grad_norm()).unwrap();
+        assert!(
+            ((got - want) / want).abs() < 4.0 * f32::EPSILON as f64,
+            "{got} vs {want}"
+        );
+    }
+    // Clipping: the flat step with max_norm equals the per-parameter optimiser fed gradients
+    // clipped with the flat norm's coefficient.
+    let (p0, grads) = flat_setup(5);
+    let old_params = leaves(&p0);
+    let old_handles: Vec<Tensor> = old_params.iter().map(|(_, t)| t.shallow_clone()).collect();
+    let mut old = Adam::new(cfg(OptimizerKind::AdamW), old_params);
+    let new_params = leaves(&p0);
+    let new_handles: Vec<Tensor> = new_params.iter().map(|(_, t)| t.shallow_clone()).collect();
+    let mut new = FlatAdam::new(cfg(OptimizerKind::AdamW), new_params).unwrap();
+    new.zero_grad();
+    backward_with(&new_handles, &grads[0]);
+    let norm = f32::try_from(new.grad_norm()).unwrap();
+    let coef = clip_coefficient(norm, 0.5);
+    assert!(coef < 1.0, "the case clips");
+    new.step(
+        1e-3,
+        &StepOptions {
+            max_norm: Some(0.5),
+            ..Default::default()
+        },
+    );
+    old.zero_grad();
+    let clipped: Vec<Tensor> = grads[0].iter().map(|g| g * coef as f64).collect();
+    backward_with(&old_handles, &clipped);
+    old.step(1e-3);
+    for (a, b) in old_handles.iter().zip(&new_handles) {
+        assert!(bits(a) == bits(b));
+    }
+}
+
+/// An inf/NaN gradient skips the step on the device: parameters and moments stay, the step
+/// counter does not advance, and the next steps equal the per-parameter optimiser's, which
+/// never took the skipped one (after the host learns the step count, bit for bit).
+#[test]
+fn flat_optimizer_skips_nonfinite_steps_on_the_device() {
+    for kernel in [FlatKernel::Fused, FlatKernel::Tensor] {
+        let (p0, grads) = flat_setup(6);
+        let old_params = leaves(&p0);
+        let old_handles: Vec<Tensor> = old_params.iter().map(|(_, t)| t.shallow_clone()).collect();
+        let mut old = Adam::new(cfg(OptimizerKind::AdamW), old_params);
+        let new_params = leaves(&p0);
+        let new_handles: Vec<Tensor> = new_params.iter().map(|(_, t)| t.shallow_clone()).collect();
+        let mut new = FlatAdam::with_kernel(cfg(OptimizerKind::AdamW), new_params, kernel).unwrap();
+        let poisoned: Vec<Tensor> = grads[1].iter().map(|g| g.copy()).collect();
+        let _ = poisoned[1].get(17).fill_(f64::NAN);
+        for (step, g) in [&grads[0], &poisoned, &grads[2], &grads[3]]
+            .iter()
+            .enumerate()
+        {
+            new.zero_grad();
+            backward_with(&new_handles, g);
+            let before: Vec<Vec<u32>> = new_handles.iter().map(bits).collect();
+            let out = new.step(2e-3, &StepOptions::default());
+            let skipped = bool::try_from(&out.found_inf).unwrap();
+            assert_eq!(skipped, step == 1);
+            if skipped {
+                let after: Vec<Vec<u32>> = new_handles.iter().map(bits).collect();
+                assert_eq!(
+                    before, after,
+                    "{kernel:?}: a skipped step changed a parameter"
+                );
+                let taken = f64::try_from(new.step_counter()).unwrap();
+                assert_eq!(taken, 1.0);
+                new.sync_steps(taken as u64);
+                continue;
+            }
+            old.zero_grad();
+            backward_with(&old_handles, g);
+            old.step(2e-3);
+            for (a, b) in old_handles.iter().zip(&new_handles) {
+                assert!(bits(a) == bits(b), "{kernel:?}: step {step}");
+            }
+        }
+    }
+}
+
+/// Checkpoints of the per-parameter optimiser load into the flat one and the other way round.
+#[test]
+fn flat_optimizer_reads_and_writes_the_per_parameter_format() {
+    let d = tempfile::tempdir().unwrap();
+    let (p0, grads) = flat_setup(7);
+    let old_params = leaves(&p0);
+    let old_handles: Vec<Tensor> = old_params.iter().map(|(_, t)| t.shallow_clone()).collect();
+    let mut old = Adam::new(cfg(OptimizerKind::AdamW), old_params);
+    backward_with(&old_handles, &grads[0]);
+    old.step(1e-3);
+    let path = d.path().join("o.safetensors");
+    old.save(&path).unwrap();
+    let mut flat = FlatAdam::new(cfg(OptimizerKind::AdamW), leaves(&p0)).unwrap();
+    flat.load(&path, 1).unwrap();
+    let path2 = d.path().join("f.safetensors");
+    flat.save(&path2).unwrap();
+    let a: Vec<(String, Tensor)> = Tensor::read_safetensors(&path).unwrap();
+    let b: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(&path2)
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(a.len(), b.len());
+    for (k, t) in &a {
+        assert!(bits(t) == bits(&b[k]), "{k}");
+    }
+    assert_eq!(f64::try_from(flat.step_counter()).unwrap(), 1.0);
 }

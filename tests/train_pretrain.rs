@@ -134,7 +134,9 @@ fn tiny_recipe_trains_and_logs() {
     );
     assert!(last < first - 0.2, "loss must fall: {first} -> {last}");
     assert_eq!(s["tokens_seen"], 300 * 16 * 64);
-    assert_eq!(s["precision"]["precision"], "fp32");
+    // The recipe's bf16 runs as CPU autocast (issue 15 item 1; before, it silently ran fp32).
+    assert_eq!(s["precision"]["precision"], "bf16");
+    assert_eq!(s["precision"]["autocast"], "cpu");
 
     let ck = d.path().join("run/checkpoints");
     let latest = std::fs::read_to_string(ck.join("latest")).unwrap();

@@ -117,6 +117,9 @@ class SeqFirstSelfAttention(nn.Module):
         self.layout = c["qkv_layout"]
         self.query_key_value = nn.Linear(c["hidden"], 3 * c["hidden"], bias=c["qkv_bias"])
         self.register_buffer("norm_factor", torch.tensor(self.head_dim).rsqrt())
+        # The same f32 value as a Python float, so that the SDPA path reads no tensor on the host
+        # (`.item()` in forward is a device synchronisation on CUDA and breaks torch.compile).
+        self.sdpa_scale = float(torch.tensor(self.head_dim).rsqrt())
         self.dropout = nn.Dropout(c["attention_dropout"])
 
     def forward(self, x, attention_mask=None):
@@ -132,7 +135,7 @@ class SeqFirstSelfAttention(nn.Module):
             mask = None
             if attention_mask is not None:
                 mask = (1.0 - attention_mask[:, None, None, :].to(q.dtype)) * -10000.0
-            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.norm_factor.item(),
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.sdpa_scale,
                                                  dropout_p=self.dropout.p if self.training else 0.0)
             return ctx.permute(2, 0, 1, 3).reshape(S, B, self.heads * self.head_dim)
         # [S, B, h, d] -> [B*h, S, d]

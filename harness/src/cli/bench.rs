@@ -26,9 +26,11 @@ pub enum BenchCmd {
         #[command(flatten)]
         json: JsonArg,
     },
-    /// One pretraining step (forward, backward, AdamW) in tch, optionally side by side with the
-    /// PyTorch eager reference: tokens/s, step time, MFU.
+    /// The trainer's optimizer step (loader, autocast, accumulation, flat AdamW), optionally
+    /// side by side with the PyTorch reference: tokens/s, step time, MFU.
     TrainStep(crate::cli::bench_train::TrainStepArgs),
+    /// The flat AdamW step against the per-parameter one it replaced, alternating.
+    Optim(crate::cli::bench_optim::OptimArgs),
     /// Raw text to packed token blocks (crambench, end to end) against Python `tokenizers`
     /// encode_batch with the same tokenizer.json, on the embedded corpus.
     Data {
@@ -66,6 +68,7 @@ pub fn run(cmd: BenchCmd) -> Result<ExitCode> {
             json,
         } => bench_hash(&size, runs, &dir, json.enabled),
         BenchCmd::TrainStep(args) => crate::cli::bench_train::run(args),
+        BenchCmd::Optim(args) => crate::cli::bench_optim::run(args),
         BenchCmd::Conformance(args) => crate::cli::conformance::run(args),
         BenchCmd::Data {
             copies,

@@ -1,18 +1,21 @@
-//! `crambench bench train-step`: time one pretraining step (forward, backward, AdamW update) of
-//! a recipe's architecture in tch — tokens/s, step-time median and spread (interquartile range
-//! over the median; min and max too), model-FLOPs
-//! utilisation against the GPU's datasheet peak — and, with `--compare-python`, the same model,
-//! weights and batch in PyTorch eager (`reference/pytorch/bench_step.py` in `.venv-torch`), in
-//! one run: the two alternate block by block so that drift hits both alike.
+//! `crambench bench train-step`: time the trainer's own optimizer step on a recipe's
+//! architecture (`crambench::train::bench::StepBench`: micro-batches from the loader thread,
+//! forward under the recipe's autocast, backward, `--accumulation` of them, then the flat AdamW
+//! step with the recipe's clipping) — tokens/s, step-time median and spread (interquartile range
+//! over the median; min and max too), model-FLOPs utilisation against the GPU's datasheet peak —
+//! and, with `--compare-python`, the same model, weights, batch shape, autocast, accumulation and
+//! AdamW hyperparameters in PyTorch (`reference/pytorch/bench_step.py` in `.venv-torch`), in one
+//! run: the two alternate block by block so that drift hits both alike.
 use super::args::{DeviceArg, JsonArg, SeedArg};
 use anyhow::{Context, Result};
 use clap::Args;
 use crambench::error::{Error, ExitCode};
-use crambench::model::step_bench::{mlm_batch, PythonBench, PythonOptions, StepTiming};
-use crambench::model::{self, flops, ArchConfig};
+use crambench::model::step_bench::{PythonBench, PythonOptions, StepTiming};
+use crambench::model::{flops, ArchConfig};
+use crambench::train::amp::{Amp, Precision};
+use crambench::train::bench::StepBench;
+use crambench::train::TrainConfig;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
-use tch::nn::{OptimizerConfig, VarStore};
 use tch::{Device, Kind, Tensor};
 
 #[derive(Args, Debug)]
@@ -32,9 +35,13 @@ pub struct TrainStepArgs {
     seq_len: Option<i64>,
     #[command(flatten)]
     device: DeviceArg,
-    /// fp32, or bf16 (weights, activations and optimizer state in bf16; both implementations).
-    #[arg(long, default_value = "fp32")]
-    dtype: String,
+    /// Precision of the step: the recipe's `train.precision` by default; fp32, or bf16
+    /// (autocast: fp32 weights and optimizer, bf16 matmuls; both implementations).
+    #[arg(long)]
+    dtype: Option<String>,
+    /// Micro-batches accumulated per optimizer step (each timed step runs them all).
+    #[arg(long, default_value_t = 1)]
+    accumulation: u64,
     /// Timed steps per implementation.
     #[arg(long, default_value_t = 10)]
     steps: usize,
@@ -78,22 +85,39 @@ fn repo_file(rel: &str) -> Option<PathBuf> {
 }
 
 pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
-    let (cfg, model_name) = match (&args.recipe, &args.arch) {
+    let (cfg, mut train, model_name) = match (&args.recipe, &args.arch) {
         (Some(path), _) => {
             let recipe = crambench::recipe::Recipe::load(path)?;
-            (recipe.section::<ArchConfig>("arch")?, recipe.name())
+            (
+                recipe.section::<ArchConfig>("arch")?,
+                TrainConfig::from_recipe(&recipe)?,
+                recipe.name(),
+            )
         }
-        (None, Some(name)) => (ArchConfig::preset(name)?, name.clone()),
+        (None, Some(name)) => (
+            ArchConfig::preset(name)?,
+            TrainConfig::default(),
+            name.clone(),
+        ),
         (None, None) => return Err(Error::input("arguments", "give --recipe or --arch").into()),
     };
     let device = args.device.resolve();
     crambench::run::preflight::check_device(device)?;
-    let dtype = match args.dtype.as_str() {
-        "fp32" => Kind::Float,
-        "bf16" => Kind::BFloat16,
-        other => {
+    match args.dtype.as_deref() {
+        None => {}
+        Some("fp32") => train.precision = Precision::Fp32,
+        Some("bf16") => train.precision = Precision::Bf16,
+        Some(other) => {
             return Err(Error::input("--dtype", format!("{other:?}: expected fp32 or bf16")).into())
         }
+    }
+    // What actually runs on this device (fp16 needs CUDA).
+    let precision = Amp::setup_autocast(train.precision, train.tf32, device).precision;
+    let dtype_name = format!("{precision:?}").to_lowercase();
+    let dtype = match precision {
+        Precision::Bf16 => Kind::BFloat16,
+        Precision::Fp16 => Kind::Half,
+        Precision::Fp32 => Kind::Float,
     };
     let seq = args.seq_len.unwrap_or(cfg.max_seq_len.min(128));
     if seq < 1 || seq > cfg.max_seq_len {
@@ -101,8 +125,10 @@ pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
             Error::input("--seq-len", format!("must be in 1..={}", cfg.max_seq_len)).into(),
         );
     }
-    if args.micro_batch < 1 || args.steps < 1 {
-        return Err(Error::input("--micro-batch/--steps", "must be at least 1").into());
+    if args.micro_batch < 1 || args.steps < 1 || args.accumulation < 1 {
+        return Err(
+            Error::input("--micro-batch/--steps/--accumulation", "must be at least 1").into(),
+        );
     }
     if let Some(t) = args.threads {
         if t < 1 {
@@ -112,20 +138,33 @@ pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
     }
     let threads = tch::get_num_threads();
 
-    // Model, optimizer and batch.
+    // The trainer's model, data path and step.
     let seed = crambench::provenance::seeds::Seeds::from_option(args.seed.seed)?.master;
-    tch::manual_seed(seed as i64);
-    let mut vs = VarStore::new(device);
-    let m = model::build(&vs.root(), &cfg)?;
-    let n_params = model::num_parameters(&vs);
-    let (ids, labels) = mlm_batch(&cfg, args.micro_batch, seq, device);
+    let mut bench = StepBench::new(
+        &cfg,
+        &train,
+        args.micro_batch as usize,
+        seq as usize,
+        device,
+        seed as i64,
+    )?;
+    let n_params = bench.n_params;
+    let batch = bench.first_batch()?;
+    let (ids, labels) = batch.to_device(device);
+    let optim = serde_json::json!({
+        "lr": train.lr, "betas": train.betas, "eps": train.eps,
+        "weight_decay": train.weight_decay, "no_decay": train.no_decay,
+        "kind": train.optimizer, "max_norm": train.clip_norm(),
+    });
     let tmp = tempfile::tempdir().context("temporary directory")?;
     let mut python = if args.compare_python {
-        // Same weights (saved before the bf16 cast) and batch for the reference.
-        vs.save(tmp.path().join("model.safetensors"))?;
+        // Same initial weights, batch shape and optimizer settings for the reference.
+        bench.vs.save(tmp.path().join("model.safetensors"))?;
         Some(start_python(
             &args,
             &cfg,
+            &dtype_name,
+            &optim,
             tmp.path(),
             &ids,
             &labels,
@@ -134,55 +173,41 @@ pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
     } else {
         None
     };
-    if dtype == Kind::BFloat16 {
-        vs.bfloat16();
-    }
-    let lr = 1e-4;
-    let mut opt = tch::nn::AdamW::default().build(&vs, lr)?;
-    let sync = || {
-        if let Device::Cuda(i) = device {
-            tch::Cuda::synchronize(i as i64);
-        }
-    };
-    let mut step = || -> f64 {
-        let t = Instant::now();
-        let loss = m.mlm_loss(&ids, &labels, args.dropout);
-        opt.backward_step(&loss);
-        sync();
-        t.elapsed().as_secs_f64()
-    };
 
     eprintln!(
-        "{model_name}: {n_params} parameters, micro-batch {} × {seq} tokens, {device:?} {}, {threads} threads",
-        args.micro_batch, args.dtype
+        "{model_name}: {n_params} parameters, micro-batch {} × {seq} tokens × {} accumulated, {device:?} {dtype_name}, {threads} threads",
+        args.micro_batch, args.accumulation
     );
-    for _ in 0..args.warmup {
-        step();
-    }
-    if let Some(py) = python.as_mut() {
-        if args.warmup > 1 {
-            py.run(args.warmup - 1)?; // it did one warm-up step before saying ready
+    let (ours, theirs) = bench.run(args.accumulation, args.dropout, |step| {
+        for _ in 0..args.warmup {
+            step()?;
         }
-    }
-    let block = args.block.unwrap_or((args.steps / 5).max(1)).max(1);
-    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-    let mut round = 0;
-    while ours.len() < args.steps {
-        let n = block.min(args.steps - ours.len());
-        // Alternate which implementation goes first in each round.
-        let python_first = round % 2 == 1;
-        if let (true, Some(py)) = (python_first, python.as_mut()) {
-            theirs.extend(py.run(n)?);
+        if let Some(py) = python.as_mut() {
+            if args.warmup > 1 {
+                py.run(args.warmup - 1)?; // it did one warm-up step before saying ready
+            }
         }
-        for _ in 0..n {
-            ours.push(step());
+        let block = args.block.unwrap_or((args.steps / 5).max(1)).max(1);
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        let mut round = 0;
+        while ours.len() < args.steps {
+            let n = block.min(args.steps - ours.len());
+            // Alternate which implementation goes first in each round.
+            let python_first = round % 2 == 1;
+            if let (true, Some(py)) = (python_first, python.as_mut()) {
+                theirs.extend(py.run(n)?);
+            }
+            for _ in 0..n {
+                ours.push(step()?);
+            }
+            if let (false, Some(py)) = (python_first, python.as_mut()) {
+                theirs.extend(py.run(n)?);
+            }
+            round += 1;
+            eprintln!("  {}/{} steps timed", ours.len(), args.steps);
         }
-        if let (false, Some(py)) = (python_first, python.as_mut()) {
-            theirs.extend(py.run(n)?);
-        }
-        round += 1;
-        eprintln!("  {}/{} steps timed", ours.len(), args.steps);
-    }
+        Ok((ours, theirs))
+    })?;
     let python_info = match python {
         Some(py) => {
             let info = py.info.clone();
@@ -193,8 +218,9 @@ pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
     };
 
     // Summaries.
-    let tokens = (args.micro_batch * seq) as f64;
-    let step_flops = flops::train_step_flops(&cfg, args.micro_batch, seq);
+    let tokens = (args.micro_batch * seq) as f64 * args.accumulation as f64;
+    let step_flops =
+        flops::train_step_flops(&cfg, args.micro_batch, seq) * args.accumulation as f64;
     let gpu_name = match device {
         Device::Cuda(i) => crambench::provenance::fingerprint::collect(&Default::default())
             .hardware
@@ -218,7 +244,8 @@ pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
         seq_len: seq,
         device: format!("{device:?}"),
         gpu: gpu_name,
-        dtype: args.dtype.clone(),
+        dtype: dtype_name.clone(),
+        accumulation: args.accumulation,
         threads,
         dropout: args.dropout,
         seed,
@@ -244,6 +271,7 @@ struct TrainStepResult {
     device: String,
     gpu: Option<String>,
     dtype: String,
+    accumulation: u64,
     threads: i32,
     dropout: bool,
     seed: u64,
@@ -258,12 +286,14 @@ struct TrainStepResult {
 impl TrainStepResult {
     fn to_table(&self, args: &TrainStepArgs) -> String {
         let mut t = format!(
-            "{}: {} parameters; micro-batch {} × {} tokens; {} {}; {} threads; {} timed steps \
-             (+{} warm-up) per implementation; {:.3} GFLOP per step\n",
+            "{}: {} parameters; micro-batch {} × {} tokens × {} accumulated; {} {}; {} threads; \
+             {} timed steps (+{} warm-up) per implementation; {:.3} GFLOP per step (the trainer's \
+             step: loader thread, autocast, flat AdamW)\n",
             self.model,
             self.parameters,
             self.micro_batch,
             self.seq_len,
+            self.accumulation,
             self.device,
             self.dtype,
             self.threads,
@@ -326,9 +356,12 @@ impl TrainStepResult {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn start_python(
     args: &TrainStepArgs,
     cfg: &ArchConfig,
+    dtype: &str,
+    optim: &serde_json::Value,
     dir: &Path,
     ids: &Tensor,
     labels: &Tensor,
@@ -359,9 +392,11 @@ fn start_python(
         ids,
         labels,
         threads,
-        dtype: &args.dtype,
+        dtype,
         attention: &args.python_attention,
         compile: args.python_compile,
         dropout: args.dropout,
+        optim: Some(optim),
+        accumulation: args.accumulation,
     })
 }

@@ -27,6 +27,7 @@ macro_rules! out {
 pub mod args;
 pub mod bench;
 pub mod bench_data;
+pub mod bench_optim;
 pub mod bench_train;
 pub mod checkpoint;
 pub mod compare;

@@ -72,6 +72,28 @@ pub fn build(root: &tch::nn::Path, cfg: &ArchConfig) -> anyhow::Result<Box<dyn M
     Ok(Box::new(MlmTransformer::new(root, cfg)))
 }
 
+/// The model's variables and the model on `device`, initialised on the CPU from tch's global
+/// generator (seed it first), so that a seed gives the same weights on every device: `Init::Randn`
+/// on a CUDA VarStore would draw from the CUDA generator instead. The CPU values are copied by
+/// name into a model built on `device`; the tied decoder is the word embedding there too (no
+/// variable of its own), so it stays tied. Upstream builds on the CPU and moves the model
+/// (`cramming/backend/torch_default.py`, `TorchEngineMinimal.__init__`, `model.to(**setup)`;
+/// JonasGeiping/cramming 196c991).
+pub fn build_on(
+    cfg: &ArchConfig,
+    device: tch::Device,
+) -> anyhow::Result<(tch::nn::VarStore, Box<dyn MlmModel>)> {
+    let cpu = tch::nn::VarStore::new(tch::Device::Cpu);
+    let model = build(&cpu.root(), cfg)?;
+    if device == tch::Device::Cpu {
+        return Ok((cpu, model));
+    }
+    let mut vs = tch::nn::VarStore::new(device);
+    let model = build(&vs.root(), cfg)?;
+    vs.copy(&cpu)?;
+    Ok((vs, model))
+}
+
 /// Number of trainable parameters (elements) in `vs`.
 pub fn num_parameters(vs: &tch::nn::VarStore) -> i64 {
     vs.trainable_variables()

@@ -103,6 +103,11 @@ pub struct PythonOptions<'a> {
     pub compile: bool,
     /// Train mode (dropout on).
     pub dropout: bool,
+    /// The trainer's AdamW settings (`{"lr", "betas", "eps", "weight_decay", "no_decay",
+    /// "max_norm"}`); the script's defaults when `None`.
+    pub optim: Option<&'a serde_json::Value>,
+    /// Micro-batches per timed step.
+    pub accumulation: u64,
 }
 
 /// The Python reference running `bench_step.py --serve`.
@@ -145,7 +150,11 @@ impl PythonBench {
             .args(["--threads", &o.threads.to_string()])
             .args(["--device", device])
             .args(["--dtype", o.dtype])
+            .args(["--accumulation", &o.accumulation.to_string()])
             .args(["--attention", o.attention]);
+        if let Some(optim) = o.optim {
+            cmd.args(["--optim-json", &optim.to_string()]);
+        }
         if o.compile {
             cmd.arg("--compile");
         }

@@ -6,8 +6,11 @@
 //! * [`schedule`] — learning-rate schedules and the batch-size ramp, pure functions of the
 //!   budget fraction or step.
 //! * [`masking`] — MLM masking v2 (exact count) and v1 (Bernoulli).
-//! * [`optim`] — Adam/AdamW with the no-decay rule and gradient clipping, checkpointable.
-//! * [`amp`] — bf16/fp16 autocast and dynamic loss scaling on CUDA; fp32 on CPU.
+//! * [`optim`] — Adam/AdamW with the no-decay rule and gradient clipping, checkpointable; the
+//!   flat variant ([`optim::FlatAdam`]) the trainer uses.
+//! * [`amp`] — bf16/fp16 autocast (bf16 on the CPU too) and dynamic loss scaling, on the device.
+//! * [`loader`] — the data path on its own thread (masked micro-batches, pinned on CUDA).
+//! * [`bench`] — the library side of `bench train-step` and `bench optim`.
 //! * [`checkpoint`] — atomic, digest-verified checkpoints and resume.
 //! * [`metrics`] — JSONL metrics and `:::MLLOG` lines.
 //! * [`synthetic`] — the data-source trait, a deterministic synthetic token stream and a tiny
@@ -17,10 +20,12 @@
 //! * [`trainer`] — the loop ([`pretrain`]) and its summary ([`PretrainSummary`]).
 //! * [`run`] — `crambench pretrain RECIPE`: recipe → model, data → trainer.
 pub mod amp;
+pub mod bench;
 pub mod budget;
 pub mod checkpoint;
 pub mod config;
 pub mod dist;
+pub mod loader;
 pub mod masking;
 pub mod metrics;
 pub mod optim;

@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
-use tch::{nn, Device};
+use tch::Device;
 
 /// Options of one pretraining run (the command line).
 #[derive(Debug, Clone)]
@@ -183,7 +183,7 @@ pub fn pretrain_recipe_dist(
         Some(_) => "--attention".to_string(),
         None => format!("{}: train.attention", recipe.path.display()),
     };
-    let amp = super::amp::Amp::setup(train.precision, train.tf32, opts.device);
+    let amp = super::amp::Amp::setup_autocast(train.precision, train.tf32, opts.device);
     attention::check(
         train.attention,
         &attention::Probe {
@@ -222,11 +222,10 @@ pub fn pretrain_recipe_dist(
         },
         (None, false) => seeds::random_master()?,
     };
-    // Initialisation draws from tch's global generator, seeded with the `init` seed (< 2^53).
+    // Initialisation draws from tch's global CPU generator, seeded with the `init` seed
+    // (< 2^53), whatever the device (`model::build_on`).
     tch::manual_seed(seeds::derive(master_seed, "init") as i64);
-    let vs_device = opts.device;
-    let mut vs = nn::VarStore::new(vs_device);
-    let model = crate::model::build(&vs.root(), &arch)?;
+    let (mut vs, model) = crate::model::build_on(&arch, opts.device)?;
     if dataset.is_none() && arch.vocab_size <= super::masking::NUM_SPECIAL + 1 {
         return Err(Error::input(
             format!("{}: arch.vocab_size", recipe.path.display()),

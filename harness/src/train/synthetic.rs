@@ -20,7 +20,7 @@ use anyhow::Result;
 use tch::{nn, Kind, Tensor};
 
 /// Fixed-length blocks of token ids, read by index.
-pub trait BlockSource {
+pub trait BlockSource: Sync {
     /// Tokens per block (the sequence length).
     fn seq_len(&self) -> usize;
     /// Vocabulary size (ids are in `0..vocab_size`).
