@@ -5,7 +5,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 /// A tiny recipe with step-based schedules (the budget-based ones depend on wall time), no
-/// batch-size ramp, 8 micro-steps of global micro-batch 8 in batches of 16.
+/// batch-size ramp, 8 micro-steps of global micro-batch 8 in batches of 16, in fp32 (CPU bf16
+/// autocast rounds differently per batch shape, and the claim is equality within fp32 rounding).
 fn recipe(dir: &Path, micro_batch: u32) -> PathBuf {
     let p = dir.join(format!("dp-mb{micro_batch}.toml"));
     std::fs::write(
@@ -13,7 +14,7 @@ fn recipe(dir: &Path, micro_batch: u32) -> PathBuf {
         format!(
             "extends = {:?}\nname = \"dp-mb{micro_batch}\"\n[train]\nbudget = \"1h\"\nsteps = 8\n\
              batch_size = 16\nmicrobatch_size = {micro_batch}\nbatch_size_ramp = 0\n\
-             scheduler = \"constant\"\ncheckpoint_every_minutes = 0\n",
+             scheduler = \"constant\"\ncheckpoint_every_minutes = 0\nprecision = \"fp32\"\n",
             common::repo_root()
                 .join("baselines/crammed-bert-tiny.toml")
                 .display()
