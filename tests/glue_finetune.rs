@@ -497,7 +497,7 @@ fn glue_run_checks_every_tasks_data_before_the_first_trial() {
     args.extend(["--tasks", "sst2"]);
     let (code, _, err) = run_in(dir.path(), &args);
     assert_eq!(code, 2, "{err}");
-    assert!(err.contains("pass --data DIR"), "{err}");
+    assert!(err.contains("pass --glue-data DIR"), "{err}");
 }
 
 #[test]

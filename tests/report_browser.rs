@@ -399,6 +399,8 @@ fn with_controls(rec: &mut crambench::record::RunRecord) {
     p["recipe"]["resolved"]["train"] = json!({"batch_size": 64, "seq_len": 64, "lr": 0.001});
     p["data"] = json!({"name": "wp4096x64-demo", "num_blocks": 400, "seq_len": 64,
                        "processing": {"counts": {"documents": 233, "tokens": 25_639}}});
+    // The readers use the typed predicate, parsed when the record was opened.
+    rec.predicate = serde_json::from_value(rec.statement["predicate"].clone()).unwrap();
 }
 
 #[test]

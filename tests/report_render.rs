@@ -425,6 +425,8 @@ fn panel_run(dir: &Path, metrics_subject: bool) -> RunRecord {
         "data_preparation": 1.5, "final_checkpoint": 0.25,
         "glue_finetuning_and_evaluation": 110.0, "pretraining": 90.0, "setup": 0.5
     });
+    // The readers use the typed predicate, parsed when the record was opened.
+    rec.predicate = serde_json::from_value(rec.statement["predicate"].clone()).unwrap();
     rec
 }
 

@@ -230,7 +230,7 @@ fn a_sweep_runs_as_a_slurm_job_array_and_resumes_a_cancelled_task() {
     );
     // The requeued task continued its own run under the same array task.
     let m0 = json(&run0.join("manifest.json"));
-    let inv0 = m0["predicate"]["run"]["invocations"]
+    let inv0 = m0["predicate"]["pipeline"]["invocations"]
         .as_array()
         .unwrap()
         .clone();
@@ -246,7 +246,7 @@ fn a_sweep_runs_as_a_slurm_job_array_and_resumes_a_cancelled_task() {
     );
     // The cancelled run resumed: two invocations, pretraining done once, the jobs recorded.
     let m = json(&run1.join("manifest.json"));
-    let run = &m["predicate"]["run"];
+    let run = &m["predicate"]["pipeline"];
     assert_eq!(run["restarts"], 1, "{run}");
     let inv = run["invocations"].as_array().unwrap();
     assert_eq!(inv[0]["launcher"]["kind"], "slurm");

@@ -598,3 +598,23 @@ mod lock_tests {
         assert!(d.path().join("a/ckpt-1").is_dir());
     }
 }
+
+/// A progress bar on stderr for `total` bytes with `msg` in front (bytes, rate, time left);
+/// hidden when `show` is false. indicatif draws nothing when stderr is not a terminal.
+pub fn byte_progress(show: bool, total: u64, msg: &str) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let pb = indicatif::ProgressBar::with_draw_target(
+        Some(total),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg:<22} {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .expect("static template"),
+    );
+    pb.set_message(msg.to_string());
+    pb
+}

@@ -133,8 +133,9 @@ impl DataDirArg {
 /// `--glue-data`: the GLUE data root.
 #[derive(Args, Clone, Debug, Default)]
 pub struct GlueDataArg {
-    /// GLUE data root: download_glue_data.py TSVs or a nyu-mll/glue Parquet snapshot (its dev
-    /// files also give the gold labels when predictions are re-scored).
+    /// GLUE data: a directory of download_glue_data.py TSVs or a nyu-mll/glue Parquet snapshot
+    /// (its dev files also give the gold labels when predictions are re-scored); `run` and
+    /// `data lock` also take `hf:owner/name[@revision]`, resolved through the hub cache and lock.
     #[arg(long, value_name = "DIR")]
     pub glue_data: Option<PathBuf>,
 }

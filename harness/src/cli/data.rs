@@ -50,8 +50,9 @@ pub enum DataCmd {
         /// Check that the lock holds everything, change nothing (exit 1 if not).
         #[arg(long)]
         locked: bool,
-        /// GLUE data to lock as well: `hf:owner/name[@revision]` (default: the recipe's
-        /// glue.data).
+        /// GLUE data: a directory of download_glue_data.py TSVs or a nyu-mll/glue Parquet snapshot
+        /// (its dev files also give the gold labels when predictions are re-scored); `run` and
+        /// `data lock` also take `hf:owner/name[@revision]`, resolved through the hub cache and lock.
         #[arg(long, value_name = "SPEC")]
         glue_data: Option<String>,
         #[command(flatten)]

@@ -94,22 +94,6 @@ pub fn fingerprint(args: FingerprintArgs) -> Result<ExitCode> {
     Ok(ExitCode::Ok)
 }
 
-/// A progress bar on stderr for `total` bytes (hidden when stderr is not a terminal).
-fn byte_progress(total: u64, what: &str) -> indicatif::ProgressBar {
-    let pb = indicatif::ProgressBar::with_draw_target(
-        Some(total),
-        indicatif::ProgressDrawTarget::stderr(),
-    );
-    pb.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg} {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .expect("static template"),
-    );
-    pb.set_message(what.to_string());
-    pb
-}
-
 pub fn hash(args: HashArgs) -> Result<ExitCode> {
     let results = args
         .paths
@@ -179,7 +163,7 @@ pub fn digest_of(path: &Path) -> Result<digest::PathDigest> {
     let total = std::fs::metadata(path)
         .map(|m| if m.is_file() { m.len() } else { 0 })
         .unwrap_or(0);
-    let pb = byte_progress(total, &path.display().to_string());
+    let pb = crambench::io::byte_progress(true, total, &path.display().to_string());
     let d = digest::hash_path(path, &|n| pb.inc(n))?;
     pb.finish_and_clear();
     Ok(d)

@@ -114,24 +114,6 @@ pub struct Prepared {
     pub dataset: PackedDataset,
 }
 
-fn progress_bar(show: bool, total: u64, msg: &str) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let pb = indicatif::ProgressBar::with_draw_target(
-        Some(total),
-        indicatif::ProgressDrawTarget::stderr(),
-    );
-    pb.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg:<22} {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .expect("static template"),
-    );
-    pb.set_message(msg.to_string());
-    pb
-}
-
 /// The processing configuration as hashed: everything but the sources (whose pins are hashed
 /// separately).
 fn processing_config(cfg: &DataConfig) -> Result<serde_json::Value> {
@@ -266,7 +248,7 @@ pub fn resolve_sources(
         .chain(tok_spec.iter())
         .filter_map(|s| s.size)
         .sum();
-    let pb = progress_bar(opts.progress, total, "verifying pins");
+    let pb = crate::io::byte_progress(opts.progress, total, "verifying pins");
     let inc = |n: u64| pb.inc(n);
     let mut out = Vec::new();
     for (i, s) in &specs {
@@ -530,7 +512,7 @@ fn build_dataset(
         remap = Some(map);
         tok
     } else {
-        let pb = progress_bar(opts.progress, total, "training tokenizer");
+        let pb = crate::io::byte_progress(opts.progress, total, "training tokenizer");
         let (tx, rx) = std::sync::mpsc::sync_channel::<String>(256);
         let trained = std::thread::scope(|s| -> Result<tokenizers::Tokenizer> {
             let producer = s.spawn(|| {
@@ -622,7 +604,7 @@ fn build_dataset(
     // SAFETY: the file is ours, in a private build directory, and not modified while mapped.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(&unordered_path, e))?;
     let block_bytes = seq * width;
-    let pb = progress_bar(
+    let pb = crate::io::byte_progress(
         opts.progress,
         order.len() as u64 * block_bytes as u64,
         "writing shards",
@@ -778,7 +760,7 @@ pub fn tokenize_and_pack(
     let mut periods: Vec<u32> = Vec::new();
     let encoder = Encoder::new(tok)?;
     let mut c2 = Counts::default();
-    let pb = progress_bar(progress, total, "tokenizing + packing");
+    let pb = crate::io::byte_progress(progress, total, "tokenizing + packing");
     let write_block = |block: &[u32],
                        periods: &mut Vec<u32>,
                        w: &mut std::io::BufWriter<std::fs::File>|

@@ -685,7 +685,8 @@ impl Hub {
         lfs: bool,
     ) -> Result<(String, u64)> {
         let part = PathBuf::from(format!("{}.incomplete", blob.display()));
-        let pb = progress_bar(self.progress, size, what);
+        let name = what.rsplit(':').next().unwrap_or(what);
+        let pb = crate::io::byte_progress(self.progress, size, &format!("downloading {name}"));
         let mut transferred = 0u64;
         let mut last_err = None;
         // The digests of the part file's first `hashed` bytes.
@@ -912,25 +913,6 @@ impl Drop for FileLock {
         // SAFETY: unlocking the descriptor this value owns.
         unsafe { libc::flock(self.0.as_raw_fd(), libc::LOCK_UN) };
     }
-}
-
-fn progress_bar(show: bool, total: u64, what: &str) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let pb = indicatif::ProgressBar::with_draw_target(
-        Some(total),
-        indicatif::ProgressDrawTarget::stderr(),
-    );
-    pb.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg} {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .expect("static template"),
-    );
-    let name = what.rsplit(':').next().unwrap_or(what);
-    pb.set_message(format!("downloading {name}"));
-    pb
 }
 
 #[cfg(test)]

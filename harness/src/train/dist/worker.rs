@@ -82,6 +82,11 @@ fn device_desc(d: Device) -> String {
 /// Returns the recorded changes (for the manifest).
 pub fn check_world(out: &Path, world: usize, resume: bool, force: bool) -> Result<Vec<Value>> {
     let path = out.join(DIST_FILE);
+    if world == 1 && !path.exists() {
+        // No record means world size 1: a one-process run writes nothing here, so a run
+        // refused by its own checks (recipe, attention backend, data) leaves no directory.
+        return Ok(Vec::new());
+    }
     let mut rec: Value = if path.exists() {
         serde_json::from_slice(&crate::io::read_limited(&path, 1 << 20)?)
             .map_err(|e| Error::input(path.display(), format!("not a world-size record: {e}")))?
