@@ -502,7 +502,7 @@ pub fn check(recipe: &Recipe, opts: &super::RunOptions) -> Result<Preflight> {
         .sources
         .iter()
         .all(|s| s.format == Some(crate::data::config::Format::ParquetIds));
-    let download = if done.iter().any(|s| *s == super::state::Stage::Data) {
+    let download = if done.contains(&super::state::Stage::Data) {
         0
     } else if opts.delete_raw && pretokenised {
         // One pass, each shard removed once read: one shard at a time (plus GLUE, small).
