@@ -21,7 +21,8 @@ fn run_in(dir: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 use crambench::glue::config::Schedule;
-use crambench::glue::finetune::{encode, lr_factor};
+use crambench::glue::config::{GlueConfig, Protocol};
+use crambench::glue::finetune::{encode, lr_factor, trial_optimizer};
 use crambench::glue::tasks::{Example, Task};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -787,4 +788,65 @@ fn attention_backend_and_length_bucketing() {
     let t = |v: &Value, k: &str| v["tasks"]["rte"]["trials"][0][k].clone();
     assert_eq!(t(&math, "predictions_sha256"), t(&b, "predictions_sha256"));
     assert_eq!(t(&math, "last_epoch_loss"), t(&b, "last_epoch_loss"));
+}
+
+/// The fine-tuning optimizer (crambench's flat AdamW) takes the steps libtorch's own
+/// `torch::optim::AdamW` takes (the implementation `torch.optim.AdamW`, upstream's eval
+/// optimizer, mirrors) with the `[glue]` betas, eps and weight decay, under a changing learning
+/// rate, within fp32 rounding: a wrong hyperparameter mapping or a missing tensor fails it.
+#[test]
+fn trial_optimizer_steps_like_libtorchs_adamw() {
+    use tch::nn::{Module, OptimizerConfig};
+    use tch::{nn, Device, Kind, Tensor};
+    let mut cfg = GlueConfig::for_protocol(Protocol::GlueSane);
+    cfg.weight_decay = 0.01; // exercise the decoupled decay (glue-sane's is 0)
+    cfg.betas = [0.85, 0.97];
+    cfg.eps = 1e-5;
+    let build = |vs: &nn::VarStore| {
+        let root = vs.root();
+        let a = nn::linear(&root / "a", 7, 5, Default::default());
+        let b = nn::linear(&root / "b", 5, 3, Default::default());
+        move |x: &Tensor| b.forward(&a.forward(x).tanh())
+    };
+    tch::manual_seed(11);
+    let ours_vs = nn::VarStore::new(Device::Cpu);
+    let ours_net = build(&ours_vs);
+    let mut theirs_vs = nn::VarStore::new(Device::Cpu);
+    let theirs_net = build(&theirs_vs);
+    theirs_vs.copy(&ours_vs).unwrap();
+    let mut ours = trial_optimizer(&ours_vs, &cfg).unwrap();
+    let mut theirs = nn::AdamW {
+        beta1: cfg.betas[0],
+        beta2: cfg.betas[1],
+        wd: cfg.weight_decay,
+        eps: cfg.eps,
+        amsgrad: false,
+    }
+    .build(&theirs_vs, cfg.lr)
+    .unwrap();
+    for step in 0..6 {
+        let x = Tensor::randn([4, 7], (Kind::Float, Device::Cpu));
+        let lr = 1e-2 * (1.0 + step as f64) / 3.0;
+        ours.zero_grad();
+        ours_net(&x).square().sum(Kind::Float).backward();
+        let out = ours.step(lr, &Default::default());
+        assert!(!bool::try_from(&out.found_inf).unwrap());
+        theirs.zero_grad();
+        theirs_net(&x).square().sum(Kind::Float).backward();
+        theirs.set_lr(lr);
+        theirs.step();
+    }
+    let theirs_vars = theirs_vs.variables();
+    let vars = ours_vs.variables();
+    assert_eq!(vars.len(), 4);
+    for (name, ours_t) in vars {
+        let theirs_t = &theirs_vars[&name];
+        let start = Vec::<f32>::try_from(theirs_t.flatten(0, -1)).unwrap();
+        let diff = (&ours_t - theirs_t).abs().max().double_value(&[]);
+        let scale = start.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
+        assert!(
+            diff <= 1e-6 * scale.max(1.0),
+            "{name}: flat AdamW differs from libtorch's by {diff}"
+        );
+    }
 }

@@ -11,7 +11,7 @@
 //! and a key-padding mask, which the encoder is given unless `[glue] key_padding_mask` resolves
 //! to false (v1 bert-c5, whose upstream flash-attention path ignores it). Token type ids are not used.
 //!
-//! Training: AdamW (decoupled weight decay, libtorch's implementation), the `[glue]` schedule
+//! Training: AdamW (decoupled weight decay; crambench's flat optimizer, [`trial_optimizer`]), the `[glue]` schedule
 //! stepped per batch, `floor(N/batch)·epochs` steps (incomplete batches dropped), shuffled each
 //! epoch by a generator seeded from the trial's seed. Loss: cross-entropy, or MSE on the single
 //! output for STS-B. On CUDA the forward pass runs under the same autocast as pretraining
@@ -37,13 +37,13 @@ use crate::glue::predictions::{self, Row};
 use crate::glue::tasks::{self, EvalSet, Example, Metrics, Target, Task};
 use crate::model::{self, attention, ArchConfig, MlmModel};
 use crate::provenance::seeds;
-use crate::train::amp::{Amp, LossScaler, Precision};
+use crate::train::amp::{Amp, DeviceScaler, LossScaler, Precision};
+use crate::train::optim::{AdamConfig, FlatAdam, OptimizerKind, StepOptions};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use tch::nn::OptimizerConfig;
 use tch::{nn, Device, Kind, Tensor};
 use tokenizers::utils::truncation::{
     truncate_encodings, TruncationDirection, TruncationParams, TruncationStrategy,
@@ -1111,43 +1111,30 @@ struct TrialOut {
     last_epoch_loss: f64,
 }
 
-/// The optimizer of a fine-tuning trial: AdamW with decoupled weight decay over every
-/// trainable variable, its learning rate set before each step.
-///
-/// HOOK (#15 item 5): today libtorch's C++ `torch::optim::AdamW`, which launches ~10 kernels per
-/// parameter tensor. When the flat optimizer of `crate::train::optim` lands (parameters and
-/// gradients as views of flat buffers, one update over each buffer), build it here instead,
-/// with one decay group (`weight_decay` for every tensor, as now) and these hyperparameters;
-/// nothing else in the trial changes.
-struct TrialOptimizer {
-    inner: nn::Optimizer,
-}
-
-impl TrialOptimizer {
-    fn adamw(vs: &nn::VarStore, cfg: &GlueConfig) -> Result<Self> {
-        let inner = nn::AdamW {
-            beta1: cfg.betas[0],
-            beta2: cfg.betas[1],
-            wd: cfg.weight_decay,
+/// The optimizer of a fine-tuning trial: AdamW with decoupled weight decay (`weight_decay` for
+/// every tensor: upstream's eval optimizer has no no-decay group) over every trainable variable,
+/// as crambench's flat optimizer ([`FlatAdam`]): the parameters and gradients are views of one
+/// flat buffer per dtype, so a step is a few kernels however many tensors the model has (the
+/// launch-bound GLUE steps of issue 15 item 8), and the inf check of fp16 loss scaling stays on
+/// the device. The maths is `torch.optim.AdamW`'s (upstream `eval/optim/adam.yaml` builds it);
+/// `tests/glue_finetune.rs` checks a step against libtorch's own AdamW.
+pub fn trial_optimizer(vs: &nn::VarStore, cfg: &GlueConfig) -> Result<FlatAdam> {
+    let params: Vec<(String, Tensor)> = vs
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .collect();
+    FlatAdam::new(
+        AdamConfig {
+            kind: OptimizerKind::AdamW,
+            betas: cfg.betas,
             eps: cfg.eps,
-            amsgrad: false,
-        }
-        .build(vs, cfg.lr)
-        .context("building AdamW")?;
-        Ok(TrialOptimizer { inner })
-    }
-
-    fn zero_grad(&mut self) {
-        self.inner.zero_grad();
-    }
-
-    fn set_lr(&mut self, lr: f64) {
-        self.inner.set_lr(lr);
-    }
-
-    fn step(&mut self) {
-        self.inner.step();
-    }
+            weight_decay: cfg.weight_decay,
+            no_decay: Vec::new(),
+        },
+        params,
+    )
+    .context("building the fine-tuning optimizer")
 }
 
 /// The padded length of a batch whose longest example has `longest` tokens: a multiple of
@@ -1301,9 +1288,13 @@ fn run_trial(
     if t.pretrained {
         ignored.extend(ck.load_into(&vs)?);
     }
-    let mut opt = TrialOptimizer::adamw(&vs, cfg)?;
-    let mut scaler = LossScaler::new(t.amp.precision == Precision::Fp16);
-    let params = vs.trainable_variables();
+    let mut opt = trial_optimizer(&vs, cfg)?;
+    // fp16: dynamic loss scaling on the device (the inf check and the skip decision never
+    // wait for the host).
+    let mut scaler = DeviceScaler::from_host(
+        &LossScaler::new(t.amp.precision == Precision::Fp16),
+        t.device,
+    );
     let regression = t.task.is_regression();
     let set = DeviceSet::new(train, t.max_len, regression, t.device);
     let mut order: Vec<usize> = (0..train.len()).collect();
@@ -1359,21 +1350,16 @@ fn run_trial(
             };
             opt.zero_grad();
             scaler.scale_loss(&loss).backward();
-            let finite = if scaler.enabled {
-                let grads: Vec<Tensor> = params
-                    .iter()
-                    .filter(|p| p.grad().defined())
-                    .map(|p| p.grad())
-                    .collect();
-                scaler.unscale(&grads, false)
-            } else {
-                true
-            };
-            opt.set_lr(cfg.lr * lr_factor(cfg.schedule, step, t.warmup, t.total));
-            if finite {
-                opt.step();
-            }
-            scaler.update(!finite);
+            let lr = cfg.lr * lr_factor(cfg.schedule, step, t.warmup, t.total);
+            let inv_scale = scaler.inverse_scale();
+            let out = opt.step(
+                lr,
+                &StepOptions {
+                    inv_scale: inv_scale.as_ref(),
+                    max_norm: None,
+                },
+            );
+            scaler.update(&out.found_inf);
             step += 1;
             seen += batch.len() as u64;
             tch::no_grad(|| {
