@@ -14,8 +14,8 @@
 #   6. resume: the same run continued from that checkpoint to the end of its budget
 #   7. fp16: 30 s with fp16 autocast and dynamic loss scaling
 #   8. glue: one demo task, one trial, on the resumed checkpoint (steps/s)
-#   9. bench: `bench train-step` of the trainer against PyTorch eager, then against
-#      torch.compile of the reference model, each alternating with tch in one run
+#   9. bench: `bench train-step` of the trainer against PyTorch eager and torch.compile of the
+#      reference model, the three alternating block by block in one run
 #  10. glue-bucketed: step 8 with length bucketing (`--bucket-batches 50`), if time is left
 #
 # Usage: scripts/gpu-check.sh OUTDIR [--dry-run]
@@ -180,9 +180,8 @@ if [ "$DRY" = 0 ]; then
   CKPT=${CKPT:-$CKPT_PLACEHOLDER}
 fi
 step glue 120 -- "$CB" glue run --checkpoint "$CKPT" --recipe "$R" --seed 1 --device cuda --out "$OUT/glue" --json
-# 9. The trainer's step against PyTorch eager, then torch.compile (tch and PyTorch alternate).
-step bench-eager 120 -- "$CB" bench train-step --recipe baselines/crammed-bert.toml --micro-batch 512 --device cuda --dtype bf16 --steps 20 --warmup 3 --compare-python --python "$PYTHON" --json
-step bench-compile 180 -- "$CB" bench train-step --recipe baselines/crammed-bert.toml --micro-batch 512 --device cuda --dtype bf16 --steps 20 --warmup 3 --compare-python --python-compile --python "$PYTHON" --json
+# 9. The trainer's step against PyTorch eager and torch.compile, alternating in one run.
+step bench 300 -- "$CB" bench train-step --recipe baselines/crammed-bert.toml --micro-batch 512 --device cuda --dtype bf16 --steps 20 --warmup 3 --compare-python --python-modes eager,compile --python "$PYTHON" --json
 
 # 10. Last (skipped first when time is short): GLUE again with length bucketing.
 step glue-bucketed 120 -- "$CB" glue run --checkpoint "$CKPT" --recipe "$R" --seed 1 --device cuda --bucket-batches 50 --out "$OUT/glue-bucketed" --json

@@ -70,8 +70,7 @@ fn dry_run_lists_every_step_and_every_command_parses() {
         "[fp16]",
         "[glue]",
         "[glue-bucketed]",
-        "[bench-eager]",
-        "[bench-compile]",
+        "[bench]",
         "[summary]",
     ] {
         assert!(out.contains(step), "no {step} step in:\n{out}");
@@ -85,7 +84,7 @@ fn dry_run_lists_every_step_and_every_command_parses() {
         "crammed-bert-sotu-fp16.toml",
         "--budget 30s",
         "--micro-batch 512",
-        "--python-compile",
+        "--python-modes eager\\,compile",
     ] {
         assert!(out.contains(needle), "no {needle:?} in:\n{out}");
     }
@@ -159,4 +158,63 @@ fn the_checks_recipes_resolve() {
         assert_eq!(g.trials, 1);
         assert!(!g.runs_no_pretraining(false));
     }
+}
+
+/// The summary reads what the binary writes: a real `bench train-step --json` (tch against the
+/// eager PyTorch reference on a tiny model, when torch is here) goes through
+/// `scripts/gpu-check/summary.py` as the script's `bench` step, and the summary carries tch's
+/// tokens/s and each reference's ratio.
+#[test]
+fn the_summary_reads_the_benchs_json() {
+    let Some(py) = torch_python() else { return };
+    let root = common::repo_root();
+    let d = tempfile::tempdir().unwrap();
+    let recipe = root.join("baselines/crammed-bert-tiny.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_crambench"))
+        .args(["bench", "train-step", "--recipe"])
+        .arg(&recipe)
+        .args([
+            "--micro-batch",
+            "2",
+            "--seq-len",
+            "16",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+        ])
+        .args(["--device", "cpu", "--threads", "1", "--seed", "3", "--json"])
+        .args(["--compare-python", "--python-modes", "eager", "--python"])
+        .arg(&py)
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(d.path().join("bench.out"), &out.stdout).unwrap();
+    std::fs::write(d.path().join("steps.tsv"), "bench\t0\t1234\n").unwrap();
+    let s = Command::new("python3")
+        .arg(root.join("scripts/gpu-check/summary.py"))
+        .arg(d.path())
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&s.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&s.stderr)));
+    let bench: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let b = &v["bench"];
+    assert_eq!(
+        b["tch"]["tokens_per_s"], bench["tch"]["tokens_per_s"],
+        "{v}"
+    );
+    let ratio = b["eager"]["tokens_per_s_tch_over_reference"]
+        .as_f64()
+        .unwrap();
+    let want = bench["tch"]["tokens_per_s"].as_f64().unwrap()
+        / bench["references"][0]["tokens_per_s"].as_f64().unwrap();
+    assert!((ratio - want).abs() < 1e-9 * want, "{v}");
+    assert_eq!(v["steps"]["bench"]["seconds"], 1.234);
+    assert_eq!(v["pass"], false, "no conformance step ran: not a pass");
 }

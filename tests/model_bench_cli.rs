@@ -36,7 +36,7 @@ fn train_step_bench_reports_json() {
     let tps = v["tch"]["tokens_per_s"].as_f64().unwrap();
     assert!((tps - 64.0 / median).abs() < 1e-6 * tps);
     assert!(v["tch"]["mfu"].is_null(), "no MFU on CPU");
-    assert!(v["pytorch"].is_null());
+    assert_eq!(v["references"], serde_json::json!([]));
 }
 
 #[test]
@@ -97,7 +97,7 @@ fn train_step_bench_times_the_trainers_step() {
     ];
     let with_python = torch.exists() || std::env::var_os("CRAMBENCH_REQUIRE_TORCH").is_some();
     if with_python {
-        args.push("--compare-python");
+        args.extend(["--compare-python", "--python-modes", "eager,compile"]);
     }
     let (code, out, err) = common::run_in(&root, &args);
     assert_eq!(code, 0, "{err}");
@@ -108,9 +108,17 @@ fn train_step_bench_times_the_trainers_step() {
     let tps = v["tch"]["tokens_per_s"].as_f64().unwrap();
     assert!((tps - 128.0 / median).abs() < 1e-6 * tps);
     if with_python {
-        assert_eq!(v["pytorch_info"]["accumulation"], 2, "{out}");
-        assert_eq!(v["pytorch_info"]["dtype"], "bf16", "{out}");
-        assert_eq!(v["pytorch"]["times_s"].as_array().unwrap().len(), 2);
+        let refs = v["references"].as_array().unwrap();
+        let modes: Vec<&str> = refs.iter().map(|r| r["mode"].as_str().unwrap()).collect();
+        assert_eq!(modes, ["eager", "compile"], "{out}");
+        for r in refs {
+            assert_eq!(r["info"]["accumulation"], 2, "{out}");
+            assert_eq!(r["info"]["dtype"], "bf16", "{out}");
+            assert_eq!(r["info"]["compile"], r["mode"] == "compile", "{out}");
+            assert_eq!(r["times_s"].as_array().unwrap().len(), 2);
+            let ratio = r["step_time_ratio_tch_over_reference"].as_f64().unwrap();
+            assert!((ratio - median / r["median_s"].as_f64().unwrap()).abs() < 1e-9);
+        }
     }
 }
 

@@ -125,7 +125,7 @@ def conformance():
 
 def flops_per_token_and_peak():
     """From bench train-step (same architecture, micro-batch and sequence length)."""
-    for name in ("bench-eager.out", "bench-compile.out"):
+    for name in ("bench.out",):
         b = read_json(name)
         if b and b.get("train_step_flops") and b.get("micro_batch") and b.get("seq_len"):
             return b["train_step_flops"] / (b["micro_batch"] * b["seq_len"]), b.get("peak_flops")
@@ -172,21 +172,26 @@ def glue(name):
 
 
 def bench(name):
+    """bench train-step: tch and each PyTorch reference (eager, compile), timed in one run."""
     b = read_json(name + ".out")
     if b is None:
         return {"error": (read_text(name + ".log") or "")[-1500:]}
     pick = ("median_s", "spread", "tokens_per_s", "mfu")
-    t, p = b.get("tch") or {}, b.get("pytorch") or {}
-    return {
+    t = b.get("tch") or {}
+    out = {
         "gpu": b.get("gpu"),
         "micro_batch": b.get("micro_batch"),
         "dtype": b.get("dtype"),
         "tch": {k: t.get(k) for k in pick},
-        "pytorch": {k: p.get(k) for k in pick},
-        "pytorch_info": b.get("pytorch_info"),
-        "tokens_per_s_tch_over_pytorch": (t["tokens_per_s"] / p["tokens_per_s"])
-        if t.get("tokens_per_s") and p.get("tokens_per_s") else None,
     }
+    for r in b.get("references") or []:
+        out[r["mode"]] = dict(
+            {k: r.get(k) for k in pick},
+            info=r.get("info"),
+            tokens_per_s_tch_over_reference=(t["tokens_per_s"] / r["tokens_per_s"])
+            if t.get("tokens_per_s") and r.get("tokens_per_s") else None,
+        )
+    return out
 
 
 def main():
@@ -208,8 +213,7 @@ def main():
         "fp16": pretrain("fp16", per_token, peak),
         "glue": glue("glue"),
         "glue_bucketed": glue("glue-bucketed"),
-        "bench_eager": bench("bench-eager"),
-        "bench_compile": bench("bench-compile"),
+        "bench": bench("bench"),
     }
     conf = summary["conformance"] or {}
     ok = all(s["exit"] == 0 for s in st.values() if not s["skipped"]) and conf.get("pass") is True

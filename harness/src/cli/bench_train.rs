@@ -4,8 +4,10 @@
 //! step with the recipe's clipping) — tokens/s, step-time median and spread (interquartile range
 //! over the median; min and max too), model-FLOPs utilisation against the GPU's datasheet peak —
 //! and, with `--compare-python`, the same model, weights, batch shape, autocast, accumulation and
-//! AdamW hyperparameters in PyTorch (`reference/pytorch/bench_step.py` in `.venv-torch`), in one
-//! run: the two alternate block by block so that drift hits both alike.
+//! AdamW hyperparameters in PyTorch (`reference/pytorch/bench_step.py` in `.venv-torch`), eager
+//! and/or under `torch.compile` (`--python-modes eager,compile`), in one run: the
+//! implementations take turns block by block, the order rotating each round, so that drift
+//! (clocks, thermals, other load) hits all of them alike.
 use super::args::{DeviceArg, JsonArg, SeedArg};
 use anyhow::{Context, Result};
 use clap::Args;
@@ -63,8 +65,13 @@ pub struct TrainStepArgs {
     /// Attention in the Python reference: sdpa (F.scaled_dot_product_attention, as tch) or math.
     #[arg(long, default_value = "sdpa")]
     python_attention: String,
-    /// `torch.compile` the Python reference model (GPU comparison).
-    #[arg(long)]
+    /// The PyTorch references to time against, comma-separated: `eager`, `compile`
+    /// (`torch.compile` of the reference model), or both; each runs in its own Python process
+    /// and all alternate with tch in one run (default with --compare-python: eager).
+    #[arg(long, value_delimiter = ',', value_parser = ["eager", "compile"])]
+    python_modes: Vec<String>,
+    /// Old spelling of `--python-modes compile`.
+    #[arg(long, hide = true, conflicts_with = "python_modes")]
     python_compile: bool,
     /// Train mode (dropout on); crammed-bert pretrains with dropout off.
     #[arg(long)]
@@ -157,10 +164,14 @@ pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
         "kind": train.optimizer, "max_norm": train.clip_norm(),
     });
     let tmp = tempfile::tempdir().context("temporary directory")?;
-    let mut python = if args.compare_python {
-        // Same initial weights, batch shape and optimizer settings for the reference.
+    let modes = python_modes(&args)?;
+    if !modes.is_empty() {
+        // Same initial weights, batch shape and optimizer settings for every reference.
         bench.vs.save(tmp.path().join("model.safetensors"))?;
-        Some(start_python(
+    }
+    let mut python = Vec::new();
+    for mode in &modes {
+        let py = start_python(
             &args,
             &cfg,
             &dtype_name,
@@ -169,10 +180,10 @@ pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
             &ids,
             &labels,
             threads,
-        )?)
-    } else {
-        None
-    };
+            mode == "compile",
+        )?;
+        python.push((mode.clone(), py));
+    }
 
     eprintln!(
         "{model_name}: {n_params} parameters, micro-batch {} × {seq} tokens × {} accumulated, {device:?} {dtype_name}, {threads} threads",
@@ -182,40 +193,34 @@ pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
         for _ in 0..args.warmup {
             step()?;
         }
-        if let Some(py) = python.as_mut() {
+        for (_, py) in python.iter_mut() {
             if args.warmup > 1 {
                 py.run(args.warmup - 1)?; // it did one warm-up step before saying ready
             }
         }
         let block = args.block.unwrap_or((args.steps / 5).max(1)).max(1);
-        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        let mut ours = Vec::new();
+        let mut theirs: Vec<Vec<f64>> = vec![Vec::new(); python.len()];
         let mut round = 0;
         while ours.len() < args.steps {
             let n = block.min(args.steps - ours.len());
-            // Alternate which implementation goes first in each round.
-            let python_first = round % 2 == 1;
-            if let (true, Some(py)) = (python_first, python.as_mut()) {
-                theirs.extend(py.run(n)?);
-            }
-            for _ in 0..n {
-                ours.push(step()?);
-            }
-            if let (false, Some(py)) = (python_first, python.as_mut()) {
-                theirs.extend(py.run(n)?);
+            // Each round, the implementations take turns in an order rotated by one: every
+            // implementation goes first, second, … equally often.
+            for slot in turns(python.len() + 1, round) {
+                match slot {
+                    0 => {
+                        for _ in 0..n {
+                            ours.push(step()?);
+                        }
+                    }
+                    k => theirs[k - 1].extend(python[k - 1].1.run(n)?),
+                }
             }
             round += 1;
             eprintln!("  {}/{} steps timed", ours.len(), args.steps);
         }
         Ok((ours, theirs))
     })?;
-    let python_info = match python {
-        Some(py) => {
-            let info = py.info.clone();
-            py.quit()?;
-            Some(info)
-        }
-        None => None,
-    };
 
     // Summaries.
     let tokens = (args.micro_batch * seq) as f64 * args.accumulation as f64;
@@ -233,8 +238,17 @@ pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
         .as_deref()
         .and_then(|n| flops::peak_flops(n, dtype));
     let ours = StepTiming::of(ours, tokens, step_flops, peak);
-    let theirs = (!theirs.is_empty()).then(|| StepTiming::of(theirs, tokens, step_flops, peak));
-    let ratio = theirs.as_ref().map(|t| ours.median_s / t.median_s);
+    let mut references = Vec::new();
+    for ((mode, py), times) in python.into_iter().zip(theirs) {
+        let timing = StepTiming::of(times, tokens, step_flops, peak);
+        references.push(Reference {
+            step_time_ratio_tch_over_reference: ours.median_s / timing.median_s,
+            mode,
+            info: py.info.clone(),
+            timing,
+        });
+        py.quit()?;
+    }
 
     let result = TrainStepResult {
         model: model_name,
@@ -252,9 +266,7 @@ pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
         train_step_flops: step_flops,
         peak_flops: peak,
         tch: ours,
-        pytorch: theirs,
-        pytorch_info: python_info,
-        step_time_ratio_tch_over_pytorch: ratio,
+        references,
     };
     args.json.emit(&result, || result.to_table(&args))?;
     Ok(ExitCode::Ok)
@@ -278,9 +290,49 @@ struct TrainStepResult {
     train_step_flops: f64,
     peak_flops: Option<f64>,
     tch: StepTiming,
-    pytorch: Option<StepTiming>,
-    pytorch_info: Option<serde_json::Value>,
-    step_time_ratio_tch_over_pytorch: Option<f64>,
+    /// The PyTorch references timed alongside, in `--python-modes` order.
+    references: Vec<Reference>,
+}
+
+/// One PyTorch reference's timing, beside tch's.
+#[derive(serde::Serialize)]
+struct Reference {
+    /// `eager` or `compile` (`torch.compile`).
+    mode: String,
+    /// Its `ready` line: torch version, threads, device, attention, fused AdamW.
+    info: serde_json::Value,
+    #[serde(flatten)]
+    timing: StepTiming,
+    /// tch's median step time over this reference's (below 1: tch faster).
+    step_time_ratio_tch_over_reference: f64,
+}
+
+/// The PyTorch references `--compare-python` times: `--python-modes`, else eager.
+fn python_modes(args: &TrainStepArgs) -> Result<Vec<String>> {
+    let mut modes = args.python_modes.clone();
+    if args.python_compile {
+        modes = vec!["compile".into()];
+    }
+    if !args.compare_python {
+        if !modes.is_empty() {
+            return Err(Error::input("--python-modes", "needs --compare-python").into());
+        }
+        return Ok(modes);
+    }
+    if modes.is_empty() {
+        modes.push("eager".into());
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(dup) = modes.iter().find(|m| !seen.insert(m.as_str())) {
+        return Err(Error::input("--python-modes", format!("{dup} named twice")).into());
+    }
+    Ok(modes)
+}
+
+/// The order in which `n` implementations (0 = tch) run their blocks in round `round`: `0..n`
+/// rotated left by `round`.
+fn turns(n: usize, round: usize) -> impl Iterator<Item = usize> {
+    (0..n).map(move |i| (i + round) % n)
 }
 
 impl TrainStepResult {
@@ -316,17 +368,13 @@ impl TrainStepResult {
             "implementation", "median s", "IQR", "min s", "max s", "tokens/s", "MFU"
         );
         let mut rows = vec![("tch".to_string(), &self.tch)];
-        if let (Some(p), Some(info)) = (&self.pytorch, &self.pytorch_info) {
+        for r in &self.references {
             let label = format!(
-                "pytorch {}{}",
-                info["attention"].as_str().unwrap_or("?"),
-                if args.python_compile {
-                    "+compile"
-                } else {
-                    " eager"
-                }
+                "pytorch {} {}",
+                r.info["attention"].as_str().unwrap_or("?"),
+                r.mode
             );
-            rows.push((label, p));
+            rows.push((label, &r.timing));
         }
         for (name, r) in rows {
             t += &format!(
@@ -342,10 +390,12 @@ impl TrainStepResult {
                     .unwrap_or_else(|| "-".into())
             );
         }
-        if let Some(r) = self.step_time_ratio_tch_over_pytorch {
+        for r in &self.references {
+            let ratio = r.step_time_ratio_tch_over_reference;
             t += &format!(
-                "step time tch / pytorch (medians): {r:.3} ({})\n",
-                if r <= 1.0 {
+                "step time tch / pytorch {} (medians): {ratio:.3} ({})\n",
+                r.mode,
+                if ratio <= 1.0 {
                     "tch no slower"
                 } else {
                     "tch slower"
@@ -366,6 +416,7 @@ fn start_python(
     ids: &Tensor,
     labels: &Tensor,
     threads: i32,
+    compile: bool,
 ) -> Result<PythonBench> {
     let python = match &args.python {
         Some(p) => p.clone(),
@@ -394,9 +445,25 @@ fn start_python(
         threads,
         dtype,
         attention: &args.python_attention,
-        compile: args.python_compile,
+        compile,
         dropout: args.dropout,
         optim: Some(optim),
         accumulation: args.accumulation,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::turns;
+
+    #[test]
+    fn every_implementation_takes_every_turn_equally_often() {
+        let rounds: Vec<Vec<usize>> = (0..3).map(|r| turns(3, r).collect()).collect();
+        assert_eq!(rounds, [[0, 1, 2], [1, 2, 0], [2, 0, 1]]);
+        assert_eq!(
+            turns(2, 1).collect::<Vec<_>>(),
+            [1, 0],
+            "tch and one reference swap"
+        );
+    }
 }
