@@ -6,6 +6,7 @@
 use crate::report::format;
 use crate::report::metrics_log::Curve;
 use anyhow::{anyhow, Result};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 /// Chart size in SVG user units (the page scales it to its width).
@@ -36,6 +37,56 @@ fn range(values: impl Iterator<Item = f64>, margin: f64) -> (f64, f64) {
     (lo - span * margin, hi + span * margin)
 }
 
+/// The chart type the line charts draw on: f64 × f64, in SVG.
+type XyChart<'a, 'b> =
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+/// What drawing on it can fail with.
+type DrawResult = std::result::Result<(), DrawingAreaErrorKind<std::io::Error>>;
+
+/// An `<svg>` of [`WIDTH`] × [`HEIGHT`] with the frame every line chart shares — white
+/// background, caption, axes over `x` and `y` with their labels and a light grid — what `draw`
+/// puts on it, and the legend of its labelled series at `legend`.
+fn xy_svg(
+    title: &str,
+    (x_label, y_label): (&str, &str),
+    (x0, x1): (f64, f64),
+    (y0, y1): (f64, f64),
+    legend: Option<SeriesLabelPosition>,
+    draw: impl FnOnce(&mut XyChart<'_, '_>) -> DrawResult,
+) -> Result<String> {
+    let mut svg = String::new();
+    let framed = || -> DrawResult {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut c = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 16))
+            .margin(12)
+            .x_label_area_size(38)
+            .y_label_area_size(76)
+            .build_cartesian_2d(x0..x1, y0..y1)?;
+        c.configure_mesh()
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .x_labels(8)
+            .y_labels(6)
+            .x_label_formatter(&|v| format::axis(*v))
+            .y_label_formatter(&|v| format::axis(*v))
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw()?;
+        draw(&mut c)?;
+        if let Some(position) = legend {
+            c.configure_series_labels()
+                .position(position)
+                .background_style(WHITE.mix(0.8))
+                .border_style(RGBColor(200, 200, 200))
+                .draw()?;
+        }
+        root.present()
+    };
+    framed().map_err(|e| anyhow!("drawing chart `{title}`: {e}"))?;
+    Ok(svg)
+}
+
 /// Draw `chart` as an `<svg>` element; `None` when there are no points.
 pub fn line_svg(chart: &Chart) -> Result<Option<String>> {
     if chart.points.is_empty() {
@@ -43,35 +94,14 @@ pub fn line_svg(chart: &Chart) -> Result<Option<String>> {
     }
     let (x0, x1) = range(chart.points.iter().map(|p| p.0), 0.0);
     let (y0, y1) = range(chart.points.iter().map(|p| p.1), 0.05);
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
-        let err = |e: &dyn std::fmt::Display| anyhow!("drawing chart `{}`: {e}", chart.title);
-        root.fill(&WHITE).map_err(|e| err(&e))?;
-        let mut c = ChartBuilder::on(&root)
-            .caption(chart.title, ("sans-serif", 16))
-            .margin(12)
-            .x_label_area_size(38)
-            .y_label_area_size(76)
-            .build_cartesian_2d(x0..x1, y0..y1)
-            .map_err(|e| err(&e))?;
-        c.configure_mesh()
-            .x_desc(chart.x_label)
-            .y_desc(chart.y_label)
-            .x_labels(8)
-            .y_labels(6)
-            .x_label_formatter(&|v| format::axis(*v))
-            .y_label_formatter(&|v| format::axis(*v))
-            .light_line_style(RGBColor(235, 235, 235))
-            .draw()
-            .map_err(|e| err(&e))?;
+    let labels = (chart.x_label, chart.y_label);
+    let svg = xy_svg(chart.title, labels, (x0, x1), (y0, y1), None, |c| {
         c.draw_series(LineSeries::new(
             chart.points.iter().copied(),
             RGBColor(31, 119, 180).stroke_width(2),
-        ))
-        .map_err(|e| err(&e))?;
-        root.present().map_err(|e| err(&e))?;
-    }
+        ))?;
+        Ok(())
+    })?;
     Ok(Some(svg))
 }
 
@@ -95,61 +125,41 @@ pub fn loss_svg(
         0.05,
     );
     let blue = RGBColor(31, 119, 180);
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
-        let err = |e: &dyn std::fmt::Display| anyhow!("drawing chart `{title}`: {e}");
-        root.fill(&WHITE).map_err(|e| err(&e))?;
-        let mut c = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 16))
-            .margin(12)
-            .x_label_area_size(38)
-            .y_label_area_size(76)
-            .build_cartesian_2d(x0..x1, y0..y1)
-            .map_err(|e| err(&e))?;
-        c.configure_mesh()
-            .x_desc(x_label)
-            .y_desc("loss")
-            .x_labels(8)
-            .y_labels(6)
-            .x_label_formatter(&|v| format::axis(*v))
-            .y_label_formatter(&|v| format::axis(*v))
-            .light_line_style(RGBColor(235, 235, 235))
-            .draw()
-            .map_err(|e| err(&e))?;
-        c.draw_series(LineSeries::new(raw.iter().copied(), blue.mix(0.3)))
-            .map_err(|e| err(&e))?
-            .label("logged loss")
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], blue.mix(0.3)));
-        let smoothed = format!("smoothed ({window}-record moving average)");
-        c.draw_series(LineSeries::new(
-            smooth.iter().copied(),
-            blue.stroke_width(2),
-        ))
-        .map_err(|e| err(&e))?
-        .label(smoothed.as_str())
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], blue.stroke_width(2)));
-        if let Some(l0) = initial {
-            let grey = RGBColor(110, 110, 110);
-            let label = format!("initial loss {}", format::fixed(l0, 2));
-            c.draw_series(DashedLineSeries::new(
-                [(x0, l0), (x1, l0)],
-                6,
-                4,
-                grey.stroke_width(1),
-            ))
-            .map_err(|e| err(&e))?
-            .label(label.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], grey));
-        }
-        c.configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(RGBColor(200, 200, 200))
-            .draw()
-            .map_err(|e| err(&e))?;
-        root.present().map_err(|e| err(&e))?;
-    }
+    let upper_right = Some(SeriesLabelPosition::UpperRight);
+    let svg = xy_svg(
+        title,
+        (x_label, "loss"),
+        (x0, x1),
+        (y0, y1),
+        upper_right,
+        |c| {
+            c.draw_series(LineSeries::new(raw.iter().copied(), blue.mix(0.3)))?
+                .label("logged loss")
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], blue.mix(0.3)));
+            let smoothed = format!("smoothed ({window}-record moving average)");
+            c.draw_series(LineSeries::new(
+                smooth.iter().copied(),
+                blue.stroke_width(2),
+            ))?
+            .label(smoothed.as_str())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], blue.stroke_width(2))
+            });
+            if let Some(l0) = initial {
+                let grey = RGBColor(110, 110, 110);
+                let label = format!("initial loss {}", format::fixed(l0, 2));
+                c.draw_series(DashedLineSeries::new(
+                    [(x0, l0), (x1, l0)],
+                    6,
+                    4,
+                    grey.stroke_width(1),
+                ))?
+                .label(label.as_str())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], grey));
+            }
+            Ok(())
+        },
+    )?;
     Ok(Some(svg))
 }
 
@@ -318,47 +328,22 @@ pub fn lines_svg(
     }
     let (x0, x1) = range(all().map(|p| p.0), 0.0);
     let (y0, y1) = range(all().map(|p| p.1), 0.05);
-    let mut svg = String::new();
-    {
-        let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
-        let err = |e: &dyn std::fmt::Display| anyhow!("drawing chart `{title}`: {e}");
-        root.fill(&WHITE).map_err(|e| err(&e))?;
-        let mut c = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 16))
-            .margin(12)
-            .x_label_area_size(38)
-            .y_label_area_size(76)
-            .build_cartesian_2d(x0..x1, y0..y1)
-            .map_err(|e| err(&e))?;
-        c.configure_mesh()
-            .x_desc(x_label)
-            .y_desc(y_label)
-            .x_labels(8)
-            .y_labels(6)
-            .x_label_formatter(&|v| format::axis(*v))
-            .y_label_formatter(&|v| format::axis(*v))
-            .light_line_style(RGBColor(235, 235, 235))
-            .draw()
-            .map_err(|e| err(&e))?;
+    let labels = (x_label, y_label);
+    let middle_right = Some(SeriesLabelPosition::MiddleRight);
+    let svg = xy_svg(title, labels, (x0, x1), (y0, y1), middle_right, |c| {
         for (i, (label, points)) in series.iter().enumerate() {
             let colour = PALETTE[i % PALETTE.len()];
             c.draw_series(LineSeries::new(
                 points.iter().copied(),
                 colour.stroke_width(2),
-            ))
-            .map_err(|e| err(&e))?
+            ))?
             .label(label.as_str())
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2))
             });
         }
-        c.configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(RGBColor(200, 200, 200))
-            .draw()
-            .map_err(|e| err(&e))?;
-        root.present().map_err(|e| err(&e))?;
-    }
+        Ok(())
+    })?;
     Ok(Some(svg))
 }
 
