@@ -164,6 +164,38 @@ pub fn write_all_atomic(files: &[(&Path, &[u8], Option<u32>)]) -> Result<()> {
     Ok(())
 }
 
+/// Build a directory and publish it whole: `fill` writes into a temporary directory beside
+/// `out` (`.<name>.tmp-<pid>`, replacing a stale one), which is then renamed to `out` and the
+/// rename synced; on any failure the temporary directory is removed and `out` never appears
+/// half-written. `fill`'s own files are written with [`write_atomic`] (synced).
+pub fn publish_dir<T>(out: &Path, fill: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    let tmp = parent.join(format!(
+        ".{}.tmp-{}",
+        out.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let result = fill(&tmp).and_then(|v| {
+        std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
+        sync_dir(parent);
+        Ok(v)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}
+
 /// Every file of a group written to its synced temporary file (nothing renamed yet).
 #[allow(clippy::type_complexity)]
 fn stage_all<'a>(

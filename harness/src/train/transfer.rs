@@ -497,8 +497,6 @@ pub fn import(src: &Path, label: &str, out: &Path) -> Result<ImportRecord> {
             Error::input(out.display(), "already exists; give a new --out directory").into(),
         );
     }
-    let local_cfg = src.join("model_config.json");
-    let hub_cfg = src.join("config.json");
     let weights_path = src.join("model.safetensors");
     if !weights_path.is_file() {
         return Err(Error::input(
@@ -507,8 +505,63 @@ pub fn import(src: &Path, label: &str, out: &Path) -> Result<ImportRecord> {
         )
         .into());
     }
+    let wp = weights_path.display().to_string();
     let source_tensors = read_safetensors(&weights_path)?;
-    let (config_file, kind, cfg) = if local_cfg.is_file() {
+    let (config_file, kind, cfg) = source_arch(src, &source_tensors)?;
+    let mut source_files = vec![digest(src, config_file)?, digest(src, "model.safetensors")?];
+    let Mapped {
+        mut named,
+        mut ignored,
+    } = map_tensors(source_tensors, kind, &cfg, &wp)?;
+    let (tok_json, tp) = source_tokenizer(src, kind, &mut source_files)?;
+    let (tok_new, token_id_map) = move_specials(src, kind, &cfg, tok_json, &tp, &mut named, &wp)?;
+    let vs = fill_model(&cfg, &named, &wp)?;
+
+    // Everything into a temporary directory beside `out`, sealed, then renamed.
+    crate::io::publish_dir(out, |tmp| {
+        vs.save(tmp.join("model.safetensors"))
+            .map_err(|e| anyhow::anyhow!("writing model.safetensors: {e}"))?;
+        crate::io::write_atomic(
+            &tmp.join("arch.json"),
+            &serde_json::to_vec_pretty(&cfg)?,
+            None,
+        )?;
+        crate::io::write_atomic(
+            &tmp.join("tokenizer.json"),
+            &serde_json::to_vec(&tok_new)?,
+            None,
+        )?;
+        // The rewritten tokenizer must load as a crambench tokenizer.
+        crate::data::tokenizer::load_tokenizer(&tmp.join("tokenizer.json"))
+            .with_context(|| format!("the tokenizer rewritten from {tp}"))?;
+        ignored.sort();
+        let rec = ImportRecord {
+            format: IMPORT_FORMAT.into(),
+            source: label.into(),
+            source_kind: kind,
+            config_file: config_file.into(),
+            source_files,
+            token_id_map,
+            ignored_tensors: ignored,
+        };
+        let mut j = serde_json::to_vec_pretty(&rec)?;
+        j.push(b'\n');
+        crate::io::write_atomic(&tmp.join("import.json"), &j, None)?;
+        super::checkpoint::seal(tmp, 0)?;
+        Ok(rec)
+    })
+}
+
+/// The source's architecture: from upstream's local save (`model_config.json`) or a hub
+/// layout's `config.json` (`crammedBERT` with its `arch` block, or HF `bert`); which file it
+/// came from, the source's kind and crambench's architecture.
+fn source_arch(
+    src: &Path,
+    source_tensors: &[(String, Tensor)],
+) -> Result<(&'static str, SourceKind, ArchConfig)> {
+    let local_cfg = src.join("model_config.json");
+    let hub_cfg = src.join("config.json");
+    if local_cfg.is_file() {
         let mut arch = read_json(&local_cfg)?;
         // Upstream's local save writes the yaml's `vocab_size: null` (the model got the size
         // from the tokenizer): take it from the embedding's rows.
@@ -528,54 +581,64 @@ pub fn import(src: &Path, label: &str, out: &Path) -> Result<ImportRecord> {
         }
         let (k, c) = upstream::arch_from_upstream(&arch)
             .map_err(|e| Error::input(local_cfg.display(), e.to_string()))?;
-        ("model_config.json", k, c)
-    } else if hub_cfg.is_file() {
-        let c = read_json(&hub_cfg)?;
-        match c.get("model_type").and_then(|m| m.as_str()) {
-            Some("crammedBERT") => {
-                let arch = c.get("arch").ok_or_else(|| {
-                    Error::input(
-                        hub_cfg.display(),
-                        "arch: missing (model_type crammedBERT needs its arch block)",
-                    )
-                })?;
-                let (k, a) = upstream::arch_from_upstream(arch)
-                    .map_err(|e| Error::input(hub_cfg.display(), e.to_string()))?;
-                ("config.json", k, a)
-            }
-            Some("bert") => {
-                let a = upstream::arch_from_hf_bert(&c)
-                    .map_err(|e| Error::input(hub_cfg.display(), e.to_string()))?;
-                ("config.json", SourceKind::HfBert, a)
-            }
-            other => {
-                return Err(Error::input(
-                    hub_cfg.display(),
-                    format!("model_type: {other:?} is neither crammedBERT nor bert"),
-                )
-                .into())
-            }
-        }
-    } else {
+        return Ok(("model_config.json", k, c));
+    }
+    if !hub_cfg.is_file() {
         return Err(Error::input(
             src.display(),
             "no model_config.json (upstream local save) or config.json (hub layout)",
         )
         .into());
-    };
-    let mut source_files = vec![digest(src, config_file)?, digest(src, "model.safetensors")?];
+    }
+    let c = read_json(&hub_cfg)?;
+    match c.get("model_type").and_then(|m| m.as_str()) {
+        Some("crammedBERT") => {
+            let arch = c.get("arch").ok_or_else(|| {
+                Error::input(
+                    hub_cfg.display(),
+                    "arch: missing (model_type crammedBERT needs its arch block)",
+                )
+            })?;
+            let (k, a) = upstream::arch_from_upstream(arch)
+                .map_err(|e| Error::input(hub_cfg.display(), e.to_string()))?;
+            Ok(("config.json", k, a))
+        }
+        Some("bert") => {
+            let a = upstream::arch_from_hf_bert(&c)
+                .map_err(|e| Error::input(hub_cfg.display(), e.to_string()))?;
+            Ok(("config.json", SourceKind::HfBert, a))
+        }
+        other => Err(Error::input(
+            hub_cfg.display(),
+            format!("model_type: {other:?} is neither crammedBERT nor bert"),
+        )
+        .into()),
+    }
+}
 
-    // Tensors -> crambench names.
-    let wp = weights_path.display().to_string();
+/// The source's tensors under crambench's names (`named`: crambench name → (source key,
+/// tensor)), and the source keys crambench has no use for.
+struct Mapped {
+    named: HashMap<String, (String, Tensor)>,
+    ignored: Vec<String>,
+}
+
+/// Map every source tensor to crambench's names: renamed, q/k/v fused, a tied decoder checked
+/// against the word embedding, buffers checked against what crambench computes.
+fn map_tensors(
+    source_tensors: Vec<(String, Tensor)>,
+    kind: SourceKind,
+    cfg: &ArchConfig,
+    wp: &str,
+) -> Result<Mapped> {
     let mut named: HashMap<String, (String, Tensor)> = HashMap::new();
     let mut qkv: BTreeMap<String, [Option<Tensor>; 3]> = BTreeMap::new();
     let mut tied: Vec<(String, Tensor)> = Vec::new();
     let mut ignored = Vec::new();
-    let head_dim = cfg.head_dim();
     for (key, t) in source_tensors {
         let m = match kind {
-            SourceKind::HfBert => upstream::hf_key(&key, &cfg),
-            _ => upstream::upstream_key(&key, &cfg),
+            SourceKind::HfBert => upstream::hf_key(&key, cfg),
+            _ => upstream::upstream_key(&key, cfg),
         };
         match m {
             KeyMap::To(name) => {
@@ -587,25 +650,7 @@ pub fn import(src: &Path, label: &str, out: &Path) -> Result<ImportRecord> {
             KeyMap::TiedDecoder => tied.push((key, t)),
             KeyMap::Ignored => ignored.push(key),
             KeyMap::Buffer(b) => {
-                let ok = match b {
-                    BufferKind::One => t.to_kind(Kind::Double).eq(1.0).all().int64_value(&[]) == 1,
-                    BufferKind::Arange => {
-                        let flat = t.reshape([-1]).to_kind(Kind::Int64);
-                        flat.equal(&Tensor::arange(
-                            flat.numel() as i64,
-                            (Kind::Int64, Device::Cpu),
-                        ))
-                    }
-                    BufferKind::NormFactor => {
-                        let want = 1.0 / (head_dim as f64).sqrt();
-                        (t.to_kind(Kind::Double) - want)
-                            .abs()
-                            .max()
-                            .double_value(&[])
-                            < 1e-6
-                    }
-                };
-                if !ok {
+                if !buffer_is_computed(b, &t, cfg.head_dim()) {
                     return Err(Error::input(
                         format!("{wp}: {key}"),
                         format!("buffer value differs from what crambench computes ({b:?}); this model is not expressible"),
@@ -623,16 +668,15 @@ pub fn import(src: &Path, label: &str, out: &Path) -> Result<ImportRecord> {
             }
             _ => {
                 return Err(Error::input(
-                    &wp,
+                    wp,
                     format!("{name}: query, key and value are not all present"),
                 )
                 .into())
             }
         }
     }
-    let emb = "encoder.embedding.word_embedding.weight";
     for (key, t) in tied {
-        match named.get(emb) {
+        match named.get(WORD_EMBEDDING) {
             Some((_, e)) => {
                 let same = e.size() == t.size() && (e - &t).abs().max().double_value(&[]) == 0.0;
                 if !same {
@@ -645,12 +689,46 @@ pub fn import(src: &Path, label: &str, out: &Path) -> Result<ImportRecord> {
             }
             // Upstream's loader accepts a save holding only the decoder (torch_default.py).
             None => {
-                named.insert(emb.into(), (key, t));
+                named.insert(WORD_EMBEDDING.into(), (key, t));
             }
         }
     }
+    Ok(Mapped { named, ignored })
+}
 
-    // Tokenizer and the special-token permutation.
+/// crambench's word embedding variable.
+const WORD_EMBEDDING: &str = "encoder.embedding.word_embedding.weight";
+
+/// Whether a source buffer holds what crambench computes in its place (so dropping it loses
+/// nothing): all ones, `arange`, or the attention's `1/sqrt(head_dim)`.
+fn buffer_is_computed(b: BufferKind, t: &Tensor, head_dim: i64) -> bool {
+    match b {
+        BufferKind::One => t.to_kind(Kind::Double).eq(1.0).all().int64_value(&[]) == 1,
+        BufferKind::Arange => {
+            let flat = t.reshape([-1]).to_kind(Kind::Int64);
+            flat.equal(&Tensor::arange(
+                flat.numel() as i64,
+                (Kind::Int64, Device::Cpu),
+            ))
+        }
+        BufferKind::NormFactor => {
+            let want = 1.0 / (head_dim as f64).sqrt();
+            (t.to_kind(Kind::Double) - want)
+                .abs()
+                .max()
+                .double_value(&[])
+                < 1e-6
+        }
+    }
+}
+
+/// The source's tokenizer as `tokenizer.json` (built from `vocab.txt` for a BERT checkpoint
+/// without one) and the path named in errors; the files read join `source_files`.
+fn source_tokenizer(
+    src: &Path,
+    kind: SourceKind,
+    source_files: &mut Vec<SourceFile>,
+) -> Result<(Value, String)> {
     let tok_json_path = src.join("tokenizer.json");
     let tok_json = if tok_json_path.is_file() {
         source_files.push(digest(src, "tokenizer.json")?);
@@ -679,12 +757,28 @@ pub fn import(src: &Path, label: &str, out: &Path) -> Result<ImportRecord> {
             source_files.push(digest(src, f)?);
         }
     }
-    let tp = tok_json_path.display().to_string();
+    Ok((tok_json, tok_json_path.display().to_string()))
+}
+
+/// Move the source's special tokens to crambench's fixed ids: the tokenizer rewritten (ids
+/// permuted, specials renamed) and the vocabulary-indexed rows of `named` (word embedding,
+/// decoder bias, an untied decoder) permuted alike. Returns the new tokenizer and the ids that
+/// moved (old → new).
+#[allow(clippy::too_many_arguments)]
+fn move_specials(
+    src: &Path,
+    kind: SourceKind,
+    cfg: &ArchConfig,
+    tok_json: Value,
+    tp: &str,
+    named: &mut HashMap<String, (String, Tensor)>,
+    wp: &str,
+) -> Result<(Value, BTreeMap<u32, u32>)> {
     let mut vocab: BTreeMap<String, u32> = BTreeMap::new();
     for (t, id) in tok_json
         .pointer("/model/vocab")
         .and_then(|v| v.as_object())
-        .ok_or_else(|| Error::input(&tp, "model.vocab: not a WordPiece tokenizer"))?
+        .ok_or_else(|| Error::input(tp, "model.vocab: not a WordPiece tokenizer"))?
     {
         vocab.insert(t.clone(), id.as_u64().unwrap_or(u64::MAX) as u32);
     }
@@ -704,7 +798,7 @@ pub fn import(src: &Path, label: &str, out: &Path) -> Result<ImportRecord> {
     let n_tok = vocab.values().max().map(|&m| m as usize + 1).unwrap_or(0);
     if n_tok > cfg.vocab_size as usize {
         return Err(Error::input(
-            &tp,
+            tp,
             format!(
                 "{n_tok} token ids, but the model's vocab_size is {}",
                 cfg.vocab_size
@@ -724,7 +818,7 @@ pub fn import(src: &Path, label: &str, out: &Path) -> Result<ImportRecord> {
         .filter(|(_, (t, _))| !t.is_empty())
         .map(|(i, (t, _))| (t.clone(), special::TOKENS[i].to_string()))
         .collect();
-    let tok_new = rewrite_tokenizer(tok_json, &new_of_old, &rename, &tp)?;
+    let tok_new = rewrite_tokenizer(tok_json, &new_of_old, &rename, tp)?;
     let token_id_map: BTreeMap<u32, u32> = new_of_old
         .iter()
         .enumerate()
@@ -732,7 +826,7 @@ pub fn import(src: &Path, label: &str, out: &Path) -> Result<ImportRecord> {
         .map(|(o, &n)| (o as u32, n))
         .collect();
     let perm = Tensor::from_slice(&old_of_new.iter().map(|&x| x as i64).collect::<Vec<_>>());
-    for name in [emb, "decoder.bias"]
+    for name in [WORD_EMBEDDING, "decoder.bias"]
         .into_iter()
         .chain((!cfg.tie_weights).then_some("decoder.weight"))
     {
@@ -747,12 +841,20 @@ pub fn import(src: &Path, label: &str, out: &Path) -> Result<ImportRecord> {
             named.insert(name.to_string(), (k, t.index_select(0, &perm)));
         }
     }
+    Ok((tok_new, token_id_map))
+}
 
-    // Into crambench's variables (every one must be given; shapes must match).
+/// crambench's model for `cfg` with every variable given by `named` (each source tensor must
+/// have a counterpart of the same shape, and every trainable variable a source).
+fn fill_model(
+    cfg: &ArchConfig,
+    named: &HashMap<String, (String, Tensor)>,
+    wp: &str,
+) -> Result<tch::nn::VarStore> {
     let vs = tch::nn::VarStore::new(Device::Cpu);
-    model::build(&vs.root(), &cfg)?;
+    model::build(&vs.root(), cfg)?;
     let vars = vs.variables();
-    for (name, (key, _)) in &named {
+    for (name, (key, _)) in named {
         if !vars.contains_key(name) {
             return Err(Error::input(
                 format!("{wp}: {key}"),
@@ -765,9 +867,8 @@ pub fn import(src: &Path, label: &str, out: &Path) -> Result<ImportRecord> {
     tch::no_grad(|| -> Result<()> {
         for (name, var) in &vars {
             match named.get(name) {
-                Some((key, t)) if t.size() == var.size() => {
+                Some((_, t)) if t.size() == var.size() => {
                     var.shallow_clone().copy_(t);
-                    let _ = key;
                 }
                 Some((key, t)) => {
                     return Err(Error::input(
@@ -788,63 +889,9 @@ pub fn import(src: &Path, label: &str, out: &Path) -> Result<ImportRecord> {
     })?;
     if !missing.is_empty() {
         missing.sort();
-        return Err(Error::input(&wp, format!("weights missing: {}", missing.join(", "))).into());
+        return Err(Error::input(wp, format!("weights missing: {}", missing.join(", "))).into());
     }
-
-    // Write everything into a temp directory beside `out`, seal it, rename.
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    let tmp = parent.join(format!(
-        ".{}.tmp-{}",
-        out.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    }
-    std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let result = (|| -> Result<ImportRecord> {
-        vs.save(tmp.join("model.safetensors"))
-            .map_err(|e| anyhow::anyhow!("writing model.safetensors: {e}"))?;
-        crate::io::write_atomic(
-            &tmp.join("arch.json"),
-            &serde_json::to_vec_pretty(&cfg)?,
-            None,
-        )?;
-        crate::io::write_atomic(
-            &tmp.join("tokenizer.json"),
-            &serde_json::to_vec(&tok_new)?,
-            None,
-        )?;
-        // The rewritten tokenizer must load as a crambench tokenizer.
-        crate::data::tokenizer::load_tokenizer(&tmp.join("tokenizer.json"))
-            .with_context(|| format!("the tokenizer rewritten from {tp}"))?;
-        ignored.sort();
-        let rec = ImportRecord {
-            format: IMPORT_FORMAT.into(),
-            source: label.into(),
-            source_kind: kind,
-            config_file: config_file.into(),
-            source_files: source_files.clone(),
-            token_id_map: token_id_map.clone(),
-            ignored_tensors: ignored.clone(),
-        };
-        let mut j = serde_json::to_vec_pretty(&rec)?;
-        j.push(b'\n');
-        crate::io::write_atomic(&tmp.join("import.json"), &j, None)?;
-        super::checkpoint::seal(&tmp, 0)?;
-        std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
-        Ok(rec)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    result
+    Ok(vs)
 }
 
 /// Read the `import.json` of a checkpoint directory, if it has one.
@@ -1088,23 +1135,7 @@ pub fn export(ckpt: &Path, format: ExportFormat, out: &Path) -> Result<Vec<Strin
         crate::io::read_limited(&tok_path, 1 << 30)?,
     ));
 
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    let tmp = parent.join(format!(
-        ".{}.tmp-{}",
-        out.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    }
-    std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    let result = (|| -> Result<Vec<String>> {
+    crate::io::publish_dir(out, |tmp| {
         let mut tensors = tensors;
         tensors.sort_by(|a, b| a.0.cmp(&b.0));
         write_safetensors(&tmp.join("model.safetensors"), &tensors)?;
@@ -1113,14 +1144,9 @@ pub fn export(ckpt: &Path, format: ExportFormat, out: &Path) -> Result<Vec<Strin
             crate::io::write_atomic(&tmp.join(name), bytes, None)?;
             names.push(name.clone());
         }
-        std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
         names.sort();
         Ok(names)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    result
+    })
 }
 
 #[cfg(test)]
