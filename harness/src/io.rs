@@ -595,6 +595,34 @@ mod tests {
         // no temporary files left behind
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
     }
+
+    #[test]
+    fn a_published_directory_appears_whole_or_not_at_all() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("nested/ckpt");
+        let e = publish_dir(&out, |tmp| -> Result<()> {
+            write_atomic(&tmp.join("a"), b"half", None)?;
+            anyhow::bail!("disk full")
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("disk full"));
+        assert!(!out.exists());
+        let left: Vec<_> = std::fs::read_dir(d.path().join("nested"))
+            .unwrap()
+            .collect();
+        assert!(left.is_empty(), "the temporary directory is removed");
+        let n = publish_dir(&out, |tmp| {
+            write_atomic(&tmp.join("a"), b"whole", None)?;
+            Ok(7)
+        })
+        .unwrap();
+        assert_eq!(n, 7);
+        assert_eq!(std::fs::read(out.join("a")).unwrap(), b"whole");
+        assert_eq!(
+            std::fs::read_dir(d.path().join("nested")).unwrap().count(),
+            1
+        );
+    }
 }
 
 #[cfg(test)]
