@@ -165,131 +165,8 @@ pub fn upstream_version(arch: &Value) -> R<SourceKind> {
 pub fn arch_from_upstream(arch: &Value) -> R<(SourceKind, ArchConfig)> {
     let version = upstream_version(arch)?;
     let v2 = version == SourceKind::UpstreamV2;
-    let known: &[&str] = &[
-        "num_transformer_layers",
-        "hidden_size",
-        "intermed_size",
-        "hidden_dropout_prob",
-        "norm",
-        "norm_eps",
-        "nonlin",
-        "tie_weights",
-        "sparse_prediction",
-        "decoder_bias",
-        "loss",
-        "z_loss_factor",
-        "objective_layout",
-        "embedding",
-        "attention",
-        "init",
-        "ffn_layer_frequency",
-        "deepnorm_scaling",
-        "skip_head_transform",
-        "layer_drop_theta",
-        "use_bias",
-        "final_norm",
-        "recurrent_layers",
-        "layer_macro_type",
-        "norm_scheme",
-    ];
-    if let Some(obj) = arch.as_object() {
-        for k in obj.keys() {
-            if !known.contains(&k.as_str()) && !UPSTREAM_IGNORED.contains(&k.as_str()) {
-                return err(&format!("arch.{k}"), "unknown key: no crambench equivalent");
-            }
-        }
-    } else {
-        return err("arch", "not an object");
-    }
-    for (sub, keys) in [
-        (
-            "embedding",
-            &[
-                "vocab_size",
-                "pos_embedding",
-                "dropout_prob",
-                "pad_token_id",
-                "max_seq_length",
-                "embedding_dim",
-                "normalization",
-            ][..],
-        ),
-        (
-            "attention",
-            &[
-                "type",
-                "causal_attention",
-                "num_attention_heads",
-                "dropout_prob",
-                "skip_output_projection",
-                "qkv_bias",
-                "rotary_embedding",
-                "sequence_op",
-            ][..],
-        ),
-        ("init", &["std"][..]),
-    ] {
-        if let Some(obj) = arch.get(sub).and_then(|x| x.as_object()) {
-            for k in obj.keys() {
-                let dotted = format!("{sub}.{k}");
-                if !keys.contains(&k.as_str()) && !UPSTREAM_IGNORED.contains(&dotted.as_str()) {
-                    return err(
-                        &format!("arch.{dotted}"),
-                        "unknown key: no crambench equivalent",
-                    );
-                }
-            }
-        }
-    }
-    let f = serde_json::json!(false);
-    must_be(arch, "norm", &json!("LayerNorm"), "LayerNorm")?;
-    must_be(arch, "loss", &json!("cross-entropy"), "the MLM loss")?;
-    must_be(arch, "z_loss_factor", &json!(0), "no z-loss")?;
-    must_be(arch, "objective_layout", &json!("MLM"), "MLM pretraining")?;
-    must_be(
-        arch,
-        "ffn_layer_frequency",
-        &json!(1),
-        "an FFN in every block",
-    )?;
-    must_be(arch, "deepnorm_scaling", &f, "no DeepNorm")?;
-    must_be(arch, "layer_drop_theta", &Value::Null, "no layer drop")?;
-    must_be(
-        arch,
-        "recurrent_layers",
-        &Value::Null,
-        "no recurrent blocks",
-    )?;
-    must_be(
-        arch,
-        "layer_macro_type",
-        &json!("transformer"),
-        "transformer blocks",
-    )?;
-    must_be(
-        arch,
-        "attention.causal_attention",
-        &f,
-        "bidirectional attention",
-    )?;
-    must_be(
-        arch,
-        "attention.skip_output_projection",
-        &f,
-        "an output projection",
-    )?;
-    must_be(
-        arch,
-        "attention.rotary_embedding",
-        &f,
-        "no rotary embedding",
-    )?;
-    must_be(
-        arch,
-        "attention.sequence_op",
-        &json!("torch-softmax"),
-        "softmax attention",
-    )?;
+    check_keys(arch)?;
+    check_expressible(arch)?;
     let hidden = int(arch, "hidden_size")?;
     let emb_dim = int(arch, "embedding.embedding_dim")?;
     if emb_dim != hidden {
@@ -300,19 +177,7 @@ pub fn arch_from_upstream(arch: &Value) -> R<(SourceKind, ArchConfig)> {
             ),
         );
     }
-    let norm = if v2 {
-        // v2's TransformerLayer is pre-LN whatever the yaml says ("pre" is baked in).
-        NormScheme::Pre
-    } else {
-        match get(arch, "norm_scheme")
-            .and_then(|x| x.as_str())
-            .unwrap_or("pre")
-        {
-            "pre" => NormScheme::Pre,
-            "post" => NormScheme::Post,
-            other => return err("arch.norm_scheme", format!("{other:?}: only pre and post")),
-        }
-    };
+    let norm = norm_scheme(arch, v2)?;
     let nonlin = match string(arch, "nonlin")? {
         "GELUglu" => Nonlin::GeluGlu,
         "GELU" => Nonlin::Gelu,
@@ -351,24 +216,7 @@ pub fn arch_from_upstream(arch: &Value) -> R<(SourceKind, ArchConfig)> {
     } else {
         boolean(arch, "tie_weights")?
     };
-    let (sparse_prediction, sparse_static) = match req(arch, "sparse_prediction")? {
-        Value::Bool(false) => (None, false),
-        Value::Bool(true) if !v2 => (Some(0.15), false),
-        Value::Number(n) if v2 => {
-            let p = n.as_f64().unwrap_or(f64::NAN);
-            if p == 0.0 {
-                (None, false)
-            } else {
-                (Some(p), true)
-            }
-        }
-        other => {
-            return err(
-                "arch.sparse_prediction",
-                format!("{other}: v2 takes the masking fraction, v1 true/false"),
-            )
-        }
-    };
+    let (sparse_prediction, sparse_static) = sparse_prediction(arch, v2)?;
     let kind = match (norm, qkv_layout, nonlin) {
         (NormScheme::Post, _, _) => ArchKind::BertOriginal,
         (_, QkvLayout::Blocks, _) => ArchKind::BertC5,
@@ -417,6 +265,170 @@ pub fn arch_from_upstream(arch: &Value) -> R<(SourceKind, ArchConfig)> {
         message: m,
     })?;
     Ok((version, cfg))
+}
+
+/// Keys of an upstream `arch` block that crambench reads (or checks); any other key that is
+/// not in [`UPSTREAM_IGNORED`] is refused.
+const KNOWN_KEYS: &[&str] = &[
+    "num_transformer_layers",
+    "hidden_size",
+    "intermed_size",
+    "hidden_dropout_prob",
+    "norm",
+    "norm_eps",
+    "nonlin",
+    "tie_weights",
+    "sparse_prediction",
+    "decoder_bias",
+    "loss",
+    "z_loss_factor",
+    "objective_layout",
+    "embedding",
+    "attention",
+    "init",
+    "ffn_layer_frequency",
+    "deepnorm_scaling",
+    "skip_head_transform",
+    "layer_drop_theta",
+    "use_bias",
+    "final_norm",
+    "recurrent_layers",
+    "layer_macro_type",
+    "norm_scheme",
+];
+
+/// The known keys of the nested blocks.
+const KNOWN_SUBKEYS: &[(&str, &[&str])] = &[
+    (
+        "embedding",
+        &[
+            "vocab_size",
+            "pos_embedding",
+            "dropout_prob",
+            "pad_token_id",
+            "max_seq_length",
+            "embedding_dim",
+            "normalization",
+        ],
+    ),
+    (
+        "attention",
+        &[
+            "type",
+            "causal_attention",
+            "num_attention_heads",
+            "dropout_prob",
+            "skip_output_projection",
+            "qkv_bias",
+            "rotary_embedding",
+            "sequence_op",
+        ],
+    ),
+    ("init", &["std"]),
+];
+
+/// Refuse a key crambench neither reads nor knows to be without effect.
+fn check_keys(arch: &Value) -> R<()> {
+    let Some(obj) = arch.as_object() else {
+        return err("arch", "not an object");
+    };
+    for k in obj.keys() {
+        if !KNOWN_KEYS.contains(&k.as_str()) && !UPSTREAM_IGNORED.contains(&k.as_str()) {
+            return err(&format!("arch.{k}"), "unknown key: no crambench equivalent");
+        }
+    }
+    for (sub, keys) in KNOWN_SUBKEYS {
+        if let Some(obj) = arch.get(sub).and_then(|x| x.as_object()) {
+            for k in obj.keys() {
+                let dotted = format!("{sub}.{k}");
+                if !keys.contains(&k.as_str()) && !UPSTREAM_IGNORED.contains(&dotted.as_str()) {
+                    return err(
+                        &format!("arch.{dotted}"),
+                        "unknown key: no crambench equivalent",
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuse the upstream features crambench's model does not have: each key must hold the one
+/// value crambench implements.
+fn check_expressible(arch: &Value) -> R<()> {
+    let f = json!(false);
+    let required: [(&str, Value, &str); 13] = [
+        ("norm", json!("LayerNorm"), "LayerNorm"),
+        ("loss", json!("cross-entropy"), "the MLM loss"),
+        ("z_loss_factor", json!(0), "no z-loss"),
+        ("objective_layout", json!("MLM"), "MLM pretraining"),
+        ("ffn_layer_frequency", json!(1), "an FFN in every block"),
+        ("deepnorm_scaling", f.clone(), "no DeepNorm"),
+        ("layer_drop_theta", Value::Null, "no layer drop"),
+        ("recurrent_layers", Value::Null, "no recurrent blocks"),
+        (
+            "layer_macro_type",
+            json!("transformer"),
+            "transformer blocks",
+        ),
+        (
+            "attention.causal_attention",
+            f.clone(),
+            "bidirectional attention",
+        ),
+        (
+            "attention.skip_output_projection",
+            f.clone(),
+            "an output projection",
+        ),
+        ("attention.rotary_embedding", f, "no rotary embedding"),
+        (
+            "attention.sequence_op",
+            json!("torch-softmax"),
+            "softmax attention",
+        ),
+    ];
+    for (key, value, what) in &required {
+        must_be(arch, key, value, what)?;
+    }
+    Ok(())
+}
+
+/// Pre- or post-LN: v2's `TransformerLayer` is pre-LN whatever the yaml says ("pre" is baked
+/// in); v1 reads `norm_scheme`.
+fn norm_scheme(arch: &Value, v2: bool) -> R<NormScheme> {
+    if v2 {
+        return Ok(NormScheme::Pre);
+    }
+    match get(arch, "norm_scheme")
+        .and_then(|x| x.as_str())
+        .unwrap_or("pre")
+    {
+        "pre" => Ok(NormScheme::Pre),
+        "post" => Ok(NormScheme::Post),
+        other => err("arch.norm_scheme", format!("{other:?}: only pre and post")),
+    }
+}
+
+/// `sparse_prediction`: v2 gives the masking fraction (a static count of predicted
+/// positions), v1 true (0.15) or false.
+fn sparse_prediction(arch: &Value, v2: bool) -> R<(Option<f64>, bool)> {
+    match req(arch, "sparse_prediction")? {
+        Value::Bool(false) => Ok((None, false)),
+        Value::Bool(true) if !v2 => Ok((Some(0.15), false)),
+        Value::Number(n) if v2 => {
+            let p = n.as_f64().unwrap_or(f64::NAN);
+            Ok(if p == 0.0 {
+                (None, false)
+            } else {
+                (Some(p), true)
+            })
+        }
+        other => err(
+            "arch.sparse_prediction",
+            format!("{other}: v2 takes the masking fraction, v1 true/false"),
+        ),
+    }
 }
 
 /// What happens to one tensor of a source state dict.
