@@ -170,10 +170,13 @@ fn the_summary_reads_the_benchs_json() {
     let root = common::repo_root();
     let d = tempfile::tempdir().unwrap();
     let recipe = root.join("baselines/crammed-bert-tiny.toml");
-    let out = Command::new(env!("CARGO_BIN_EXE_crambench"))
-        .args(["bench", "train-step", "--recipe"])
-        .arg(&recipe)
-        .args([
+    let (code, stdout, stderr) = common::run_in(
+        &root,
+        &[
+            "bench",
+            "train-step",
+            "--recipe",
+            recipe.to_str().unwrap(),
             "--micro-batch",
             "2",
             "--seq-len",
@@ -182,19 +185,22 @@ fn the_summary_reads_the_benchs_json() {
             "2",
             "--warmup",
             "1",
-        ])
-        .args(["--device", "cpu", "--threads", "1", "--seed", "3", "--json"])
-        .args(["--compare-python", "--python-modes", "eager", "--python"])
-        .arg(&py)
-        .current_dir(&root)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--seed",
+            "3",
+            "--json",
+            "--compare-python",
+            "--python-modes",
+            "eager",
+            "--python",
+            py.to_str().unwrap(),
+        ],
     );
-    std::fs::write(d.path().join("bench.out"), &out.stdout).unwrap();
+    assert_eq!(code, 0, "{stderr}");
+    std::fs::write(d.path().join("bench.out"), &stdout).unwrap();
     std::fs::write(d.path().join("steps.tsv"), "bench\t0\t1234\n").unwrap();
     let s = Command::new("python3")
         .arg(root.join("scripts/gpu-check/summary.py"))
@@ -203,7 +209,7 @@ fn the_summary_reads_the_benchs_json() {
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&s.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&s.stderr)));
-    let bench: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bench: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let b = &v["bench"];
     assert_eq!(
         b["tch"]["tokens_per_s"], bench["tch"]["tokens_per_s"],
