@@ -2,7 +2,7 @@
 # `make demo`: the whole pipeline on the embedded demo data with one command, and the proof.
 #   crambench run baselines/demo-cpu.toml:
 #     fingerprint → data (State of the Union corpus → WordPiece tokenizer → packed, hashed
-#     shards) → pretrain crammed-bert-tiny for 2 minutes of device time (CPU) → fine-tune and
+#     shards) → pretrain crammed-bert-tiny for 3 minutes of device time (CPU) → fine-tune and
 #     evaluate on the demo tasks (3 trials each, and the no-pretraining control) → manifest →
 #     DSSE signature → report; then the pretraining effect per task (run − control with its
 #     95% interval), printed again at the end
