@@ -829,8 +829,7 @@ fn trial_optimizer_steps_like_libtorchs_adamw() {
         let lr = 1e-2 * (1.0 + step as f64) / 3.0;
         ours.zero_grad();
         ours_net(&x).square().sum(Kind::Float).backward();
-        let out = ours.step(lr, &Default::default());
-        assert!(!bool::try_from(&out.found_inf).unwrap());
+        ours.step_unchecked(lr); // what a trial in fp32/bf16 takes
         theirs.zero_grad();
         theirs_net(&x).square().sum(Kind::Float).backward();
         theirs.set_lr(lr);

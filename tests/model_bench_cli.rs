@@ -60,9 +60,37 @@ fn train_step_bench_rejects_bad_input() {
             "--dtype",
             "fp8",
         ][..],
+        // A reference mode without --compare-python, one named twice, an unknown one.
+        &[
+            "bench",
+            "train-step",
+            "--arch",
+            "crammed-bert-tiny",
+            "--python-modes",
+            "compile",
+        ][..],
+        &[
+            "bench",
+            "train-step",
+            "--arch",
+            "crammed-bert-tiny",
+            "--compare-python",
+            "--python-modes",
+            "eager,eager",
+        ][..],
+        &[
+            "bench",
+            "train-step",
+            "--arch",
+            "crammed-bert-tiny",
+            "--compare-python",
+            "--python-modes",
+            "jit",
+        ][..],
     ] {
         let (code, _, err) = common::run_in(&root, args);
         assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
 

@@ -377,6 +377,11 @@ fn flat_optimizer_updates_bit_identical_to_per_parameter() {
                 new_params.iter().map(|(_, t)| t.shallow_clone()).collect();
             let mut new = FlatAdam::with_kernel(cfg(kind), new_params, kernel).unwrap();
             assert_eq!(new.num_groups(), 2, "decay and no-decay groups");
+            // The unchecked step (no norm, no inf check; GLUE's) takes the same update.
+            let unc_params = leaves(&p0);
+            let unc_handles: Vec<Tensor> =
+                unc_params.iter().map(|(_, t)| t.shallow_clone()).collect();
+            let mut unc = FlatAdam::with_kernel(cfg(kind), unc_params, kernel).unwrap();
             for (step, g) in grads.iter().enumerate() {
                 let lr = [1e-3, 4e-3, 2e-2, 1e-2, 7e-3, 3e-3][step];
                 old.zero_grad();
@@ -386,10 +391,18 @@ fn flat_optimizer_updates_bit_identical_to_per_parameter() {
                 backward_with(&new_handles, g);
                 let out = new.step(lr, &StepOptions::default());
                 assert!(!bool::try_from(&out.found_inf).unwrap());
+                unc.zero_grad();
+                backward_with(&unc_handles, g);
+                unc.step_unchecked(lr);
                 for (i, (a, b)) in old_handles.iter().zip(&new_handles).enumerate() {
                     assert!(
                         bits(a) == bits(b),
                         "{kind:?} {kernel:?}: parameter {i} differs after step {}",
+                        step + 1
+                    );
+                    assert!(
+                        bits(a) == bits(&unc_handles[i]),
+                        "{kind:?} {kernel:?}: unchecked step: parameter {i} differs after step {}",
                         step + 1
                     );
                 }

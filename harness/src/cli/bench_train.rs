@@ -144,6 +144,7 @@ pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
         tch::set_num_threads(t);
     }
     let threads = tch::get_num_threads();
+    let modes = python_modes(&args)?;
 
     // The trainer's model, data path and step.
     let seed = crambench::provenance::seeds::Seeds::from_option(args.seed.seed)?.master;
@@ -164,7 +165,6 @@ pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
         "kind": train.optimizer, "max_norm": train.clip_norm(),
     });
     let tmp = tempfile::tempdir().context("temporary directory")?;
-    let modes = python_modes(&args)?;
     if !modes.is_empty() {
         // Same initial weights, batch shape and optimizer settings for every reference.
         bench.vs.save(tmp.path().join("model.safetensors"))?;

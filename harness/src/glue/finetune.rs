@@ -1351,15 +1351,22 @@ fn run_trial(
             opt.zero_grad();
             scaler.scale_loss(&loss).backward();
             let lr = cfg.lr * lr_factor(cfg.schedule, step, t.warmup, t.total);
-            let inv_scale = scaler.inverse_scale();
-            let out = opt.step(
-                lr,
-                &StepOptions {
-                    inv_scale: inv_scale.as_ref(),
-                    max_norm: None,
-                },
-            );
-            scaler.update(&out.found_inf);
+            if scaler.enabled {
+                // fp16: unscale, and skip the step on an inf/NaN gradient (on the device).
+                let inv_scale = scaler.inverse_scale();
+                let out = opt.step(
+                    lr,
+                    &StepOptions {
+                        inv_scale: inv_scale.as_ref(),
+                        max_norm: None,
+                    },
+                );
+                scaler.update(&out.found_inf);
+            } else {
+                // Upstream clips nothing in fine-tuning (`gradient_clipping:` empty in
+                // eval/GLUE_sane.yaml): the plain AdamW step, no gradient norm.
+                opt.step_unchecked(lr);
+            }
             step += 1;
             seen += batch.len() as u64;
             tch::no_grad(|| {

@@ -552,7 +552,13 @@ impl FlatAdam {
                 .max_norm
                 .map(|max| ((&grad_norm + 1e-6).reciprocal() * max).clamp_max(1.0));
             match self.kernel {
-                FlatKernel::Fused => self.step_fused(lr, &keep, coef.as_ref()),
+                // CPU tensors: reading the flag is a memory load, not a device transfer.
+                FlatKernel::Fused => {
+                    if bool::try_from(&keep).unwrap_or(false) {
+                        let coef = coef.map_or(1.0f32, |c| f32::try_from(&c).unwrap_or(f32::NAN));
+                        self.step_fused(lr, coef);
+                    }
+                }
                 FlatKernel::Tensor => self.step_tensor(lr, &keep, &found_inf, coef.as_ref()),
             }
             self.steps_guess += 1;
@@ -560,6 +566,23 @@ impl FlatAdam {
                 grad_norm,
                 found_inf,
             }
+        })
+    }
+
+    /// One step as `torch.optim.AdamW.step()` takes it: no unscaling, no clipping and no inf
+    /// check — no gradient norm is computed, and a non-finite gradient goes into the moments
+    /// as it does in torch. For callers that need none of them (GLUE fine-tuning in fp32 or
+    /// bf16, as upstream's `eval.py` steps); same update as [`FlatAdam::step`] otherwise.
+    pub fn step_unchecked(&mut self, lr: f64) {
+        tch::no_grad(|| {
+            match self.kernel {
+                FlatKernel::Fused => self.step_fused(lr, 1.0),
+                FlatKernel::Tensor => {
+                    let keep = Tensor::ones([], (tch::Kind::Bool, self.device));
+                    self.step_tensor(lr, &keep, &keep.logical_not(), None)
+                }
+            }
+            self.steps_guess += 1;
         })
     }
 
@@ -620,12 +643,9 @@ impl FlatAdam {
         self.step_dev = step_new;
     }
 
-    fn step_fused(&mut self, lr: f64, keep: &Tensor, coef: Option<&Tensor>) {
-        // CPU tensors: reading them is a memory load, not a device transfer.
-        if !bool::try_from(keep).unwrap_or(false) {
-            return;
-        }
-        let coef = coef.map_or(1.0f32, |c| f32::try_from(c).unwrap_or(f32::NAN));
+    /// The fused CPU update with gradients multiplied by `coef` (the clip coefficient, 1 when
+    /// not clipping).
+    fn step_fused(&mut self, lr: f64, coef: f32) {
         let taken = f64::try_from(&self.step_dev).unwrap_or(0.0) as u64 + 1;
         let (neg_step, bc2_sqrt) = self.corrections(lr, taken);
         let [beta1, beta2] = self.cfg.betas;
