@@ -71,6 +71,7 @@ fn dry_run_lists_every_step_and_every_command_parses() {
         "[glue]",
         "[glue-bucketed]",
         "[bench]",
+        "[optim]",
         "[summary]",
     ] {
         assert!(out.contains(step), "no {step} step in:\n{out}");
@@ -161,9 +162,9 @@ fn the_checks_recipes_resolve() {
 }
 
 /// The summary reads what the binary writes: a real `bench train-step --json` (tch against the
-/// eager PyTorch reference on a tiny model, when torch is here) goes through
-/// `scripts/gpu-check/summary.py` as the script's `bench` step, and the summary carries tch's
-/// tokens/s and each reference's ratio.
+/// eager PyTorch reference on a tiny model, when torch is here) and `bench optim --json` go through
+/// `scripts/gpu-check/summary.py` as the script's `bench` and `optim` steps, and the summary carries tch's
+/// tokens/s, each reference's ratio and the optimizer speed-up.
 #[test]
 fn the_summary_reads_the_benchs_json() {
     let Some(py) = torch_python() else { return };
@@ -201,7 +202,23 @@ fn the_summary_reads_the_benchs_json() {
     );
     assert_eq!(code, 0, "{stderr}");
     std::fs::write(d.path().join("bench.out"), &stdout).unwrap();
-    std::fs::write(d.path().join("steps.tsv"), "bench\t0\t1234\n").unwrap();
+    let (code, optim_out, stderr) = common::run_in(
+        &root,
+        &[
+            "bench",
+            "optim",
+            "--arch",
+            "crammed-bert-tiny",
+            "--steps",
+            "2",
+            "--device",
+            "cpu",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    std::fs::write(d.path().join("optim.out"), &optim_out).unwrap();
+    std::fs::write(d.path().join("steps.tsv"), "bench\t0\t1234\noptim\t0\t50\n").unwrap();
     let s = Command::new("python3")
         .arg(root.join("scripts/gpu-check/summary.py"))
         .arg(d.path())
@@ -222,5 +239,8 @@ fn the_summary_reads_the_benchs_json() {
         / bench["references"][0]["tokens_per_s"].as_f64().unwrap();
     assert!((ratio - want).abs() < 1e-9 * want, "{v}");
     assert_eq!(v["steps"]["bench"]["seconds"], 1.234);
+    let optim: serde_json::Value = serde_json::from_str(&optim_out).unwrap();
+    assert_eq!(v["optim"]["speedup_median"], optim["speedup_median"], "{v}");
+    assert_eq!(v["optim"]["kernel"], "fused");
     assert_eq!(v["pass"], false, "no conformance step ran: not a pass");
 }

@@ -194,6 +194,19 @@ def bench(name):
     return out
 
 
+def optim(name):
+    """bench optim: the flat AdamW step against the per-parameter one on the GPU."""
+    b = read_json(name + ".out")
+    if b is None:
+        return {"error": (read_text(name + ".log") or "")[-1500:]}
+    return {
+        "kernel": b.get("kernel"),
+        "flat_median_s": (b.get("flat") or {}).get("median_s"),
+        "per_parameter_median_s": (b.get("per_parameter") or {}).get("median_s"),
+        "speedup_median": b.get("speedup_median"),
+    }
+
+
 def main():
     st = steps()
     per_token, peak = flops_per_token_and_peak()
@@ -214,6 +227,7 @@ def main():
         "glue": glue("glue"),
         "glue_bucketed": glue("glue-bucketed"),
         "bench": bench("bench"),
+        "optim": optim("optim"),
     }
     conf = summary["conformance"] or {}
     ok = all(s["exit"] == 0 for s in st.values() if not s["skipped"]) and conf.get("pass") is True
