@@ -42,56 +42,22 @@ fn train_step_bench_reports_json() {
 #[test]
 fn train_step_bench_rejects_bad_input() {
     let root = common::repo_root();
-    for args in [
-        &["bench", "train-step", "--arch", "gpt-5", "--steps", "1"][..],
-        &[
-            "bench",
-            "train-step",
-            "--arch",
-            "crammed-bert-tiny",
-            "--seq-len",
-            "4096",
-        ][..],
-        &[
-            "bench",
-            "train-step",
-            "--arch",
-            "crammed-bert-tiny",
-            "--dtype",
-            "fp8",
-        ][..],
+    let tiny = ["bench", "train-step", "--arch", "crammed-bert-tiny"];
+    for tail in [
+        &["--seq-len", "4096"][..],
+        &["--dtype", "fp8"][..],
         // A reference mode without --compare-python, one named twice, an unknown one.
-        &[
-            "bench",
-            "train-step",
-            "--arch",
-            "crammed-bert-tiny",
-            "--python-modes",
-            "compile",
-        ][..],
-        &[
-            "bench",
-            "train-step",
-            "--arch",
-            "crammed-bert-tiny",
-            "--compare-python",
-            "--python-modes",
-            "eager,eager",
-        ][..],
-        &[
-            "bench",
-            "train-step",
-            "--arch",
-            "crammed-bert-tiny",
-            "--compare-python",
-            "--python-modes",
-            "jit",
-        ][..],
+        &["--python-modes", "compile"][..],
+        &["--compare-python", "--python-modes", "eager,eager"][..],
+        &["--compare-python", "--python-modes", "jit"][..],
     ] {
-        let (code, _, err) = common::run_in(&root, args);
+        let args: Vec<&str> = tiny.iter().chain(tail).copied().collect();
+        let (code, _, err) = common::run_in(&root, &args);
         assert_eq!(code, 2, "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
+    let (code, _, err) = common::run_in(&root, &["bench", "train-step", "--arch", "gpt-5"]);
+    assert_eq!(code, 2, "an unknown preset: {err}");
 }
 
 /// The benchmark times the trainer's own step (issue 15 item 6): the recipe's precision (bf16
