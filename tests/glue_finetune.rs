@@ -800,6 +800,7 @@ fn trial_optimizer_steps_like_libtorchs_adamw() {
     use tch::{nn, Device, Kind, Tensor};
     let mut cfg = GlueConfig::for_protocol(Protocol::GlueSane);
     cfg.weight_decay = 0.01; // exercise the decoupled decay (glue-sane's is 0)
+    cfg.no_decay = Some(Vec::new()); // libtorch's AdamW has one group: decay everything
     cfg.betas = [0.85, 0.97];
     cfg.eps = 1e-5;
     let build = |vs: &nn::VarStore| {
@@ -848,4 +849,50 @@ fn trial_optimizer_steps_like_libtorchs_adamw() {
             "{name}: flat AdamW differs from libtorch's by {diff}"
         );
     }
+}
+
+/// Weight decay spares what upstream's `limited_decay_keys` name (`glue-sane`: bias,
+/// LayerNorm.bias, LayerNorm.weight, norm), matched as substrings of the variable names; a
+/// recipe's `no_decay` replaces the list.
+#[test]
+fn trial_optimizer_exempts_upstreams_limited_decay_keys() {
+    use tch::{nn, Device};
+    let vs = nn::VarStore::new(Device::Cpu);
+    let root = vs.root();
+    let _dense = nn::linear(&root / "head" / "dense", 4, 4, Default::default());
+    let _norm = nn::layer_norm(&root / "encoder" / "norm1", vec![4], Default::default());
+    let mut cfg = GlueConfig::for_protocol(Protocol::GlueSane);
+    cfg.weight_decay = 0.01;
+    let opt = trial_optimizer(&vs, &cfg).unwrap();
+    let (decay, spared) = opt.groups();
+    assert_eq!(decay, ["head.dense.weight"]);
+    let mut spared: Vec<&str> = spared.to_vec();
+    spared.sort();
+    assert_eq!(
+        spared,
+        [
+            "encoder.norm1.bias",
+            "encoder.norm1.weight",
+            "head.dense.bias"
+        ]
+    );
+    // glue-bert's list has no `norm`: the norm's weight is decayed.
+    let bert = GlueConfig::for_protocol(Protocol::GlueBert);
+    assert_eq!(
+        bert.no_decay_keys(),
+        ["bias", "LayerNorm.bias", "LayerNorm.weight"]
+    );
+    let mut own = cfg.clone();
+    own.no_decay = Some(vec!["dense".into()]);
+    let vs2 = nn::VarStore::new(Device::Cpu);
+    let _d = nn::linear(&vs2.root() / "head" / "dense", 4, 4, Default::default());
+    let _n = nn::layer_norm(
+        &vs2.root() / "encoder" / "norm1",
+        vec![4],
+        Default::default(),
+    );
+    let opt2 = trial_optimizer(&vs2, &own).unwrap();
+    let mut decay: Vec<&str> = opt2.groups().0;
+    decay.sort();
+    assert_eq!(decay, ["encoder.norm1.bias", "encoder.norm1.weight"]);
 }

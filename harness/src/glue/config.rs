@@ -11,6 +11,7 @@
 //! | `warmup` (fraction of the task's steps) | 0.1 | 0.0 |
 //! | `frozen_warmup` | true | true |
 //! | `betas`, `eps`, `weight_decay` (AdamW) | [0.9, 0.98], 1e-6, 0.0 | same |
+//! | `no_decay` (substrings of parameter names exempt from weight decay) | `bias`, `LayerNorm.bias`, `LayerNorm.weight`, `norm` | `bias`, `LayerNorm.bias`, `LayerNorm.weight` |
 //! | `head_dim` | the architecture's (below) | same |
 //! | `key_padding_mask` | the architecture's (below) | same |
 //! | `dropout` (dropout on while fine-tuning) | true | true |
@@ -23,7 +24,10 @@
 //! Sources: upstream `cramming/config/eval/GLUE_sane.yaml` (JonasGeiping/cramming 196c991) and `cramming/config/eval/GLUE.yaml` at Last1.13release for `glue-bert`: bs
 //! 32, lr 2e-5, 5 epochs, constant). `glue-bert`'s AdamW betas/eps/weight decay are not given
 //! by the spec; they are taken to be the shared `eval/optim/adam.yaml` values — an assumption,
-//! written out so a recipe can override it.
+//! written out so a recipe can override it. `no_decay` is upstream's `limited_decay_keys` of
+//! each eval config (GLUE_sane.yaml at 196c991, GLUE.yaml at Last1.13release), matched as
+//! substrings of the parameter names as `group_parameters` in `cramming/backend/utils.py` does;
+//! it only matters when a recipe sets a `weight_decay` (both protocols fine-tune without).
 //!
 //! **`frozen_warmup`** (default on) is what the reference does and what its published GLUE numbers
 //! were made with (upstream `eval.py`): `get_schedule_fn` in `cramming/backend/optimizers/schedulers.py`
@@ -108,6 +112,7 @@ struct GlueOverrides {
     betas: Option<[f64; 2]>,
     eps: Option<f64>,
     weight_decay: Option<f64>,
+    no_decay: Option<Vec<String>>,
     head_dim: Option<i64>,
     key_padding_mask: Option<bool>,
     dropout: Option<bool>,
@@ -146,6 +151,10 @@ pub struct GlueConfig {
     pub betas: [f64; 2],
     pub eps: f64,
     pub weight_decay: f64,
+    /// Parameter-name substrings exempt from weight decay; absent: the protocol's (upstream's
+    /// `limited_decay_keys`, see [`GlueConfig::no_decay_keys`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_decay: Option<Vec<String>>,
     /// Width of the head's first Linear; absent: the architecture's (see the module doc and
     /// [`GlueConfig::head_width`]).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -232,6 +241,7 @@ impl TryFrom<GlueOverrides> for GlueConfig {
             betas: o.betas.unwrap_or([0.9, 0.98]),
             eps: o.eps.unwrap_or(1e-6),
             weight_decay: o.weight_decay.unwrap_or(0.0),
+            no_decay: o.no_decay,
             head_dim: o.head_dim,
             key_padding_mask: o.key_padding_mask,
             dropout: o.dropout.unwrap_or(true),
@@ -275,6 +285,13 @@ impl GlueConfig {
         {
             return Err("betas must lie in [0, 1), eps > 0, weight_decay >= 0".into());
         }
+        if self
+            .no_decay
+            .as_ref()
+            .is_some_and(|keys| keys.iter().any(|k| k.is_empty()))
+        {
+            return Err("no_decay: an empty name would exempt every parameter".into());
+        }
         if self.head_dim.is_some_and(|d| d <= 0) || self.max_seq_len < 4 {
             return Err("head_dim must be positive and max_seq_len at least 4".into());
         }
@@ -300,6 +317,19 @@ impl GlueConfig {
         self.head_dim.unwrap_or(match arch.kind {
             ArchKind::CrammedBert | ArchKind::BertC5 => 1024,
             ArchKind::BertOriginal | ArchKind::Izsak => arch.hidden,
+        })
+    }
+
+    /// The parameter-name substrings exempt from weight decay: `no_decay`, or the protocol's
+    /// `limited_decay_keys` upstream (`glue-sane`: bias, LayerNorm.bias, LayerNorm.weight,
+    /// norm; `glue-bert`: the first three).
+    pub fn no_decay_keys(&self) -> Vec<String> {
+        self.no_decay.clone().unwrap_or_else(|| {
+            let keys: &[&str] = match self.protocol {
+                Protocol::GlueSane => &["bias", "LayerNorm.bias", "LayerNorm.weight", "norm"],
+                Protocol::GlueBert => &["bias", "LayerNorm.bias", "LayerNorm.weight"],
+            };
+            keys.iter().map(|k| k.to_string()).collect()
         })
     }
 
@@ -381,5 +411,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("attention"), "{e}");
+        // no_decay: absent from the resolved table at the protocol's keys, round-tripped when
+        // set; an empty name (which would exempt everything) is refused.
+        assert!(!t.contains("no_decay"), "{t}");
+        assert_eq!(s.no_decay_keys().len(), 4);
+        let n = GlueConfig::from_toml("weight_decay = 0.01\nno_decay = [\"bias\"]", "t").unwrap();
+        assert_eq!(n.no_decay_keys(), ["bias"]);
+        let t = toml::to_string(&n).unwrap();
+        assert_eq!(GlueConfig::from_toml(&t, "t").unwrap(), n);
+        let e = GlueConfig::from_toml("no_decay = [\"\"]", "t")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("no_decay"), "{e}");
     }
 }

@@ -1111,9 +1111,9 @@ struct TrialOut {
     last_epoch_loss: f64,
 }
 
-/// The optimizer of a fine-tuning trial: AdamW with decoupled weight decay (`weight_decay` for
-/// every tensor: upstream's eval optimizer has no no-decay group) over every trainable variable,
-/// as crambench's flat optimizer ([`FlatAdam`]): the parameters and gradients are views of one
+/// The optimizer of a fine-tuning trial: AdamW with decoupled weight decay (`weight_decay`,
+/// except for the parameters [`GlueConfig::no_decay_keys`] names, as upstream groups them) over
+/// every trainable variable, as crambench's flat optimizer ([`FlatAdam`]): the parameters and gradients are views of one
 /// flat buffer per dtype, so a step is a few kernels however many tensors the model has (the
 /// launch-bound GLUE steps of issue 15 item 8), and the inf check of fp16 loss scaling stays on
 /// the device. The maths is `torch.optim.AdamW`'s (upstream `eval/optim/adam.yaml` builds it);
@@ -1130,7 +1130,7 @@ pub fn trial_optimizer(vs: &nn::VarStore, cfg: &GlueConfig) -> Result<FlatAdam> 
             betas: cfg.betas,
             eps: cfg.eps,
             weight_decay: cfg.weight_decay,
-            no_decay: Vec::new(),
+            no_decay: cfg.no_decay_keys(),
         },
         params,
     )

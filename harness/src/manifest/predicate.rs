@@ -215,7 +215,7 @@ impl ControlsSection {
 /// `predicate.glue.settings`: what `compare` and `report` check against a reference row.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct GlueSettings {
-    /// Whether the warm-up ran with the encoder frozen (as the reference's scheduler does).
+    /// Whether every task reused the first task's warm-up step count (the reference's shared warm-up; false: each task warmed up for its own fraction).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub frozen_warmup: Option<bool>,
     /// Whether the encoder was given the batches' key-padding mask.
