@@ -181,8 +181,10 @@ if [ "$DRY" = 0 ]; then
   CKPT=${CKPT:-$CKPT_PLACEHOLDER}
 fi
 step glue 120 -- "$CB" glue run --checkpoint "$CKPT" --recipe "$R" --seed 1 --device cuda --out "$OUT/glue" --json
-# 9. The trainer's step against PyTorch eager and torch.compile, alternating in one run.
-step bench 300 -- "$CB" bench train-step --recipe baselines/crammed-bert.toml --micro-batch 512 --device cuda --dtype bf16 --steps 20 --warmup 3 --compare-python --python-modes eager,compile --python "$PYTHON" --json
+# 9. The trainer's step against PyTorch eager and torch.compile, alternating in one run: 6
+# rounds of 3 steps, so each of the three goes first twice. Three processes hold a model each
+# (about 3 x 35-40 GB at micro-batch 512: fine on an H200; on an 80 GB card use one mode).
+step bench 300 -- "$CB" bench train-step --recipe baselines/crammed-bert.toml --micro-batch 512 --device cuda --dtype bf16 --steps 18 --block 3 --warmup 3 --compare-python --python-modes eager,compile --python "$PYTHON" --json
 
 # 9b. The flat AdamW step against the per-parameter one on the GPU, where launches dominate
 # (the CPU, memory-bound, gives about 3x; the target is 5x).

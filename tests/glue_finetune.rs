@@ -877,11 +877,23 @@ fn trial_optimizer_exempts_upstreams_limited_decay_keys() {
         ]
     );
     // glue-bert's list has no `norm`: the norm's weight is decayed.
-    let bert = GlueConfig::for_protocol(Protocol::GlueBert);
+    let mut bert = GlueConfig::for_protocol(Protocol::GlueBert);
+    bert.weight_decay = 0.01;
     assert_eq!(
         bert.no_decay_keys(),
         ["bias", "LayerNorm.bias", "LayerNorm.weight"]
     );
+    let vs_bert = nn::VarStore::new(Device::Cpu);
+    let _d = nn::linear(&vs_bert.root() / "head" / "dense", 4, 4, Default::default());
+    let _n = nn::layer_norm(
+        &vs_bert.root() / "encoder" / "norm1",
+        vec![4],
+        Default::default(),
+    );
+    let opt_bert = trial_optimizer(&vs_bert, &bert).unwrap();
+    let mut decay: Vec<&str> = opt_bert.groups().0;
+    decay.sort();
+    assert_eq!(decay, ["encoder.norm1.weight", "head.dense.weight"]);
     let mut own = cfg.clone();
     own.no_decay = Some(vec!["dense".into()]);
     let vs2 = nn::VarStore::new(Device::Cpu);
@@ -895,4 +907,73 @@ fn trial_optimizer_exempts_upstreams_limited_decay_keys() {
     let mut decay: Vec<&str> = opt2.groups().0;
     decay.sort();
     assert_eq!(decay, ["encoder.norm1.bias", "encoder.norm1.weight"]);
+}
+
+/// The fp16 path of a trial: the loss scale and the inf check on the device. A gradient with an
+/// inf skips the step (parameters unchanged) and halves the scale; a finite one then takes the
+/// unscaled step, equal to the plain step on the unscaled gradient.
+#[test]
+fn fp16_trials_skip_inf_steps_and_back_off_the_scale_on_the_device() {
+    use crambench::train::amp::{DeviceScaler, LossScaler};
+    use crambench::train::optim::StepOptions;
+    use tch::{nn, Device, Kind, Tensor};
+    let cfg = GlueConfig::for_protocol(Protocol::GlueSane);
+    let make = || {
+        tch::manual_seed(3);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let lin = nn::linear(&vs.root() / "head", 3, 2, Default::default());
+        (vs, lin)
+    };
+    let (vs, lin) = make();
+    let (plain_vs, plain_lin) = make();
+    let mut opt = trial_optimizer(&vs, &cfg).unwrap();
+    let mut plain = trial_optimizer(&plain_vs, &cfg).unwrap();
+    let mut scaler = DeviceScaler::from_host(&LossScaler::new(true), Device::Cpu);
+    let state = |s: &DeviceScaler| Vec::<f64>::try_from(s.state()).unwrap();
+    let scale0 = state(&scaler)[0];
+    let before = lin.ws.copy();
+    // An inf in the input: every weight gradient of its column is inf.
+    let x = Tensor::from_slice(&[1.0f32, f32::INFINITY, 2.0]).view([1, 3]);
+    let loss = tch::nn::Module::forward(&lin, &x).sum(Kind::Float);
+    opt.zero_grad();
+    scaler.scale_loss(&loss).backward();
+    let inv = scaler.inverse_scale();
+    let out = opt.step(
+        1e-3,
+        &StepOptions {
+            inv_scale: inv.as_ref(),
+            max_norm: None,
+        },
+    );
+    assert!(bool::try_from(&out.found_inf).unwrap());
+    scaler.update(&out.found_inf);
+    assert_eq!(lin.ws, before, "a skipped step leaves the weights alone");
+    let s = state(&scaler);
+    assert_eq!(
+        (s[0], s[2]),
+        (scale0 * 0.5, 1.0),
+        "scale halved, one step skipped"
+    );
+    // A finite loss: the scaled step equals the plain step on the unscaled loss.
+    let x = Tensor::from_slice(&[1.0f32, -1.0, 0.5]).view([1, 3]);
+    opt.zero_grad();
+    let loss = tch::nn::Module::forward(&lin, &x).sum(Kind::Float);
+    scaler.scale_loss(&loss).backward();
+    let inv = scaler.inverse_scale();
+    let out = opt.step(
+        1e-3,
+        &StepOptions {
+            inv_scale: inv.as_ref(),
+            max_norm: None,
+        },
+    );
+    assert!(!bool::try_from(&out.found_inf).unwrap());
+    plain.zero_grad();
+    tch::nn::Module::forward(&plain_lin, &x)
+        .sum(Kind::Float)
+        .backward();
+    plain.step_unchecked(1e-3);
+    let diff = (&lin.ws - &plain_lin.ws).abs().max().double_value(&[]);
+    assert!(diff < 1e-7, "scaled and plain steps differ by {diff}");
+    assert_ne!(lin.ws, before, "the finite step moved the weights");
 }

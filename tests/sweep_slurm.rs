@@ -266,7 +266,32 @@ fn a_sweep_runs_as_a_slurm_job_array_and_resumes_a_cancelled_task() {
     assert_eq!(code, 0);
     assert!(out.contains("nothing to submit"), "{out}");
 
-    // The summary over both seeds, signed, naming both manifests by digest.
+    // Runs signed by a key the summary does not trust: refused by name, nothing written.
+    let (code, _, err) =
+        common::run_in_env(w, &env, &["keygen", "--out", "keys", "--name", "other"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = common::run_in_env(
+        w,
+        &env,
+        &[
+            "sweep",
+            "collect",
+            "s.toml",
+            "--key",
+            "keys/t.key",
+            "--trust",
+            "keys/other.pub",
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("sweep-tiny-s1") && err.contains("not valid under the trusted keys"),
+        "{err}"
+    );
+    assert!(!sw.join("summary.json").exists());
+
+    // The summary over both seeds, signed, naming both manifests by digest (the runs are
+    // signed by the key that signs the summary, trusted by default).
     let (code, out, err) = common::run_in_env(
         w,
         &env,

@@ -134,6 +134,24 @@ fn umask() -> u32 {
     })
 }
 
+/// fsync every regular file under `dir`, each subdirectory and `dir` itself (symbolic links
+/// are not followed).
+fn sync_tree(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        let kind = path.symlink_metadata().map_err(|e| Error::io(&path, e))?;
+        if kind.is_dir() {
+            sync_tree(&path)?;
+        } else if kind.is_file() {
+            std::fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::io(&path, e))?;
+        }
+    }
+    sync_dir(dir);
+    Ok(())
+}
+
 /// fsync a directory so a rename inside it is durable.
 fn sync_dir(dir: &Path) {
     if let Ok(d) = std::fs::File::open(dir) {
@@ -165,9 +183,9 @@ pub fn write_all_atomic(files: &[(&Path, &[u8], Option<u32>)]) -> Result<()> {
 }
 
 /// Build a directory and publish it whole: `fill` writes into a temporary directory beside
-/// `out` (`.<name>.tmp-<pid>`, replacing a stale one), which is then renamed to `out` and the
-/// rename synced; on any failure the temporary directory is removed and `out` never appears
-/// half-written. `fill`'s own files are written with [`write_atomic`] (synced).
+/// `out` (`.<name>.tmp-<pid>`, replacing a stale one); every file in it and the directory itself
+/// are then synced (whatever wrote them), the directory renamed to `out` and the rename synced.
+/// On any failure the temporary directory is removed and `out` never appears half-written.
 pub fn publish_dir<T>(out: &Path, fill: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
     let parent = out
         .parent()
@@ -186,6 +204,7 @@ pub fn publish_dir<T>(out: &Path, fill: impl FnOnce(&Path) -> Result<T>) -> Resu
     }
     std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
     let result = fill(&tmp).and_then(|v| {
+        sync_tree(&tmp)?;
         std::fs::rename(&tmp, out).map_err(|e| Error::io(out, e))?;
         sync_dir(parent);
         Ok(v)

@@ -211,7 +211,7 @@ def main():
     st = steps()
     per_token, peak = flops_per_token_and_peak()
     summary = {
-        "schema": "crambench.gpu-check/v1",
+        "schema": "crambench.gpu-check/v2",
         "steps": st,
         "seconds": sum(s["seconds"] for s in st.values()),
         "torch": (read_text("torch.out") or "").strip(),

@@ -204,8 +204,9 @@ pub fn run(args: TrainStepArgs) -> Result<ExitCode> {
         let mut round = 0;
         while ours.len() < args.steps {
             let n = block.min(args.steps - ours.len());
-            // Each round, the implementations take turns in an order rotated by one: every
-            // implementation goes first, second, … equally often.
+            // Each round, the implementations take turns in an order rotated by one: over a
+            // multiple of n rounds every implementation goes first, second, … equally often
+            // (as evenly as the rounds allow otherwise).
             for slot in turns(python.len() + 1, round) {
                 match slot {
                     0 => {

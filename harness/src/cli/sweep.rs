@@ -62,7 +62,8 @@ enum SweepCmd {
     /// incomplete, failed or missing.
     Status(ReadArgs),
     /// Median and spread of the aggregate over pretraining seeds, written as a signed
-    /// statement naming every run manifest by digest (summary.json, summary.dsse.json).
+    /// statement naming every run manifest by digest (summary.json, summary.dsse.json). Every
+    /// finished run must be signed by a --trust key (default: the key signing the summary).
     Collect(CollectArgs),
 }
 
@@ -87,6 +88,8 @@ struct CollectArgs {
     /// Fail unless every run finished.
     #[arg(long)]
     require_all: bool,
+    #[command(flatten)]
+    trust: super::args::TrustArgs,
 }
 
 pub fn run(args: SweepArgs) -> Result<ExitCode> {
@@ -190,7 +193,12 @@ fn status(a: ReadArgs) -> Result<ExitCode> {
 
 fn collect(a: CollectArgs) -> Result<ExitCode> {
     let sw = Sweep::load(&a.read.file, a.read.out.as_deref())?;
-    let c = sweep::collect::collect(&sw, a.key.as_deref(), a.require_all)?;
+    let trusted = if a.trust.trust.is_empty() {
+        Vec::new() // the summary's own signing key
+    } else {
+        a.trust.load(&[], "--trust")?
+    };
+    let c = sweep::collect::collect(&sw, a.key.as_deref(), a.require_all, &trusted)?;
     if a.read.json.enabled {
         outln!("{}", super::json_text(&c)?.trim_end());
     } else {

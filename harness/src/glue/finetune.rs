@@ -638,11 +638,17 @@ fn plan(cfg: &GlueConfig, opts: &RunOptions) -> Result<Plan> {
         "glue.attention (--attention)",
     )?;
     let ck_sha = json_sha256(&ck.files)?;
-    // Whether the control runs does not change a trial: it is left out of the key.
-    let cfg_sha = json_sha256(&GlueConfig {
-        control_no_pretraining: None,
-        ..cfg.clone()
-    })?;
+    // Whether the control runs does not change a trial: it is left out of the key. What the
+    // optimizer is does: its name and the exempt names, resolved (a trial kept by an older
+    // crambench under libtorch's AdamW is run again, never mixed with flat-AdamW trials).
+    let cfg_sha = json_sha256(&serde_json::json!({
+        "config": GlueConfig {
+            control_no_pretraining: None,
+            ..cfg.clone()
+        },
+        "optimizer": TRIAL_OPTIMIZER,
+        "no_decay": cfg.no_decay_keys(),
+    }))?;
     let mut variants = vec![Variant {
         prefix: "",
         pretrained: true,
@@ -1110,6 +1116,9 @@ struct TrialOut {
     examples_seen: u64,
     last_epoch_loss: f64,
 }
+
+/// The fine-tuning optimizer's name in the key of a kept trial.
+const TRIAL_OPTIMIZER: &str = "crambench-flat-adamw/v1";
 
 /// The optimizer of a fine-tuning trial: AdamW with decoupled weight decay (`weight_decay`,
 /// except for the parameters [`GlueConfig::no_decay_keys`] names, as upstream groups them) over

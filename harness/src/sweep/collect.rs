@@ -5,6 +5,8 @@
 //! Only finished runs ([`super::status`]: outputs verified against their signed manifest) are
 //! summarised; the others are listed with their state. A run that *failed* verification stops
 //! the collection (exit 1, nothing written): a summary never silently drops a tampered run.
+//! So does a finished run whose envelope no trusted key signed (by default the key that signs
+//! the summary: its signer vouches only for runs signed as it signs).
 //!
 //! The summary is an in-toto Statement (`<sweep>/summary.json`, RFC 8785) of type
 //! [`PREDICATE_TYPE`] whose subjects are every run manifest it used — the path of the run's
@@ -14,6 +16,7 @@
 use super::status::{check_all, RunStatus, State};
 use super::Sweep;
 use crate::error::Error;
+use crate::manifest::keys::PublicKey;
 use crate::stats::Spread;
 use anyhow::Result;
 use serde::Serialize;
@@ -51,15 +54,43 @@ pub struct Collected {
     pub keyid: String,
 }
 
-/// Summarise `sweep` and sign the summary with `key` (default: the user's key). With
+/// Summarise `sweep` and sign the summary with `key` (default: the user's key). Every finished
+/// run's envelope must verify under `trusted` (empty: the summary's own signing key). With
 /// `require_all`, any run not finished is an error.
-pub fn collect(sweep: &Sweep, key: Option<&Path>, require_all: bool) -> Result<Collected> {
+pub fn collect(
+    sweep: &Sweep,
+    key: Option<&Path>,
+    require_all: bool,
+    trusted: &[PublicKey],
+) -> Result<Collected> {
+    let own;
+    let trusted = if trusted.is_empty() {
+        let (signer, path, _) = crate::manifest::keys::signing_key_or_default(key)?;
+        own = [PublicKey::new(
+            signer.verifying_key(),
+            path.display().to_string(),
+        )];
+        &own[..]
+    } else {
+        trusted
+    };
     let runs = check_all(sweep);
-    let failed: Vec<String> = runs
+    let mut failed: Vec<String> = runs
         .iter()
         .filter(|r| r.state == State::Failed)
         .map(|r| format!("{}: {}", r.id, r.detail))
         .collect();
+    for r in runs.iter().filter(|r| r.state == State::Finished) {
+        let signed = r
+            .envelope
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("finished runs name their envelope"))
+            .and_then(crate::record::RunRecord::open)
+            .and_then(|rec| rec.verify(trusted, 1));
+        if let Err(e) = signed {
+            failed.push(format!("{}: {e:#}", r.id));
+        }
+    }
     if !failed.is_empty() {
         return Err(Error::Check(format!(
             "sweep {}: {} run(s) failed their checks; nothing summarised:\n  {}",
