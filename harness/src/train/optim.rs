@@ -55,6 +55,66 @@ struct Slot {
     weight_decay: f64,
 }
 
+/// Bias corrections of step `t` (1-based) as torch's single-tensor Adam computes them, in f64:
+/// `(-lr / (1 - β1ᵗ), sqrt(1 - β2ᵗ))`.
+fn corrections(cfg: &AdamConfig, lr: f64, t: u64) -> (f64, f64) {
+    let t = t as i32;
+    let [beta1, beta2] = cfg.betas;
+    (-(lr / (1.0 - beta1.powi(t))), (1.0 - beta2.powi(t)).sqrt())
+}
+
+/// One step's scalars for one tensor (or flat buffer) and its weight decay.
+struct Update {
+    kind: OptimizerKind,
+    lr: f64,
+    weight_decay: f64,
+    betas: [f64; 2],
+    eps: f64,
+    neg_step: f64,
+    bc2_sqrt: f64,
+}
+
+impl Update {
+    fn new(cfg: &AdamConfig, weight_decay: f64, lr: f64, neg_step: f64, bc2_sqrt: f64) -> Self {
+        Update {
+            kind: cfg.kind,
+            lr,
+            weight_decay,
+            betas: cfg.betas,
+            eps: cfg.eps,
+            neg_step,
+            bc2_sqrt,
+        }
+    }
+
+    /// The AdamW (or coupled-L2 Adam) update of `param` and its moments from `grad`, as
+    /// libtorch operations with f64 scalars (torch.optim's single-tensor step): what
+    /// [`Adam::step`] runs per parameter and [`FlatAdam`] per buffer when nothing is masked.
+    fn apply(
+        &self,
+        param: &mut Tensor,
+        grad: Tensor,
+        exp_avg: &mut Tensor,
+        exp_avg_sq: &mut Tensor,
+    ) {
+        let [beta1, beta2] = self.betas;
+        let wd = self.weight_decay;
+        let grad = match self.kind {
+            OptimizerKind::AdamL2 if wd != 0.0 => grad + &*param * wd,
+            _ => grad,
+        };
+        if self.kind == OptimizerKind::AdamW && wd != 0.0 {
+            let _ = param.g_mul_scalar_(1.0 - self.lr * wd);
+        }
+        let _ = exp_avg.lerp_(&grad, 1.0 - beta1);
+        let _ = exp_avg_sq.g_mul_scalar_(beta2);
+        let _ = exp_avg_sq.addcmul_(&(&grad * (1.0 - beta2)), &grad);
+        let mut denom = exp_avg_sq.sqrt() / self.bc2_sqrt;
+        let _ = denom.g_add_scalar_(self.eps);
+        let _ = param.addcdiv_(&(&*exp_avg * self.neg_step), &denom);
+    }
+}
+
 /// Adam / AdamW over named parameters, with checkpointable state.
 pub struct Adam {
     cfg: AdamConfig,
@@ -127,35 +187,15 @@ impl Adam {
     /// One update with learning rate `lr`.
     pub fn step(&mut self, lr: f64) {
         self.step += 1;
-        let t = self.step as i32;
-        let [beta1, beta2] = self.cfg.betas;
-        let bias_correction1 = 1.0 - beta1.powi(t);
-        let bias_correction2 = 1.0 - beta2.powi(t);
-        let step_size = lr / bias_correction1;
-        let bias_correction2_sqrt = bias_correction2.sqrt();
-        let eps = self.cfg.eps;
-        let kind = self.cfg.kind;
+        let (neg_step, bc2_sqrt) = corrections(&self.cfg, lr, self.step);
         tch::no_grad(|| {
             for s in &mut self.slots {
                 let grad = s.param.grad();
                 if !grad.defined() {
                     continue;
                 }
-                let grad = match kind {
-                    OptimizerKind::AdamL2 if s.weight_decay != 0.0 => {
-                        grad + &s.param * s.weight_decay
-                    }
-                    _ => grad,
-                };
-                if kind == OptimizerKind::AdamW && s.weight_decay != 0.0 {
-                    let _ = s.param.g_mul_scalar_(1.0 - lr * s.weight_decay);
-                }
-                let _ = s.exp_avg.lerp_(&grad, 1.0 - beta1);
-                let _ = s.exp_avg_sq.g_mul_scalar_(beta2);
-                let _ = s.exp_avg_sq.addcmul_(&(&grad * (1.0 - beta2)), &grad);
-                let mut denom = s.exp_avg_sq.sqrt() / bias_correction2_sqrt;
-                let _ = denom.g_add_scalar_(eps);
-                let _ = s.param.addcdiv_(&(&s.exp_avg * (-step_size)), &denom);
+                let u = Update::new(&self.cfg, s.weight_decay, lr, neg_step, bc2_sqrt);
+                u.apply(&mut s.param, grad, &mut s.exp_avg, &mut s.exp_avg_sq);
             }
         });
     }
@@ -578,20 +618,21 @@ impl FlatAdam {
             match self.kernel {
                 FlatKernel::Fused => self.step_fused(lr, 1.0),
                 FlatKernel::Tensor => {
-                    let keep = Tensor::ones([], (tch::Kind::Bool, self.device));
-                    self.step_tensor(lr, &keep, &keep.logical_not(), None)
+                    // Nothing to mask: the plain update per buffer, its bias corrections from
+                    // the host's step count (exact: an unchecked step never skips; after a
+                    // skipped checked step, call `sync_steps` first).
+                    let t = self.steps_guess + 1;
+                    let (neg_step, bc2_sqrt) = corrections(&self.cfg, lr, t);
+                    for g in &mut self.groups {
+                        let u = Update::new(&self.cfg, g.weight_decay, lr, neg_step, bc2_sqrt);
+                        let grad = g.grad.shallow_clone();
+                        u.apply(&mut g.param, grad, &mut g.exp_avg, &mut g.exp_avg_sq);
+                    }
+                    self.step_dev = &self.step_dev + 1.0;
                 }
             }
             self.steps_guess += 1;
         })
-    }
-
-    /// Bias corrections of step `t` (1-based), computed as [`Adam::step`] does:
-    /// `(-lr / (1 - β1ᵗ), sqrt(1 - β2ᵗ))`.
-    fn corrections(&self, lr: f64, t: u64) -> (f64, f64) {
-        let t = t as i32;
-        let [beta1, beta2] = self.cfg.betas;
-        (-(lr / (1.0 - beta1.powi(t))), (1.0 - beta2.powi(t)).sqrt())
     }
 
     fn step_tensor(&mut self, lr: f64, keep: &Tensor, found_inf: &Tensor, coef: Option<&Tensor>) {
@@ -603,7 +644,7 @@ impl FlatAdam {
         // The host's exact corrections for its guess of t; the device's own (pow in f64) only
         // after an unsynchronised skip.
         let t = self.steps_guess + 1;
-        let (neg_step, bc2_sqrt) = self.corrections(lr, t);
+        let (neg_step, bc2_sqrt) = corrections(&self.cfg, lr, t);
         let guessed = step_new.eq(t as f64);
         let dev_bc1: Tensor = 1.0 - Tensor::pow_scalar(beta1, &step_new);
         let dev_neg_step = (f64s(lr) / dev_bc1).neg();
@@ -647,13 +688,17 @@ impl FlatAdam {
     /// not clipping).
     fn step_fused(&mut self, lr: f64, coef: f32) {
         let taken = f64::try_from(&self.step_dev).unwrap_or(0.0) as u64 + 1;
-        let (neg_step, bc2_sqrt) = self.corrections(lr, taken);
-        let [beta1, beta2] = self.cfg.betas;
+        let (neg_step, bc2_sqrt) = corrections(&self.cfg, lr, taken);
         for g in &mut self.groups {
             if g.kind != tch::Kind::Float {
-                // Not f32: the tensor-operation kernel for this group.
-                let h = fused::Hyper::new(&self.cfg, g.weight_decay, lr, neg_step, bc2_sqrt, coef);
-                fused::tensor_fallback(g, &h, beta1, beta2);
+                // Not f32: libtorch's operations for this group.
+                let grad = if coef == 1.0 {
+                    g.grad.shallow_clone()
+                } else {
+                    &g.grad * coef as f64
+                };
+                let u = Update::new(&self.cfg, g.weight_decay, lr, neg_step, bc2_sqrt);
+                u.apply(&mut g.param, grad, &mut g.exp_avg, &mut g.exp_avg_sq);
                 continue;
             }
             let h = fused::Hyper::new(&self.cfg, g.weight_decay, lr, neg_step, bc2_sqrt, coef);
@@ -732,7 +777,7 @@ impl FlatAdam {
 /// `lerp_vec`), `addcmul_` is `fma(t1, t2, self)`, `addcdiv_` is `self + t1 / t2`, and each
 /// scalar is rounded to f32 before use.
 mod fused {
-    use super::{AdamConfig, FlatGroup, OptimizerKind};
+    use super::{AdamConfig, OptimizerKind};
     use rayon::prelude::*;
 
     pub(super) struct Hyper {
@@ -875,22 +920,5 @@ mod fused {
             .zip(m.par_chunks(CHUNK))
             .zip(s.par_chunks(CHUNK))
             .for_each(|((p, m), s)| apply_chunk(p, m, s, h));
-    }
-
-    /// A non-f32 group under the fused kernel: the same step as tensor operations.
-    pub(super) fn tensor_fallback(g: &mut FlatGroup, h: &Hyper, beta1: f64, beta2: f64) {
-        let mut grad = &g.grad * h.coef as f64;
-        if let Some(wd) = h.l2 {
-            grad = &grad + &g.param * wd as f64;
-        }
-        if let Some(d) = h.decay {
-            let _ = g.param.g_mul_scalar_(d as f64);
-        }
-        let _ = g.exp_avg.lerp_(&grad, 1.0 - beta1);
-        let _ = g.exp_avg_sq.g_mul_scalar_(beta2);
-        let _ = g.exp_avg_sq.addcmul_(&(&grad * (1.0 - beta2)), &grad);
-        let mut denom = g.exp_avg_sq.sqrt() / h.bc2_sqrt as f64;
-        let _ = denom.g_add_scalar_(h.eps as f64);
-        let _ = g.param.addcdiv_(&(&g.exp_avg * h.neg_step as f64), &denom);
     }
 }
