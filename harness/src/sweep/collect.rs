@@ -13,7 +13,7 @@
 //! envelope relative to the sweep directory, with the SHA-256 of the signed statement (the
 //! envelope's payload, as the gate names a candidate) — signed into `<sweep>/summary.dsse.json`
 //! with the one signing path of crambench ([`crate::manifest::sign::sign_statement`]).
-use super::status::{check_all, RunStatus, State};
+use super::status::{check_all_trusting, RunStatus, State};
 use super::Sweep;
 use crate::error::Error;
 use crate::manifest::keys::PublicKey;
@@ -74,23 +74,12 @@ pub fn collect(
     } else {
         trusted
     };
-    let runs = check_all(sweep);
-    let mut failed: Vec<String> = runs
+    let runs = check_all_trusting(sweep, Some(trusted));
+    let failed: Vec<String> = runs
         .iter()
         .filter(|r| r.state == State::Failed)
         .map(|r| format!("{}: {}", r.id, r.detail))
         .collect();
-    for r in runs.iter().filter(|r| r.state == State::Finished) {
-        let signed = r
-            .envelope
-            .as_deref()
-            .ok_or_else(|| anyhow::anyhow!("finished runs name their envelope"))
-            .and_then(crate::record::RunRecord::open)
-            .and_then(|rec| rec.verify(trusted, 1));
-        if let Err(e) = signed {
-            failed.push(format!("{}: {e:#}", r.id));
-        }
-    }
     if !failed.is_empty() {
         return Err(Error::Check(format!(
             "sweep {}: {} run(s) failed their checks; nothing summarised:\n  {}",

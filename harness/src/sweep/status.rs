@@ -80,6 +80,15 @@ fn held(dir: &Path) -> bool {
 
 /// Check one run (see the module doc).
 pub fn check_run(run: &PlannedRun) -> RunStatus {
+    check_run_trusting(run, None)
+}
+
+/// [`check_run`], and with `trusted` keys a finished run's envelope must also verify under
+/// them (else the run is failed): what `sweep collect` summarises.
+pub fn check_run_trusting(
+    run: &PlannedRun,
+    trusted: Option<&[crate::manifest::keys::PublicKey]>,
+) -> RunStatus {
     let mut s = RunStatus {
         index: run.index,
         id: run.id.clone(),
@@ -198,6 +207,11 @@ pub fn check_run(run: &PlannedRun) -> RunStatus {
         s.detail = format!("{} {}: {}", bad.status.as_str(), bad.name, bad.detail);
         return s;
     }
+    if let Some(Err(e)) = trusted.map(|keys| record.verify(keys, 1)) {
+        s.state = State::Failed;
+        s.detail = format!("{e:#}");
+        return s;
+    }
     s.state = State::Finished;
     s.detail = "outputs verified against the signed manifest".into();
     s.envelope = Some(dir.join(crate::record::ENVELOPE_FILE));
@@ -213,7 +227,19 @@ pub fn check_run(run: &PlannedRun) -> RunStatus {
 
 /// Every run of `sweep`, in index order.
 pub fn check_all(sweep: &Sweep) -> Vec<RunStatus> {
-    sweep.runs.iter().map(check_run).collect()
+    check_all_trusting(sweep, None)
+}
+
+/// Every run of `sweep`, in index order, checked by [`check_run_trusting`].
+pub fn check_all_trusting(
+    sweep: &Sweep,
+    trusted: Option<&[crate::manifest::keys::PublicKey]>,
+) -> Vec<RunStatus> {
+    sweep
+        .runs
+        .iter()
+        .map(|r| check_run_trusting(r, trusted))
+        .collect()
 }
 
 /// Counts per state, for one line.
