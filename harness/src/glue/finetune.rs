@@ -1128,11 +1128,6 @@ const TRIAL_OPTIMIZER: &str = "crambench-flat-adamw/v1";
 /// the device. The maths is `torch.optim.AdamW`'s (upstream `eval/optim/adam.yaml` builds it);
 /// `tests/glue_finetune.rs` checks a step against libtorch's own AdamW.
 pub fn trial_optimizer(vs: &nn::VarStore, cfg: &GlueConfig) -> Result<FlatAdam> {
-    let params: Vec<(String, Tensor)> = vs
-        .variables()
-        .into_iter()
-        .filter(|(_, t)| t.requires_grad())
-        .collect();
     FlatAdam::new(
         AdamConfig {
             kind: OptimizerKind::AdamW,
@@ -1141,7 +1136,7 @@ pub fn trial_optimizer(vs: &nn::VarStore, cfg: &GlueConfig) -> Result<FlatAdam> 
             weight_decay: cfg.weight_decay,
             no_decay: cfg.no_decay_keys(),
         },
-        params,
+        crate::train::optim::trainable(vs),
     )
     .context("building the fine-tuning optimizer")
 }

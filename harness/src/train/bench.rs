@@ -6,7 +6,7 @@ use super::amp::{Amp, DeviceScaler, LossScaler, Precision};
 use super::config::TrainConfig;
 use super::loader::{prepare, BatchSpec, Loader, MicroBatch};
 use super::masking::Masker;
-use super::optim::{clip_grad_norm, Adam, AdamConfig, FlatAdam, FlatKernel, StepOptions};
+use super::optim::{self, clip_grad_norm, Adam, FlatAdam, FlatKernel, StepOptions};
 use super::synthetic::SyntheticStream;
 use super::trainer::Stepper;
 use crate::model::{self, ArchConfig, MlmModel};
@@ -19,17 +19,6 @@ use tch::{Device, Kind, Tensor};
 const DATA_SEED: u64 = 17;
 /// Seed of its masking stream.
 const MASK_SEED: u64 = 18;
-
-/// The optimizer settings of a recipe's `[train]` table.
-pub fn adam_config(train: &TrainConfig) -> AdamConfig {
-    AdamConfig {
-        kind: train.optimizer,
-        betas: train.betas,
-        eps: train.eps,
-        weight_decay: train.weight_decay,
-        no_decay: train.no_decay.clone(),
-    }
-}
 
 /// A model, its data path and the trainer's step, ready to be timed.
 pub struct StepBench {
@@ -97,13 +86,7 @@ impl StepBench {
         train_mode: bool,
         f: impl FnOnce(&mut dyn FnMut() -> Result<f64>) -> Result<R>,
     ) -> Result<R> {
-        let params: Vec<(String, Tensor)> = self
-            .vs
-            .variables()
-            .into_iter()
-            .filter(|(_, t)| t.requires_grad())
-            .collect();
-        let opt = FlatAdam::new(adam_config(&self.train), params)?;
+        let opt = FlatAdam::new(self.train.adam(), optim::trainable(&self.vs))?;
         let amp = Amp::setup_autocast(self.train.precision, self.train.tf32, self.device);
         let scaler = DeviceScaler::from_host(
             &LossScaler::new(amp.precision == Precision::Fp16),
@@ -164,11 +147,7 @@ pub fn bench_optimizer(
 ) -> Result<OptimBench> {
     tch::manual_seed(0);
     let (vs, _model) = model::build_on(arch, device)?;
-    let named: Vec<(String, Tensor)> = vs
-        .variables()
-        .into_iter()
-        .filter(|(_, t)| t.requires_grad())
-        .collect();
+    let named = optim::trainable(&vs);
     let n_params = model::num_parameters(&vs);
     let grads: Vec<Tensor> = named
         .iter()
@@ -182,10 +161,10 @@ pub fn bench_optimizer(
     };
     let old_params = copy_params();
     let old_handles: Vec<Tensor> = old_params.iter().map(|(_, t)| t.shallow_clone()).collect();
-    let mut old = Adam::new(adam_config(train), old_params);
+    let mut old = Adam::new(train.adam(), old_params);
     let new_params = copy_params();
     let new_handles: Vec<Tensor> = new_params.iter().map(|(_, t)| t.shallow_clone()).collect();
-    let mut flat = FlatAdam::new(adam_config(train), new_params)?;
+    let mut flat = FlatAdam::new(train.adam(), new_params)?;
     // Gradients exist on both (the flat optimizer allocated its views); fill them.
     let fill = |handles: &[Tensor]| {
         tch::no_grad(|| {

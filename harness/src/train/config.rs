@@ -2,7 +2,7 @@
 //! field is named like the reference's `train.*` (or `impl.*`) key it mirrors.
 use super::amp::Precision;
 use super::masking::MaskingKind;
-use super::optim::OptimizerKind;
+use super::optim::{AdamConfig, OptimizerKind};
 use super::schedule::SchedulerKind;
 use crate::model::attention::AttentionBackend;
 use serde::{Deserialize, Serialize};
@@ -114,6 +114,17 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// The optimizer settings of the `[train]` table.
+    pub fn adam(&self) -> AdamConfig {
+        AdamConfig {
+            kind: self.optimizer,
+            betas: self.betas,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+            no_decay: self.no_decay.clone(),
+        }
+    }
+
     /// The clipping norm, `None` when clipping is off.
     pub fn clip_norm(&self) -> Option<f64> {
         (self.gradient_clipping > 0.0).then_some(self.gradient_clipping)

@@ -42,6 +42,14 @@ pub struct AdamConfig {
     pub no_decay: Vec<String>,
 }
 
+/// The trainable variables of `vs` with their names: what an optimizer steps.
+pub fn trainable(vs: &tch::nn::VarStore) -> Vec<(String, Tensor)> {
+    vs.variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .collect()
+}
+
 /// Whether parameter `name` is exempt from weight decay: it contains one of `no_decay`.
 pub fn is_no_decay(name: &str, no_decay: &[String]) -> bool {
     no_decay.iter().any(|k| name.contains(k.as_str()))

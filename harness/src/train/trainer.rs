@@ -38,7 +38,7 @@ use super::config::TrainConfig;
 use super::loader::{BatchSpec, Loader, MicroBatch};
 use super::masking::Masker;
 use super::metrics::{Event, LineLog, MlLog};
-use super::optim::{AdamConfig, FlatAdam, StepOptions, StepOutcome};
+use super::optim::{FlatAdam, StepOptions, StepOutcome};
 use super::schedule::{fake_step, warmup_steps, BatchRamp, LrSchedule};
 use super::synthetic::BlockSource;
 use crate::error::Error;
@@ -417,22 +417,7 @@ impl<'a> Run<'a> {
             .collect();
         let seq_len = job.data.seq_len();
         let amp = Amp::setup_autocast(cfg.precision, cfg.tf32, job.device);
-        let params: Vec<(String, Tensor)> = job
-            .vs
-            .variables()
-            .into_iter()
-            .filter(|(_, t)| t.requires_grad())
-            .collect();
-        let mut opt = FlatAdam::new(
-            AdamConfig {
-                kind: cfg.optimizer,
-                betas: cfg.betas,
-                eps: cfg.eps,
-                weight_decay: cfg.weight_decay,
-                no_decay: cfg.no_decay.clone(),
-            },
-            params,
-        )?;
+        let mut opt = FlatAdam::new(cfg.adam(), super::optim::trainable(job.vs))?;
         let schedule = LrSchedule {
             kind: cfg.scheduler,
             base_lr: cfg.lr,
