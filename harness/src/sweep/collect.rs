@@ -65,11 +65,22 @@ pub fn collect(
 ) -> Result<Collected> {
     let own;
     let trusted = if trusted.is_empty() {
-        let (signer, path, _) = crate::manifest::keys::signing_key_or_default(key)?;
-        own = [PublicKey::new(
-            signer.verifying_key(),
-            path.display().to_string(),
-        )];
+        // The public half of the key that will sign, read without creating a default key
+        // (no run can be signed by a key that does not exist yet).
+        use crate::manifest::keys;
+        own = [match key {
+            Some(k) => PublicKey::new(
+                keys::load_signing_key(k)?.verifying_key(),
+                k.display().to_string(),
+            ),
+            None => keys::load_public_key(&keys::default_public_key().ok_or_else(|| {
+                Error::input(
+                    "--trust",
+                    "no trusted public key given, and you have no default key yet; \
+                     pass --trust PUB (or --key KEY, whose public half is then trusted)",
+                )
+            })?)?,
+        }];
         &own[..]
     } else {
         trusted
